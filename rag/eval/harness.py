@@ -1,0 +1,127 @@
+"""`rag eval`: run a named pipeline over a BEIR folder and report quality and latency."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from rag.config import Settings
+from rag.dense.factory import build_embedder
+from rag.dense.matryoshka import scoring_work
+from rag.dense.qdrant_store import QdrantStore, connect
+from rag.eval.metrics import evaluate_run, ranked_run
+from rag.index.ingest import Ingestor
+from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
+from rag.retrieval.plan import PipelineName, plan_for
+from rag.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def dataset_collection(data: Path, settings: Settings) -> str:
+    """The cached collection a BEIR folder is ingested into when no collection was chosen."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", data.resolve().name)[:40]
+    suffix = "" if settings.matryoshka_rotation == "pca" else f"-{settings.matryoshka_rotation}"
+    model = re.sub(r"[^A-Za-z0-9_-]", "-", Path(settings.embedder_model).name)[:20]
+    return f"beir-{base}-{model}{suffix}"
+
+
+def ensure_ingested(settings: Settings, data: Path, *, progress: bool = True) -> None:
+    """Ingest the folder's corpus (idempotent: an unchanged corpus publishes nothing new)."""
+    store = QdrantStore(connect(settings), settings.collection)
+    try:
+        report = Ingestor(settings, build_embedder(settings), store, progress=progress).ingest(
+            read_beir_jsonl(data / "corpus.jsonl")
+        )
+        log.info(
+            "index %s ready (%d chunks, %d embedded now)",
+            report.version,
+            report.chunks_total,
+            report.chunks_embedded,
+        )
+    finally:
+        store.close()
+
+
+def evaluate(
+    settings: Settings,
+    data: Path,
+    pipeline: PipelineName,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (data / required).is_file():
+            raise FileNotFoundError(f"{data} is not a BEIR folder: missing {required}")
+    if settings.collection == "default":
+        settings = settings.model_copy(update={"collection": dataset_collection(data, settings)})
+    ensure_ingested(settings, data, progress=progress)
+
+    qrels = read_qrels(data / "qrels" / f"{split}.tsv")
+    queries = read_queries(data / "queries.jsonl")
+    qids = [q for q in qrels if q in queries][: limit or None]
+    qrels = {q: qrels[q] for q in qids}
+
+    runtime = Runtime.open(
+        settings, load_reranker=pipeline in (PipelineName.HYBRID_RERANK, PipelineName.AUTO)
+    )
+    try:
+        plan = plan_for(pipeline, settings, top_k=100, reranker_available=runtime.reranker is not None)
+        runtime.pipeline.search(queries[qids[0]], plan)  # warm-up: model loading is not query latency
+        ranked: dict[str, list[str]] = {}
+        latencies: list[float] = []
+        rerank_pairs = 0
+        degraded: dict[str, int] = {}
+        for qid in tqdm(qids, desc=f"eval {pipeline.value}", disable=not progress):
+            start = time.perf_counter()
+            outcome = runtime.pipeline.search(queries[qid], plan)
+            latencies.append((time.perf_counter() - start) * 1000.0)
+            ranked[qid] = [h.doc_id for h in outcome.hits[: plan.top_k]]
+            rerank_pairs += outcome.rerank_pairs
+            for d in outcome.degraded:
+                degraded[f"{d.step}: {d.reason}"] = degraded.get(f"{d.step}: {d.reason}", 0) + 1
+        metrics = evaluate_run(qrels, ranked_run(ranked))
+        n_points = len(runtime.snapshot.point_rows)
+        dim = runtime.embedder.dim
+        return {
+            "dataset": data.resolve().name,
+            "pipeline": pipeline.value,
+            "split": split,
+            "queries": len(qids),
+            **metrics,
+            "latency_ms": {
+                "p50": float(np.percentile(latencies, 50)),
+                "p95": float(np.percentile(latencies, 95)),
+                "mean": float(np.mean(latencies)),
+            },
+            "rerank_pairs": rerank_pairs,
+            "degraded": degraded,
+            "index_version": runtime.snapshot.version,
+            "collection": settings.collection,
+            "plan": {
+                "retrievers": list(plan.retrievers),
+                "dims": plan.dims or dim,
+                "prefetch": plan.prefetch if plan.dims else None,
+                "candidates": plan.candidates,
+                "fusion": plan.fusion.value,
+                "weights": plan.weights,
+                "rrf_k": plan.rrf_k,
+                "rerank_depth": plan.rerank_depth,
+            },
+            "dense_scoring_work": (
+                scoring_work(n_points, dim, plan.dims, plan.prefetch) if "dense" in plan.retrievers else 0
+            ),
+            "embedder": settings.embedder_model,
+            "reranker": settings.reranker_model if plan.rerank_depth else None,
+            "rotation": settings.matryoshka_rotation,
+        }
+    finally:
+        runtime.close()

@@ -1,0 +1,245 @@
+"""Ingestion: documents → chunks → vectors in Qdrant + BM25 term matrix → a new published index version."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rag.config import Settings
+from rag.dense.embedder import Embedder
+from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
+from rag.dense.qdrant_store import QdrantStore
+from rag.index.snapshot import ChunkRecord, IndexSnapshot, write_chunks
+from rag.index.versions import VersionStore, point_id, write_json_atomic
+from rag.text.analyzer import Analyzer
+from rag.text.chunking import chunk_document
+from rag.types import Document
+
+log = logging.getLogger(__name__)
+
+UPSERT_GROUP = 256  # chunks embedded and upserted together (bounds memory, sets progress granularity)
+ROTATION_SAMPLE = 20_000  # chunks whose embeddings fit the Matryoshka rotation on a collection's first ingest
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    version: str
+    previous_version: str | None
+    docs_added: int
+    docs_updated: int
+    docs_unchanged: int
+    docs_deleted: int
+    docs_missing_for_delete: int
+    chunks_total: int
+    chunks_embedded: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Ingestor:
+    """Writes one collection. A new version is published only when its vectors and BM25 files are complete."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, store: QdrantStore, *, progress: bool = True):
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.versions = VersionStore(settings.versions_dir)
+        self.progress = progress
+        self.analyzer = Analyzer()
+
+    # -- collection-level state ------------------------------------------------------------------
+    def _check_collection(self) -> dict[str, object]:
+        meta_file = self.versions.root / "collection.json"
+        meta = {
+            "embedder": self.embedder.name,
+            "dim": self.embedder.dim,
+            "rotation": self.settings.matryoshka_rotation,
+            "analyzer": self.analyzer.fingerprint(),
+        }
+        if meta_file.exists():
+            stored = json.loads(meta_file.read_text())
+            for key in ("embedder", "dim", "rotation", "analyzer"):
+                if stored.get(key) != meta[key]:
+                    raise ValueError(
+                        f"collection {self.settings.collection!r} was built with {key}={stored.get(key)!r}, "
+                        f"but the settings give {meta[key]!r}; use the same setting or another collection"
+                    )
+            return stored
+        write_json_atomic(meta_file, meta)
+        return meta
+
+    def _rotation(self, sample: np.ndarray) -> np.ndarray:
+        path = self.versions.root / "rotation.npy"
+        if path.exists():
+            return np.load(path)
+        if self.settings.matryoshka_rotation == "pca" and len(sample):
+            rotation = fit_rotation(sample)
+        else:
+            rotation = identity_rotation(self.embedder.dim)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, rotation)
+        tmp.replace(path)
+        log.info("fitted %s rotation on %d vectors", self.settings.matryoshka_rotation, len(sample))
+        return rotation
+
+    # -- the ingest --------------------------------------------------------------------------------
+    def ingest(self, documents: Iterable[Document], delete_ids: Iterable[str] = ()) -> IngestReport:
+        started = time.perf_counter()
+        with self.versions.lock():
+            self.versions.discard_staging()
+            self._check_collection()
+            self.store.ensure_collection(self.embedder.dim)
+            previous = IndexSnapshot.load(self.versions) or IndexSnapshot.empty(self.analyzer)
+
+            incoming: dict[str, Document] = {}
+            for doc in documents:
+                incoming[doc.doc_id] = doc  # last occurrence of an id wins
+            deletes = set(delete_ids) - set(incoming)
+
+            new_chunks: list[ChunkRecord] = []
+            for doc in incoming.values():
+                for c in chunk_document(
+                    doc, size=self.settings.chunk_words, overlap=self.settings.chunk_overlap_words
+                ):
+                    pid = point_id(c.chunk_id, c.embed_text)
+                    new_chunks.append(
+                        ChunkRecord(c.chunk_id, c.doc_id, c.ordinal, c.title, c.text, pid, c.metadata)
+                    )
+
+            prev_docs = set(previous.doc_ids)
+            prev_points_by_doc: dict[str, set[str]] = {}
+            for rec in previous.chunks:
+                prev_points_by_doc.setdefault(rec.doc_id, set()).add(rec.point_id)
+            new_points_by_doc: dict[str, set[str]] = {}
+            for rec in new_chunks:
+                new_points_by_doc.setdefault(rec.doc_id, set()).add(rec.point_id)
+            unchanged = {d for d in incoming if prev_points_by_doc.get(d) == new_points_by_doc.get(d)}
+            updated = {d for d in incoming if d in prev_docs} - unchanged
+            added = set(incoming) - prev_docs
+
+            if not added and not updated and not (deletes & prev_docs) and previous.version:
+                log.info("nothing changed; %s keeps serving", previous.version)
+                return IngestReport(
+                    previous.version,
+                    previous.version,
+                    0,
+                    0,
+                    len(unchanged),
+                    0,
+                    len(deletes),
+                    len(previous.chunks),
+                    0,
+                    time.perf_counter() - started,
+                )
+
+            replaced = (set(incoming) - unchanged) | deletes
+            keep_rows = np.fromiter(
+                (i for i, c in enumerate(previous.chunks) if c.doc_id not in replaced), dtype=np.int64
+            )
+            fresh = [c for c in new_chunks if c.doc_id not in unchanged]
+            chunks = [previous.chunks[i] for i in keep_rows] + fresh
+            embedded = self._embed_and_upsert(fresh)
+            terms = previous.terms.select(keep_rows).append(
+                [self.analyzer.tokens(f"{c.title}\n{c.text}") for c in fresh]
+            )
+
+            name = self.versions.next_name()
+            staging = self.versions.staging()
+            write_chunks(staging / "chunks.jsonl", chunks)
+            terms.save(staging)
+            manifest = {
+                "version": name,
+                "parent": previous.version or None,
+                "created_at": datetime.now(UTC).isoformat(),
+                "collection": self.settings.collection,
+                "embedder": self.embedder.name,
+                "dim": self.embedder.dim,
+                "rotation": self.settings.matryoshka_rotation,
+                "analyzer": self.analyzer.fingerprint(),
+                "docs": len({c.doc_id for c in chunks}),
+                "chunks": len(chunks),
+                "chunk_words": self.settings.chunk_words,
+                "chunk_overlap_words": self.settings.chunk_overlap_words,
+            }
+            write_json_atomic(staging / "manifest.json", manifest)
+            self.versions.publish(staging, name)
+            log.info("published %s (%d docs, %d chunks)", name, manifest["docs"], len(chunks))
+            self._collect_garbage({c.point_id for c in chunks} | {c.point_id for c in previous.chunks})
+            self.versions.prune(keep=2)
+            return IngestReport(
+                name,
+                previous.version or None,
+                len(added),
+                len(updated),
+                len(unchanged),
+                len(deletes & prev_docs),
+                len(deletes - prev_docs),
+                len(chunks),
+                embedded,
+                time.perf_counter() - started,
+            )
+
+    def _embed_and_upsert(self, chunks: list[ChunkRecord]) -> int:
+        """Embed and upsert the chunks whose points are not stored yet. Returns how many were embedded."""
+        stored = self.store.existing([c.point_id for c in chunks])
+        todo = [c for c in chunks if c.point_id not in stored]
+        if not todo:
+            return 0
+        rotation_path = self.versions.root / "rotation.npy"
+        bar = tqdm(total=len(todo), desc="embedding", unit="chunk", disable=not self.progress)
+        pending: list[tuple[list[ChunkRecord], np.ndarray]] = []
+        rotation = np.load(rotation_path) if rotation_path.exists() else None
+        done = 0
+        for start in range(0, len(todo), UPSERT_GROUP):
+            group = todo[start : start + UPSERT_GROUP]
+            vectors = self.embedder.embed(
+                [f"{c.title}\n{c.text}" if c.title else c.text for c in group],
+                batch_size=self.settings.embed_batch_size,
+            )
+            bar.update(len(group))
+            if rotation is None:
+                pending.append((group, vectors))
+                buffered = sum(len(g) for g, _ in pending)
+                if buffered < min(ROTATION_SAMPLE, len(todo)):
+                    continue
+                rotation = self._rotation(np.concatenate([v for _, v in pending]))
+                for g, v in pending:
+                    done += self._upsert(g, rotate(v, rotation), done, len(todo))
+                pending = []
+            else:
+                done += self._upsert(group, rotate(vectors, rotation), done, len(todo))
+        bar.close()
+        return done
+
+    def _upsert(self, group: list[ChunkRecord], vectors: np.ndarray, done: int, total: int) -> int:
+        self.store.upsert(
+            [c.point_id for c in group],
+            vectors,
+            [{"chunk_id": c.chunk_id, "doc_id": c.doc_id} for c in group],
+        )
+        log.info("upserted %d/%d chunks", done + len(group), total)
+        return len(group)
+
+    def _collect_garbage(self, live: set[str]) -> int:
+        """Delete points used by neither the new nor the previous version (left by edits or crashed runs)."""
+        stale = self.store.all_ids() - live
+        if stale:
+            self.store.delete(stale)
+            log.info("deleted %d stale points", len(stale))
+        return len(stale)
+
+
+def ingest_path(settings: Settings, path: Path, embedder: Embedder, store: QdrantStore) -> IngestReport:
+    from rag.io.sources import read_documents
+
+    return Ingestor(settings, embedder, store).ingest(read_documents(path))

@@ -1,0 +1,132 @@
+"""A loaded, immutable index version: chunk table, BM25 term matrix, rotation and manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.bm25.index import BM25Index, BM25Params, TermMatrix
+from rag.index.versions import VersionStore
+from rag.text.analyzer import Analyzer
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    chunk_id: str
+    doc_id: str
+    ordinal: int
+    title: str
+    text: str
+    point_id: str
+    metadata: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "chunk_id": self.chunk_id,
+                "doc_id": self.doc_id,
+                "ordinal": self.ordinal,
+                "title": self.title,
+                "text": self.text,
+                "point_id": self.point_id,
+                "metadata": self.metadata,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> ChunkRecord:
+        d = json.loads(line)
+        return cls(
+            d["chunk_id"], d["doc_id"], d["ordinal"], d["title"], d["text"], d["point_id"], d["metadata"]
+        )
+
+
+def write_chunks(path: Path, chunks: Sequence[ChunkRecord]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for chunk in chunks:
+            fh.write(chunk.to_json())
+            fh.write("\n")
+
+
+def read_chunks(path: Path) -> list[ChunkRecord]:
+    with path.open(encoding="utf-8") as fh:
+        return [ChunkRecord.from_json(line) for line in fh if line.strip()]
+
+
+class IndexSnapshot:
+    """Everything a query needs from one published version. Rows of the term matrix = ``chunks`` order."""
+
+    def __init__(
+        self,
+        version: str,
+        manifest: dict[str, Any],
+        chunks: list[ChunkRecord],
+        terms: TermMatrix,
+        rotation: np.ndarray | None,
+        analyzer: Analyzer,
+        bm25_params: BM25Params | None = None,
+    ) -> None:
+        if terms.tf.shape[0] != len(chunks):
+            raise ValueError(f"version {version}: {len(chunks)} chunks but {terms.tf.shape[0]} BM25 rows")
+        self.version = version
+        self.manifest = manifest
+        self.chunks = chunks
+        self.terms = terms
+        self.rotation = rotation
+        self.analyzer = analyzer
+        self.bm25_params = bm25_params or BM25Params()
+        self.doc_ids: list[str] = list(dict.fromkeys(c.doc_id for c in chunks))
+        doc_index = {d: i for i, d in enumerate(self.doc_ids)}
+        self.chunk_doc = np.fromiter((doc_index[c.doc_id] for c in chunks), dtype=np.int64, count=len(chunks))
+        self.point_rows = {c.point_id: i for i, c in enumerate(chunks)}
+        self.chunk_rows = {c.chunk_id: i for i, c in enumerate(chunks)}
+
+    @classmethod
+    def empty(cls, analyzer: Analyzer) -> IndexSnapshot:
+        return cls("", {}, [], TermMatrix.empty(), None, analyzer)
+
+    @classmethod
+    def load(
+        cls, store: VersionStore, version: str | None = None, bm25_params: BM25Params | None = None
+    ) -> IndexSnapshot | None:
+        """The given (default: current) version, or None when nothing has been published."""
+        name = version or store.current()
+        if name is None:
+            return None
+        folder = store.path(name)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        analyzer = Analyzer()
+        if manifest.get("analyzer", analyzer.fingerprint()) != analyzer.fingerprint():
+            raise ValueError(
+                f"version {name} was analysed with {manifest['analyzer']!r} but this code analyses with "
+                f"{analyzer.fingerprint()!r}; re-ingest into a new collection"
+            )
+        rotation_file = store.root / "rotation.npy"
+        rotation = np.load(rotation_file) if rotation_file.exists() else None
+        return cls(
+            name,
+            manifest,
+            read_chunks(folder / "chunks.jsonl"),
+            TermMatrix.load(folder),
+            rotation,
+            analyzer,
+            bm25_params,
+        )
+
+    @cached_property
+    def bm25(self) -> BM25Index:
+        return BM25Index(self.terms, self.analyzer, self.bm25_params)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_ids)
+
+    def rows_of_docs(self, doc_ids: set[str]) -> np.ndarray:
+        return np.fromiter((i for i, c in enumerate(self.chunks) if c.doc_id in doc_ids), dtype=np.int64)

@@ -1,0 +1,135 @@
+"""Index versions on disk: immutable version folders and an atomically switched ``CURRENT`` pointer.
+
+Layout under ``<data_dir>/versions/<collection>/``::
+
+    collection.json     embedder, dimension and rotation the collection was built with
+    rotation.npy        the Matryoshka rotation (fixed for the collection's lifetime)
+    CURRENT             {"version": "v000003"}; replaced with os.replace, the publish point
+    v000003/            manifest.json, chunks.jsonl, bm25_tf.npz, bm25_vocab.json
+    .staging-*/         a version being written; never read, removed by the next ingest
+
+A version is published only after its vectors are in Qdrant and its BM25 files are on disk, so an ingest
+that dies at any point leaves the previous version serving.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
+VERSION_PREFIX = "v"
+
+
+def point_id(chunk_id: str, embed_text: str) -> str:
+    """Content-addressed Qdrant point id: same chunk id and same text ⇒ same point (idempotent upserts;
+    changed text ⇒ a new point, so the version still serving keeps its own vector)."""
+    digest = hashlib.sha1(embed_text.encode("utf-8")).hexdigest()
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_id}\x00{digest}"))
+
+
+def version_name(number: int) -> str:
+    return f"{VERSION_PREFIX}{number:06d}"
+
+
+def version_number(name: str) -> int:
+    if not (name.startswith(VERSION_PREFIX) and name[1:].isdigit()):
+        raise ValueError(f"not a version name: {name!r} (expected like 'v000001')")
+    return int(name[1:])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class VersionStore:
+    """The versions folder of one collection."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "CURRENT"
+
+    def current(self) -> str | None:
+        if not self.current_file.exists():
+            return None
+        return str(json.loads(self.current_file.read_text())["version"])
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def published(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(VERSION_PREFIX)]
+        return sorted(names, key=version_number)
+
+    def next_name(self) -> str:
+        existing = self.published()
+        return version_name(version_number(existing[-1]) + 1 if existing else 1)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock: one ingest at a time per collection."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"another ingest is writing collection folder {self.root}") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def staging(self) -> Path:
+        path = self.root / f".staging-{uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True)
+        return path
+
+    def discard_staging(self) -> None:
+        for path in self.root.glob(".staging-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(self, staging: Path, name: str) -> None:
+        """Move a complete staging folder into place, then switch ``CURRENT`` to it (atomic)."""
+        for file in staging.iterdir():
+            with file.open("rb") as fh:
+                os.fsync(fh.fileno())
+        final = self.path(name)
+        os.replace(staging, final)
+        _fsync_dir(self.root)
+        write_json_atomic(self.current_file, {"version": name})
+
+    def prune(self, keep: int = 2) -> list[str]:
+        """Remove published versions older than the newest ``keep`` (never the current one)."""
+        current = self.current()
+        names = self.published()
+        doomed = [n for n in names[:-keep] if n != current] if keep > 0 else []
+        for name in doomed:
+            shutil.rmtree(self.path(name), ignore_errors=True)
+        return doomed

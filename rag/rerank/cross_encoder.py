@@ -1,0 +1,85 @@
+"""Cross-encoder reranking of the top of a fused list (sentence-transformers ``CrossEncoder``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rag.types import Hit
+
+RERANKER_CONFIG = "rag_reranker.json"  # written by `rag train-reranker` next to the model
+
+
+class Reranker(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
+
+
+def rerank(
+    hits: Sequence[Hit],
+    ce_scores: np.ndarray,
+    *,
+    depth: int,
+    first_stage_weight: float = 0.0,
+    rrf_k: int = 60,
+) -> list[Hit]:
+    """Reorder the first ``depth`` hits by cross-encoder score; the rest keep their order after them.
+
+    With ``first_stage_weight`` > 0 the new order is an RRF of the cross-encoder rank (weight 1) and the
+    first-stage rank (that weight) — a guard against a reranker that is confidently wrong.
+    """
+    head, tail = list(hits[:depth]), list(hits[depth:])
+    if len(ce_scores) != len(head):
+        raise ValueError(f"got {len(ce_scores)} reranker scores for {len(head)} hits")
+    ce_rank = np.empty(len(head), dtype=np.int64)
+    ce_rank[np.argsort(-ce_scores, kind="stable")] = np.arange(1, len(head) + 1)
+    fused = 1.0 / (rrf_k + ce_rank) + first_stage_weight / (rrf_k + np.arange(1, len(head) + 1))
+    order = np.argsort(-fused, kind="stable") if first_stage_weight > 0 else np.argsort(ce_rank)
+    reranked = [Hit(head[i].doc_id, float(ce_scores[i]), head[i].chunk_id) for i in order]
+    return reranked + tail
+
+
+class CrossEncoderReranker:
+    """A CrossEncoder by name or path, loaded in :meth:`warm_up`; pairs are batched and capped in length."""
+
+    def __init__(self, model: str, *, max_length: int = 256, batch_size: int = 32, device: str = "cpu"):
+        if max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {max_length}")
+        self._model_name = model
+        self._max_length = max_length
+        self._batch_size = batch_size
+        self._device = device
+        self._model = None
+        self.first_stage_weight = 0.0
+        config = Path(model) / RERANKER_CONFIG
+        if config.is_file():
+            self.first_stage_weight = float(json.loads(config.read_text()).get("first_stage_weight", 0.0))
+
+    @property
+    def name(self) -> str:
+        return self._model_name
+
+    def warm_up(self) -> None:
+        if self._model is None:
+            from sentence_transformers import CrossEncoder
+
+            if Path(self._model_name).exists():
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            self._model = CrossEncoder(self._model_name, device=self._device, max_length=self._max_length)
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        if not passages:
+            return np.empty(0, dtype=np.float32)
+        self.warm_up()
+        assert self._model is not None
+        scores = self._model.predict(
+            [(query, p) for p in passages], batch_size=self._batch_size, show_progress_bar=False
+        )
+        return np.asarray(scores, dtype=np.float32).reshape(-1)

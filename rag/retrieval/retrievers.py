@@ -1,0 +1,85 @@
+"""BM25 and dense retrievers over one index snapshot; both return document-level hits (best chunk wins)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rag.bm25.scoring import top_k
+from rag.dense.matryoshka import rotate
+from rag.dense.qdrant_store import QdrantStore
+from rag.index.snapshot import IndexSnapshot
+from rag.types import Hit
+
+
+def best_chunk_per_doc(
+    rows: np.ndarray, scores: np.ndarray, chunk_doc: np.ndarray, n_docs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Max-pool chunk scores into document scores. Returns (doc score per doc, best row per doc), with
+    ``-inf`` / ``-1`` for documents none of whose chunks are in ``rows``."""
+    doc_scores = np.full(n_docs, -np.inf)
+    best_row = np.full(n_docs, -1, dtype=np.int64)
+    if rows.size == 0:
+        return doc_scores, best_row
+    order = np.lexsort((rows, -scores))  # best score first; ties: lower row first
+    rows, scores = rows[order], scores[order]
+    docs = chunk_doc[rows]
+    _, first = np.unique(docs, return_index=True)
+    doc_scores[docs[first]] = scores[first]
+    best_row[docs[first]] = rows[first]
+    return doc_scores, best_row
+
+
+def _doc_hits(snapshot: IndexSnapshot, rows: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+    doc_scores, best_row = best_chunk_per_doc(rows, scores, snapshot.chunk_doc, snapshot.n_docs)
+    present = np.flatnonzero(best_row >= 0)
+    return [
+        Hit(snapshot.doc_ids[d], float(doc_scores[d]), snapshot.chunks[best_row[d]].chunk_id)
+        for d in top_k(doc_scores, k, candidates=present)
+    ]
+
+
+class BM25Retriever:
+    name = "bm25"
+
+    def __init__(self, snapshot: IndexSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def retrieve(self, query: str, k: int) -> list[Hit]:
+        scores = self.snapshot.bm25.scores(self.snapshot.analyzer.tokens(query))
+        rows = np.flatnonzero(scores)
+        return _doc_hits(self.snapshot, rows, scores[rows], k)
+
+
+class DenseRetriever:
+    """Nearest chunks in Qdrant, restricted to the points of the snapshot's version."""
+
+    name = "dense"
+
+    def __init__(self, snapshot: IndexSnapshot, store: QdrantStore, *, stale_points: int = 0) -> None:
+        if snapshot.rotation is None:
+            raise ValueError(f"version {snapshot.version!r} has no rotation; was it ingested with vectors?")
+        self.snapshot = snapshot
+        self.store = store
+        # points in the collection that this version does not use (superseded or from an unfinished
+        # ingest); fetched on top of k so that dropping them still leaves k chunks
+        self.stale_points = stale_points
+
+    def rotate_query(self, query_vector: np.ndarray) -> np.ndarray:
+        assert self.snapshot.rotation is not None
+        return rotate(query_vector[None, :], self.snapshot.rotation)[0]
+
+    def retrieve(
+        self, query_vector: np.ndarray, k: int, *, dims: int | None = None, prefetch: int = 200
+    ) -> list[Hit]:
+        """``query_vector``: the normalised query embedding (un-rotated). ``k`` counts chunks fetched."""
+        limit = k + min(self.stale_points, 1000)
+        points = self.store.search(
+            self.rotate_query(query_vector), limit=limit, dims=dims, prefetch=prefetch + self.stale_points
+        )
+        rows, scores = [], []
+        for pid, score in points:
+            row = self.snapshot.point_rows.get(pid)
+            if row is not None:
+                rows.append(row)
+                scores.append(score)
+        return _doc_hits(self.snapshot, np.asarray(rows, dtype=np.int64), np.asarray(scores), k)

@@ -1,0 +1,86 @@
+"""Opening a collection for search: the current snapshot, Qdrant, the embedder and the reranker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from rag.bm25.index import BM25Params
+from rag.config import Settings
+from rag.dense.embedder import Embedder
+from rag.dense.factory import build_embedder
+from rag.dense.qdrant_store import QdrantStore, connect
+from rag.index.ingest import Ingestor
+from rag.index.snapshot import IndexSnapshot
+from rag.index.versions import VersionStore
+from rag.rerank.cross_encoder import CrossEncoderReranker
+from rag.retrieval.pipeline import SearchPipeline
+from rag.retrieval.retrievers import DenseRetriever
+
+log = logging.getLogger(__name__)
+
+
+class NoIndexError(RuntimeError):
+    pass
+
+
+def bm25_params(settings: Settings) -> BM25Params:
+    return BM25Params(k1=settings.bm25_k1, b=settings.bm25_b, idf=settings.bm25_idf)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: QdrantStore
+    embedder: Embedder
+    reranker: CrossEncoderReranker | None
+    snapshot: IndexSnapshot
+    pipeline: SearchPipeline
+
+    @classmethod
+    def open(cls, settings: Settings, *, load_reranker: bool = True) -> Runtime:
+        store = QdrantStore(connect(settings), settings.collection)
+        embedder = build_embedder(settings)
+        snapshot = IndexSnapshot.load(VersionStore(settings.versions_dir), bm25_params=bm25_params(settings))
+        if snapshot is None:
+            store.close()
+            raise NoIndexError(
+                f"collection {settings.collection!r} has no published index under {settings.versions_dir}; "
+                "run `rag ingest PATH` first"
+            )
+        reranker = None
+        if load_reranker and settings.reranker_model:
+            reranker = CrossEncoderReranker(
+                settings.reranker_model,
+                max_length=settings.reranker_max_length,
+                batch_size=settings.reranker_batch_size,
+            )
+        runtime = cls(settings, store, embedder, reranker, snapshot, None)  # type: ignore[arg-type]
+        runtime.pipeline = runtime._pipeline()
+        return runtime
+
+    def _pipeline(self) -> SearchPipeline:
+        stale = max(self.store.count() - len(self.snapshot.point_rows), 0)
+        dense = DenseRetriever(self.snapshot, self.store, stale_points=stale)
+        return SearchPipeline(
+            self.snapshot,
+            self.embedder,
+            dense,
+            self.reranker,
+            reranker_first_stage_weight=self.reranker.first_stage_weight if self.reranker else 0.0,
+        )
+
+    def ingestor(self, *, progress: bool = True) -> Ingestor:
+        return Ingestor(self.settings, self.embedder, self.store, progress=progress)
+
+    def reload(self) -> None:
+        """Switch to the current published version (after an ingest)."""
+        snapshot = IndexSnapshot.load(
+            VersionStore(self.settings.versions_dir), bm25_params=bm25_params(self.settings)
+        )
+        if snapshot is not None and snapshot.version != self.snapshot.version:
+            self.snapshot = snapshot
+            self.pipeline = self._pipeline()
+
+    def close(self) -> None:
+        self.store.close()

@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".rag-data"), description="Index versions, BM25 snapshots, local Qdrant")
     collection: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
-    qdrant_path: Path | None = Field(None, description="Local Qdrant folder; default <data_dir>/qdrant")
+    qdrant_path: Path | None = Field(
+        None, description="Local Qdrant folder; default <data_dir>/qdrant/<collection> (one per collection)"
+    )
     qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; overrides qdrant_path")
     qdrant_api_key: str | None = None
     qdrant_timeout_s: float = Field(10.0, gt=0)
@@ -101,7 +103,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_qdrant_path(self) -> Path:
-        return self.qdrant_path or self.data_dir / "qdrant"
+        # local mode locks its folder to one process: a folder per collection lets an ingest of one
+        # collection run beside queries of another
+        return self.qdrant_path or self.data_dir / "qdrant" / self.collection
 
     @property
     def versions_dir(self) -> Path:

@@ -31,7 +31,15 @@ def connect(settings: Settings) -> QdrantClient:
         )
     path = settings.resolved_qdrant_path
     path.mkdir(parents=True, exist_ok=True)
-    return QdrantClient(path=str(path))
+    try:
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" not in str(exc):
+            raise
+        raise RuntimeError(
+            f"the embedded Qdrant folder {path} is in use by another process (local mode allows one process "
+            "per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
+        ) from None
 
 
 class QdrantStore:

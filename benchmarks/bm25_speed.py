@@ -103,7 +103,8 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['docs']:,} | {r['ours_qps']:,.0f} | {r['reference_qps']:,.1f} | **{r['speedup']:,.0f}×** | "
+            f"| {r['docs']:,} | {r['ours_qps']:,.0f} | {r['reference_qps']:,.1f} | "
+            f"**{r['speedup']:,.0f}×** | "
             f"{r['ours_ms_per_query']:.3f} | {r['reference_ms_per_query']:.1f} | "
             f"{r['identical_top10']}/{r['compared_top10']} |"
         )

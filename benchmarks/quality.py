@@ -139,7 +139,8 @@ def main() -> None:
             else ""
         )
         lines.append(
-            f"| {r['name']} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {r['mrr@10']:.4f} | {r['p50_ms']:.1f} | "
+            f"| {r['name']} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {r['mrr@10']:.4f} | "
+            f"{r['p50_ms']:.1f} | "
             f"{r['p95_ms']:.1f} | {r['rerank_pairs']} | {work:,}{ratio} | {keep} |"
         )
     lines += [

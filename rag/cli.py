@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rag.config import MATRYOSHKA_DIMS, load_settings
+from rag.config import MATRYOSHKA_DIMS, Settings, load_settings
 
 
-def _settings(args: argparse.Namespace, **extra: Any):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(collection=getattr(args, "collection", None), **extra)
 
 

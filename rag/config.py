@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     matryoshka_rotation: Literal["pca", "none"] = "pca"
 
     reranker_model: str | None = Field(None, description="CrossEncoder name or path; unset = no rerank")
+    reranker_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     reranker_max_length: int = Field(256, ge=16, le=4096)
     reranker_batch_size: int = Field(32, ge=1, le=1024)
     rerank_depth: int = Field(40, ge=0, le=1000)

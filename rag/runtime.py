@@ -14,6 +14,7 @@ from rag.index.ingest import Ingestor
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker
+from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.retrievers import DenseRetriever
 
@@ -22,6 +23,24 @@ log = logging.getLogger(__name__)
 
 class NoIndexError(RuntimeError):
     pass
+
+
+def build_reranker(settings: Settings) -> CrossEncoderReranker | OnnxCrossEncoderReranker | None:
+    """The configured reranker (``RAG_RERANKER_MODEL`` + ``RAG_RERANKER_BACKEND``), or None."""
+    if not settings.reranker_model:
+        return None
+    if settings.reranker_backend == "torch":
+        return CrossEncoderReranker(
+            settings.reranker_model,
+            max_length=settings.reranker_max_length,
+            batch_size=settings.reranker_batch_size,
+        )
+    return OnnxCrossEncoderReranker(
+        settings.reranker_model,
+        max_length=settings.reranker_max_length,
+        batch_size=settings.reranker_batch_size,
+        quantize=settings.reranker_backend == "onnx-int8",
+    )
 
 
 def bm25_params(settings: Settings) -> BM25Params:
@@ -33,7 +52,7 @@ class Runtime:
     settings: Settings
     store: QdrantStore
     embedder: Embedder
-    reranker: CrossEncoderReranker | None
+    reranker: CrossEncoderReranker | OnnxCrossEncoderReranker | None
     snapshot: IndexSnapshot
     pipeline: SearchPipeline
 
@@ -48,13 +67,7 @@ class Runtime:
                 f"collection {settings.collection!r} has no published index under {settings.versions_dir}; "
                 "run `rag ingest PATH` first"
             )
-        reranker = None
-        if load_reranker and settings.reranker_model:
-            reranker = CrossEncoderReranker(
-                settings.reranker_model,
-                max_length=settings.reranker_max_length,
-                batch_size=settings.reranker_batch_size,
-            )
+        reranker = build_reranker(settings) if load_reranker else None
         runtime = cls(settings, store, embedder, reranker, snapshot, None)  # type: ignore[arg-type]
         runtime.pipeline = runtime._pipeline()
         return runtime

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class SentenceTransformerEmbedder:
         self._model_name = model
         self._max_seq_length = max_seq_length
         self._device = device
-        self._model = None
+        self._model: Any = None
 
     def warm_up(self) -> None:
         if self._model is None:

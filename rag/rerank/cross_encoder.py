@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class CrossEncoderReranker:
         self._max_length = max_length
         self._batch_size = batch_size
         self._device = device
-        self._model = None
+        self._model: Any = None
         self.first_stage_weight = 0.0
         config = Path(model) / RERANKER_CONFIG
         if config.is_file():

@@ -20,6 +20,7 @@ from rag.config import Settings
 from rag.dense.embedder import resolve_model_path
 from rag.eval.harness import dataset_collection, ensure_ingested
 from rag.eval.metrics import evaluate_run, ranked_run
+from rag.index.snapshot import ChunkRecord
 from rag.io.sources import read_qrels, read_queries
 from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
 from rag.retrieval.plan import PipelineName, plan_for
@@ -67,7 +68,7 @@ def mine_pairs(
     plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
     plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
     pipe = runtime.pipeline
-    first_chunk = {}
+    first_chunk: dict[str, ChunkRecord] = {}
     for chunk in runtime.snapshot.chunks:
         first_chunk.setdefault(chunk.doc_id, chunk)
     rows: list[tuple[str, str, float]] = []

@@ -13,14 +13,18 @@ def build_tiny_cross_encoder(folder: Path, texts: Iterable[str], *, seed: int = 
     """Save a randomly initialised 2-layer BERT sequence classifier (1 label) with a word-level vocabulary
     taken from ``texts``; ``CrossEncoder(str(folder))`` loads it."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,  # type: ignore[attr-defined]
+    )
 
     words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(SPECIAL + words) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]
         vocab_size=len(SPECIAL) + len(words),
         hidden_size=32,
         num_hidden_layers=2,

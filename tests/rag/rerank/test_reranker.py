@@ -93,3 +93,26 @@ def test_train_reranker_produces_a_loadable_model(
     reranker = CrossEncoderReranker(str(out), max_length=64)
     assert reranker.score("fish", ["salmon swim"]).shape == (1,)
     assert reranker.first_stage_weight == report["first_stage_weight"]
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_onnx_backend_matches_torch_scores(tiny_model: Path, quantize: bool) -> None:
+    from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
+
+    passages = ["cats hunt mice at night", "bees make honey", "whales sing", "owls hunt mice"]
+    expected = CrossEncoderReranker(str(tiny_model), max_length=64).score("who hunts mice", passages)
+    onnx = OnnxCrossEncoderReranker(str(tiny_model), max_length=64, batch_size=3, quantize=quantize)
+    got = onnx.score("who hunts mice", passages)
+    assert got.shape == expected.shape
+    if quantize:  # int8 weights: close (ranking fidelity on the real model is in benchmarks/)
+        assert np.allclose(got, expected, atol=0.02)
+    else:
+        assert np.allclose(got, expected, atol=1e-4)
+    assert (tiny_model / "onnx" / ("model_int8.onnx" if quantize else "model.onnx")).is_file()
+
+
+def test_onnx_backend_needs_a_local_folder() -> None:
+    from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
+
+    with pytest.raises(ValueError, match="needs a local model folder"):
+        OnnxCrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")

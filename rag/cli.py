@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "query": args.text,
+                "pipeline": pipeline.value,
                 "index_version": runtime.snapshot.version,
-                "results": [r.__dict__ if hasattr(r, "__dict__") else _result_dict(r) for r in results],
+                "results": [asdict(r) for r in results],
                 "timings_ms": outcome.timings_ms,
-                "degraded": [d.__repr__() for d in outcome.degraded],
+                "degraded": [asdict(d) for d in outcome.degraded],
             }
         )
         return 0
@@ -94,10 +96,6 @@ def cmd_query(args: argparse.Namespace) -> int:
         snippet = " ".join(r.text.split())[:160]
         print(f"{r.rank:>2}. {r.doc_id}  ({r.score:.4f})  {r.title}\n    {snippet}")
     return 0
-
-
-def _result_dict(r: Any) -> dict[str, Any]:
-    return {s: getattr(r, s) for s in r.__slots__}
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

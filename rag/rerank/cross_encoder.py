@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -13,6 +14,28 @@ import numpy as np
 from rag.types import Hit
 
 RERANKER_CONFIG = "rag_reranker.json"  # written by `rag train-reranker` next to the model
+
+
+DEFAULT_MAX_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RerankerDefaults:
+    """What `rag train-reranker` recorded beside a model: its training length and the blend weight."""
+
+    max_length: int = DEFAULT_MAX_LENGTH
+    first_stage_weight: float = 0.0
+
+    @classmethod
+    def of(cls, model: str) -> RerankerDefaults:
+        config = Path(model) / RERANKER_CONFIG
+        if not config.is_file():
+            return cls()
+        data = json.loads(config.read_text())
+        return cls(
+            max_length=int(data.get("config", {}).get("max_length", DEFAULT_MAX_LENGTH)),
+            first_stage_weight=float(data.get("first_stage_weight", 0.0)),
+        )
 
 
 class Reranker(Protocol):
@@ -49,18 +72,18 @@ def rerank(
 class CrossEncoderReranker:
     """A CrossEncoder by name or path, loaded in :meth:`warm_up`; pairs are batched and capped in length."""
 
-    def __init__(self, model: str, *, max_length: int = 256, batch_size: int = 32, device: str = "cpu"):
-        if max_length < 8:
-            raise ValueError(f"max_length must be at least 8, got {max_length}")
+    def __init__(
+        self, model: str, *, max_length: int | None = None, batch_size: int = 32, device: str = "cpu"
+    ) -> None:
+        defaults = RerankerDefaults.of(model)
+        self._max_length = max_length or defaults.max_length
+        if self._max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self._max_length}")
         self._model_name = model
-        self._max_length = max_length
         self._batch_size = batch_size
         self._device = device
         self._model: Any = None
-        self.first_stage_weight = 0.0
-        config = Path(model) / RERANKER_CONFIG
-        if config.is_file():
-            self.first_stage_weight = float(json.loads(config.read_text()).get("first_stage_weight", 0.0))
+        self.first_stage_weight = defaults.first_stage_weight
 
     @property
     def name(self) -> str:

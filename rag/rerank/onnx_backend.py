@@ -6,7 +6,6 @@ Tokenisation is the model's own Hugging Face tokenizer with the same pair trunca
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.rerank.cross_encoder import RERANKER_CONFIG
+from rag.rerank.cross_encoder import RerankerDefaults
 
 
 def export_onnx(model_dir: Path, *, quantize: bool) -> Path:
@@ -60,25 +59,23 @@ class OnnxCrossEncoderReranker:
         self,
         model: str,
         *,
-        max_length: int = 256,
+        max_length: int | None = None,
         batch_size: int = 32,
         quantize: bool = False,
         threads: int = 0,
     ) -> None:
         if not Path(model).is_dir():
             raise ValueError(f"the onnx reranker backend needs a local model folder, got {model!r}")
+        defaults = RerankerDefaults.of(model)
         self._model_dir = Path(model)
-        self._max_length = max_length
+        self._max_length = max_length or defaults.max_length
         self._batch_size = batch_size
         self._quantize = quantize
         self._threads = threads
         self._session: Any = None
         self._tokenizer: Any = None
         self._inputs: list[str] = []
-        self.first_stage_weight = 0.0
-        config = self._model_dir / RERANKER_CONFIG
-        if config.is_file():
-            self.first_stage_weight = float(json.loads(config.read_text()).get("first_stage_weight", 0.0))
+        self.first_stage_weight = defaults.first_stage_weight
 
     @property
     def name(self) -> str:

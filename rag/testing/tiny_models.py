@@ -13,11 +13,10 @@ def build_tiny_cross_encoder(folder: Path, texts: Iterable[str], *, seed: int = 
     """Save a randomly initialised 2-layer BERT sequence classifier (1 label) with a word-level vocabulary
     taken from ``texts``; ``CrossEncoder(str(folder))`` loads it."""
     import torch
-    from transformers import (
-        BertConfig,
-        BertForSequenceClassification,
-        BertTokenizerFast,  # type: ignore[attr-defined]
-    )
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+
+    BertTokenizerFast = transformers.BertTokenizerFast  # type: ignore[attr-defined]
 
     words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from rag.bm25.index import BM25Params
 from rag.config import Settings
@@ -13,7 +12,7 @@ from rag.dense.qdrant_store import QdrantStore, connect
 from rag.index.ingest import Ingestor
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
-from rag.rerank.cross_encoder import CrossEncoderReranker
+from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
 from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.retrievers import DenseRetriever
@@ -25,7 +24,7 @@ class NoIndexError(RuntimeError):
     pass
 
 
-def build_reranker(settings: Settings) -> CrossEncoderReranker | OnnxCrossEncoderReranker | None:
+def build_reranker(settings: Settings) -> Reranker | None:
     """The configured reranker (``RAG_RERANKER_MODEL`` + ``RAG_RERANKER_BACKEND``), or None."""
     if not settings.reranker_model:
         return None
@@ -47,41 +46,40 @@ def bm25_params(settings: Settings) -> BM25Params:
     return BM25Params(k1=settings.bm25_k1, b=settings.bm25_b, idf=settings.bm25_idf)
 
 
-@dataclass
 class Runtime:
-    settings: Settings
-    store: QdrantStore
-    embedder: Embedder
-    reranker: CrossEncoderReranker | OnnxCrossEncoderReranker | None
-    snapshot: IndexSnapshot
-    pipeline: SearchPipeline
+    """A collection opened for search: the current snapshot and the clients and models it needs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: QdrantStore,
+        embedder: Embedder,
+        reranker: Reranker | None,
+        snapshot: IndexSnapshot,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.reranker = reranker
+        self.snapshot = snapshot
+        self.pipeline = self._pipeline()
 
     @classmethod
     def open(cls, settings: Settings, *, load_reranker: bool = True) -> Runtime:
-        store = QdrantStore(connect(settings), settings.collection)
-        embedder = build_embedder(settings)
         snapshot = IndexSnapshot.load(VersionStore(settings.versions_dir), bm25_params=bm25_params(settings))
         if snapshot is None:
-            store.close()
             raise NoIndexError(
                 f"collection {settings.collection!r} has no published index under {settings.versions_dir}; "
                 "run `rag ingest PATH` first"
             )
+        store = QdrantStore(connect(settings), settings.collection)
         reranker = build_reranker(settings) if load_reranker else None
-        runtime = cls(settings, store, embedder, reranker, snapshot, None)  # type: ignore[arg-type]
-        runtime.pipeline = runtime._pipeline()
-        return runtime
+        return cls(settings, store, build_embedder(settings), reranker, snapshot)
 
     def _pipeline(self) -> SearchPipeline:
         stale = max(self.store.count() - len(self.snapshot.point_rows), 0)
         dense = DenseRetriever(self.snapshot, self.store, stale_points=stale)
-        return SearchPipeline(
-            self.snapshot,
-            self.embedder,
-            dense,
-            self.reranker,
-            reranker_first_stage_weight=self.reranker.first_stage_weight if self.reranker else 0.0,
-        )
+        return SearchPipeline(self.snapshot, self.embedder, dense, self.reranker)
 
     def ingestor(self, *, progress: bool = True) -> Ingestor:
         return Ingestor(self.settings, self.embedder, self.store, progress=progress)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from rag.bm25.index import TermMatrix
 from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
@@ -46,6 +47,62 @@ class IngestReport:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """How an ingest's documents relate to the previous version, by document id."""
+
+    added: frozenset[str]
+    updated: frozenset[str]
+    unchanged: frozenset[str]
+    deleted: frozenset[str]
+    missing_for_delete: frozenset[str]
+
+    @property
+    def replaced(self) -> frozenset[str]:
+        """Documents whose previous rows are dropped (re-written or deleted)."""
+        return self.added | self.updated | self.deleted
+
+    @property
+    def any_change(self) -> bool:
+        return bool(self.added or self.updated or self.deleted)
+
+    def report(
+        self, version: str, previous: str | None, chunks: int, embedded: int, started: float
+    ) -> IngestReport:
+        return IngestReport(
+            version,
+            previous,
+            len(self.added),
+            len(self.updated),
+            len(self.unchanged),
+            len(self.deleted),
+            len(self.missing_for_delete),
+            chunks,
+            embedded,
+            time.perf_counter() - started,
+        )
+
+
+def diff_documents(
+    previous: Iterable[ChunkRecord], incoming: Iterable[ChunkRecord], delete_ids: set[str]
+) -> ChangeSet:
+    """Compare by the set of point ids (content hashes) of each document's chunks."""
+    before: dict[str, set[str]] = {}
+    for rec in previous:
+        before.setdefault(rec.doc_id, set()).add(rec.point_id)
+    after: dict[str, set[str]] = {}
+    for rec in incoming:
+        after.setdefault(rec.doc_id, set()).add(rec.point_id)
+    unchanged = {d for d, points in after.items() if before.get(d) == points}
+    return ChangeSet(
+        added=frozenset(after.keys() - before.keys()),
+        updated=frozenset((after.keys() & before.keys()) - unchanged),
+        unchanged=frozenset(unchanged),
+        deleted=frozenset(delete_ids & before.keys()),
+        missing_for_delete=frozenset(delete_ids - before.keys()),
+    )
+
+
 class Ingestor:
     """Writes one collection. A new version is published only when its vectors and BM25 files are complete."""
 
@@ -58,7 +115,7 @@ class Ingestor:
         self.analyzer = Analyzer()
 
     # -- collection-level state ------------------------------------------------------------------
-    def _check_collection(self) -> dict[str, object]:
+    def _check_collection(self) -> None:
         meta_file = self.versions.root / "collection.json"
         meta = {
             "embedder": self.embedder.name,
@@ -74,9 +131,8 @@ class Ingestor:
                         f"collection {self.settings.collection!r} was built with {key}={stored.get(key)!r}, "
                         f"but the settings give {meta[key]!r}; use the same setting or another collection"
                     )
-            return stored
+            return
         write_json_atomic(meta_file, meta)
-        return meta
 
     def _rotation(self, sample: np.ndarray) -> np.ndarray:
         path = self.versions.root / "rotation.npy"
@@ -100,94 +156,68 @@ class Ingestor:
             self._check_collection()
             self.store.ensure_collection(self.embedder.dim)
             previous = IndexSnapshot.load(self.versions) or IndexSnapshot.empty(self.analyzer)
+            incoming = {doc.doc_id: doc for doc in documents}  # the last occurrence of an id wins
+            new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc)]
+            changes = diff_documents(previous.chunks, new_chunks, set(delete_ids) - set(incoming))
 
-            incoming: dict[str, Document] = {}
-            for doc in documents:
-                incoming[doc.doc_id] = doc  # last occurrence of an id wins
-            deletes = set(delete_ids) - set(incoming)
-
-            new_chunks: list[ChunkRecord] = []
-            for doc in incoming.values():
-                for c in chunk_document(
-                    doc, size=self.settings.chunk_words, overlap=self.settings.chunk_overlap_words
-                ):
-                    pid = point_id(c.chunk_id, c.embed_text)
-                    new_chunks.append(
-                        ChunkRecord(c.chunk_id, c.doc_id, c.ordinal, c.title, c.text, pid, c.metadata)
-                    )
-
-            prev_docs = set(previous.doc_ids)
-            prev_points_by_doc: dict[str, set[str]] = {}
-            for rec in previous.chunks:
-                prev_points_by_doc.setdefault(rec.doc_id, set()).add(rec.point_id)
-            new_points_by_doc: dict[str, set[str]] = {}
-            for rec in new_chunks:
-                new_points_by_doc.setdefault(rec.doc_id, set()).add(rec.point_id)
-            unchanged = {d for d in incoming if prev_points_by_doc.get(d) == new_points_by_doc.get(d)}
-            updated = {d for d in incoming if d in prev_docs} - unchanged
-            added = set(incoming) - prev_docs
-
-            if not added and not updated and not (deletes & prev_docs) and previous.version:
+            if not changes.any_change and previous.version:
                 log.info("nothing changed; %s keeps serving", previous.version)
-                return IngestReport(
-                    previous.version,
-                    previous.version,
-                    0,
-                    0,
-                    len(unchanged),
-                    0,
-                    len(deletes),
-                    len(previous.chunks),
-                    0,
-                    time.perf_counter() - started,
-                )
+                return changes.report(previous.version, previous.version, len(previous.chunks), 0, started)
 
-            replaced = (set(incoming) - unchanged) | deletes
             keep_rows = np.fromiter(
-                (i for i, c in enumerate(previous.chunks) if c.doc_id not in replaced), dtype=np.int64
+                (i for i, c in enumerate(previous.chunks) if c.doc_id not in changes.replaced), dtype=np.int64
             )
-            fresh = [c for c in new_chunks if c.doc_id not in unchanged]
+            fresh = [c for c in new_chunks if c.doc_id not in changes.unchanged]
             chunks = [previous.chunks[i] for i in keep_rows] + fresh
             embedded = self._embed_and_upsert(fresh)
             terms = previous.terms.select(keep_rows).append(
                 [self.analyzer.tokens(f"{c.title}\n{c.text}") for c in fresh]
             )
-
-            name = self.versions.next_name()
-            staging = self.versions.staging()
-            write_chunks(staging / "chunks.jsonl", chunks)
-            terms.save(staging)
-            manifest = {
-                "version": name,
-                "parent": previous.version or None,
-                "created_at": datetime.now(UTC).isoformat(),
-                "collection": self.settings.collection,
-                "embedder": self.embedder.name,
-                "dim": self.embedder.dim,
-                "rotation": self.settings.matryoshka_rotation,
-                "analyzer": self.analyzer.fingerprint(),
-                "docs": len({c.doc_id for c in chunks}),
-                "chunks": len(chunks),
-                "chunk_words": self.settings.chunk_words,
-                "chunk_overlap_words": self.settings.chunk_overlap_words,
-            }
-            write_json_atomic(staging / "manifest.json", manifest)
-            self.versions.publish(staging, name)
-            log.info("published %s (%d docs, %d chunks)", name, manifest["docs"], len(chunks))
+            name = self._publish(chunks, terms, previous.version)
             self._collect_garbage({c.point_id for c in chunks} | {c.point_id for c in previous.chunks})
             self.versions.prune(keep=2)
-            return IngestReport(
-                name,
-                previous.version or None,
-                len(added),
-                len(updated),
-                len(unchanged),
-                len(deletes & prev_docs),
-                len(deletes - prev_docs),
-                len(chunks),
-                embedded,
-                time.perf_counter() - started,
+            return changes.report(name, previous.version or None, len(chunks), embedded, started)
+
+    def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
+        return [
+            ChunkRecord(
+                c.chunk_id,
+                c.doc_id,
+                c.ordinal,
+                c.title,
+                c.text,
+                point_id(c.chunk_id, c.embed_text),
+                c.metadata,
             )
+            for c in chunk_document(
+                doc, size=self.settings.chunk_words, overlap=self.settings.chunk_overlap_words
+            )
+        ]
+
+    def _publish(self, chunks: list[ChunkRecord], terms: TermMatrix, parent: str) -> str:
+        """Write a complete version folder under a staging name, then switch ``CURRENT`` to it."""
+        name = self.versions.next_name()
+        staging = self.versions.staging()
+        write_chunks(staging / "chunks.jsonl", chunks)
+        terms.save(staging)
+        manifest = {
+            "version": name,
+            "parent": parent or None,
+            "created_at": datetime.now(UTC).isoformat(),
+            "collection": self.settings.collection,
+            "embedder": self.embedder.name,
+            "dim": self.embedder.dim,
+            "rotation": self.settings.matryoshka_rotation,
+            "analyzer": self.analyzer.fingerprint(),
+            "docs": len({c.doc_id for c in chunks}),
+            "chunks": len(chunks),
+            "chunk_words": self.settings.chunk_words,
+            "chunk_overlap_words": self.settings.chunk_overlap_words,
+        }
+        write_json_atomic(staging / "manifest.json", manifest)
+        self.versions.publish(staging, name)
+        log.info("published %s (%d docs, %d chunks)", name, manifest["docs"], len(chunks))
+        return name
 
     def _embed_and_upsert(self, chunks: list[ChunkRecord]) -> int:
         """Embed and upsert the chunks whose points are not stored yet. Returns how many were embedded."""

@@ -39,6 +39,11 @@ class RerankerDefaults:
 
 
 class Reranker(Protocol):
+    """Scores (query, passage) pairs; higher = more relevant. ``first_stage_weight`` is how much of the
+    first-stage rank to blend into the reranked order (see :func:`rerank`)."""
+
+    first_stage_weight: float
+
     @property
     def name(self) -> str: ...
 

@@ -43,15 +43,12 @@ class SearchPipeline:
         embedder: Embedder | None,
         dense: DenseRetriever | None,
         reranker: Reranker | None = None,
-        *,
-        reranker_first_stage_weight: float = 0.0,
     ) -> None:
         self.snapshot = snapshot
         self.embedder = embedder
         self.bm25 = BM25Retriever(snapshot)
         self.dense = dense
         self.reranker = reranker
-        self.reranker_first_stage_weight = reranker_first_stage_weight
 
     @contextmanager
     def _step(self, name: str, timings: dict[str, float]) -> Iterator[None]:
@@ -98,7 +95,7 @@ class SearchPipeline:
                         hits,
                         np.asarray(scores),
                         depth=len(head),
-                        first_stage_weight=self.reranker_first_stage_weight,
+                        first_stage_weight=self.reranker.first_stage_weight,
                         rrf_k=plan.rrf_k,
                     )
         outcome.hits = hits

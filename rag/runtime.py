@@ -65,16 +65,24 @@ class Runtime:
         self.pipeline = self._pipeline()
 
     @classmethod
-    def open(cls, settings: Settings, *, load_reranker: bool = True) -> Runtime:
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        load_reranker: bool = True,
+        store: QdrantStore | None = None,
+        embedder: Embedder | None = None,
+    ) -> Runtime:
+        """Open the current version; ``store`` / ``embedder`` reuse ones the caller already has."""
         snapshot = IndexSnapshot.load(VersionStore(settings.versions_dir), bm25_params=bm25_params(settings))
         if snapshot is None:
             raise NoIndexError(
                 f"collection {settings.collection!r} has no published index under {settings.versions_dir}; "
                 "run `rag ingest PATH` first"
             )
-        store = QdrantStore(connect(settings), settings.collection)
+        store = store or QdrantStore(connect(settings), settings.collection)
         reranker = build_reranker(settings) if load_reranker else None
-        return cls(settings, store, build_embedder(settings), reranker, snapshot)
+        return cls(settings, store, embedder or build_embedder(settings), reranker, snapshot)
 
     def _pipeline(self) -> SearchPipeline:
         stale = max(self.store.count() - len(self.snapshot.point_rows), 0)

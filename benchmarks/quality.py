@@ -87,6 +87,14 @@ def main() -> None:
             specs.append(
                 (f"dense-{rotation}-{label(d)}", "dense", {"dense_dims": d, "matryoshka_rotation": rotation})
             )
+        for d in DIMS[:-1]:  # the prefix alone, no full-dimension rescore: what the rotation buys directly
+            specs.append(
+                (
+                    f"dense-{rotation}-{label(d)}-prefix-only",
+                    "dense",
+                    {"dense_dims": d, "matryoshka_rotation": rotation, "dense_rescore": False},
+                )
+            )
     for d in DIMS:
         specs.append((f"hybrid-{label(d)}", "hybrid", {"dense_dims": d}))
     if args.reranker:

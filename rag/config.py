@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     dense_dims: int | None = Field(None, description="Matryoshka d for dense search; None = full")
     prefetch_factor: int = Field(20, ge=1, le=1000, description="low-d prefetch = factor x candidates cap")
     prefetch_limit: int = Field(200, ge=1, le=100_000)
+    dense_rescore: bool = Field(True, description="rescore the low-d prefetch with full vectors (the funnel)")
 
     deadline_ms: int = Field(500, ge=1)
     profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"

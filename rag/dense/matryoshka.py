@@ -43,9 +43,12 @@ def energy_retained(rotation: np.ndarray, vectors: np.ndarray, dims: int) -> flo
     return float((rotated[:, :dims] ** 2).sum() / max((rotated**2).sum(), 1e-12))
 
 
-def scoring_work(n_points: int, full_dim: int, dims: int | None, prefetch: int) -> int:
+def scoring_work(
+    n_points: int, full_dim: int, dims: int | None, prefetch: int, *, rescore: bool = True
+) -> int:
     """Multiply-adds for one exhaustive query: ``n * full`` without a funnel, ``n * d + prefetch * full``
-    with a ``d``-dimensional prefetch of ``prefetch`` candidates rescored at full dimension."""
+    with a ``d``-dimensional prefetch of ``prefetch`` candidates rescored at full dimension (``n * d`` when
+    the prefix alone ranks)."""
     if dims is None or dims >= full_dim:
         return n_points * full_dim
-    return n_points * dims + min(prefetch, n_points) * full_dim
+    return n_points * dims + (min(prefetch, n_points) * full_dim if rescore else 0)

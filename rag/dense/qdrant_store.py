@@ -105,14 +105,29 @@ class QdrantStore:
         return int(self.client.count(self.collection, exact=True).count)
 
     def search(
-        self, query: np.ndarray, *, limit: int, dims: int | None = None, prefetch: int = 200
+        self,
+        query: np.ndarray,
+        *,
+        limit: int,
+        dims: int | None = None,
+        prefetch: int = 200,
+        rescore: bool = True,
     ) -> list[tuple[str, float]]:
         """Nearest points to a rotated, normalised query. With ``dims`` set: prefetch ``prefetch`` points
-        by the ``dims``-prefix, then rescore those at full dimension and keep ``limit``."""
+        by the ``dims``-prefix, then rescore those at full dimension and keep ``limit`` (the funnel); with
+        ``rescore=False`` rank by the prefix alone."""
         if limit < 1:
             raise ValueError(f"limit must be greater than 0, got {limit}")
         full = query.astype(np.float32).tolist()
-        if dims is None or dims >= query.shape[-1]:
+        if dims is not None and dims < query.shape[-1] and not rescore:
+            response = self.client.query_points(
+                self.collection,
+                query=truncate(query, dims).tolist(),
+                using=vector_name(dims),
+                limit=limit,
+                with_payload=False,
+            )
+        elif dims is None or dims >= query.shape[-1]:
             response = self.client.query_points(
                 self.collection, query=full, using=FULL, limit=limit, with_payload=False
             )

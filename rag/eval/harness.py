@@ -114,7 +114,8 @@ def evaluate(
             "plan": {
                 "retrievers": list(plan.retrievers),
                 "dims": plan.dims or dim,
-                "prefetch": plan.prefetch if plan.dims else None,
+                "prefetch": plan.prefetch if plan.dims and plan.rescore else None,
+                "rescore": plan.rescore,
                 "candidates": plan.candidates,
                 "fusion": plan.fusion.value,
                 "weights": plan.weights,
@@ -122,7 +123,9 @@ def evaluate(
                 "rerank_depth": plan.rerank_depth,
             },
             "dense_scoring_work": (
-                scoring_work(n_points, dim, plan.dims, plan.prefetch) if "dense" in plan.retrievers else 0
+                scoring_work(n_points, dim, plan.dims, plan.prefetch, rescore=plan.rescore)
+                if "dense" in plan.retrievers
+                else 0
             ),
             "embedder": settings.embedder_model,
             "reranker": settings.reranker_model if plan.rerank_depth else None,

@@ -75,7 +75,7 @@ class SearchPipeline:
                     vector = self.embedder.embed([query])[0]
                 with self._step("retrieve.dense", t):
                     lists["dense"] = self.dense.retrieve(
-                        vector, plan.candidates, dims=plan.dims, prefetch=plan.prefetch
+                        vector, plan.candidates, dims=plan.dims, prefetch=plan.prefetch, rescore=plan.rescore
                     )
         with self._step("fuse", t):
             hits = (

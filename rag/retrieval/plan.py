@@ -31,6 +31,7 @@ class QueryPlan:
     candidates: int = 100
     dims: int | None = None
     prefetch: int = 200
+    rescore: bool = True
     fusion: FusionMethod = FusionMethod.RRF
     weights: dict[str, float] = field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
     rrf_k: int = 60
@@ -78,6 +79,7 @@ def plan_for(
         candidates=candidates,
         dims=settings.dense_dims,
         prefetch=min(settings.prefetch_limit, settings.prefetch_factor * candidates),
+        rescore=settings.dense_rescore,
         fusion=FusionMethod.from_str(settings.fusion),
         weights={"bm25": settings.bm25_weight, "dense": settings.dense_weight},
         rrf_k=settings.rrf_k,

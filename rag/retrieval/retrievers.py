@@ -69,12 +69,22 @@ class DenseRetriever:
         return rotate(query_vector[None, :], self.snapshot.rotation)[0]
 
     def retrieve(
-        self, query_vector: np.ndarray, k: int, *, dims: int | None = None, prefetch: int = 200
+        self,
+        query_vector: np.ndarray,
+        k: int,
+        *,
+        dims: int | None = None,
+        prefetch: int = 200,
+        rescore: bool = True,
     ) -> list[Hit]:
         """``query_vector``: the normalised query embedding (un-rotated). ``k`` counts chunks fetched."""
         limit = k + min(self.stale_points, 1000)
         points = self.store.search(
-            self.rotate_query(query_vector), limit=limit, dims=dims, prefetch=prefetch + self.stale_points
+            self.rotate_query(query_vector),
+            limit=limit,
+            dims=dims,
+            prefetch=prefetch + self.stale_points,
+            rescore=rescore,
         )
         rows, scores = [], []
         for pid, score in points:

@@ -78,3 +78,7 @@ def test_funnel_search_finds_the_same_best_document(settings) -> None:
             assert found >= 29, (dims, found)
     finally:
         runtime.close()
+
+
+def test_prefix_only_scoring_work() -> None:
+    assert scoring_work(1000, 384, 64, 200, rescore=False) == 64_000

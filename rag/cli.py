@@ -69,6 +69,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     pipeline = PipelineName.from_str(args.pipeline)
     runtime = Runtime.open(settings)
     try:
+        runtime.warm_up()
         plan = plan_for(pipeline, settings, top_k=args.top_k, reranker_available=runtime.reranker is not None)
         outcome = runtime.pipeline.search(args.text, plan)
         results = runtime.pipeline.results(outcome.hits, args.top_k)

@@ -84,6 +84,12 @@ class Runtime:
         reranker = build_reranker(settings) if load_reranker else None
         return cls(settings, store, embedder or build_embedder(settings), reranker, snapshot)
 
+    def warm_up(self) -> None:
+        """Load the models now, so that no query pays for it."""
+        self.embedder.warm_up()
+        if self.reranker is not None:
+            self.reranker.warm_up()
+
     def _pipeline(self) -> SearchPipeline:
         stale = max(self.store.count() - len(self.snapshot.point_rows), 0)
         dense = DenseRetriever(self.snapshot, self.store, stale_points=stale)

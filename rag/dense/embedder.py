@@ -26,6 +26,9 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
+    def warm_up(self) -> None:
+        """Load weights now rather than inside the first query."""
+
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray: ...
 
 

@@ -80,7 +80,8 @@ def evaluate(
     )
     try:
         plan = plan_for(pipeline, settings, top_k=100, reranker_available=runtime.reranker is not None)
-        runtime.pipeline.search(queries[qids[0]], plan)  # warm-up: model loading is not query latency
+        runtime.warm_up()  # model loading is not query latency
+        runtime.pipeline.search(queries[qids[0]], plan)
         ranked: dict[str, list[str]] = {}
         latencies: list[float] = []
         rerank_pairs = 0

@@ -33,6 +33,9 @@ class HashEmbedder:
     def dim(self) -> int:
         return self._dim
 
+    def warm_up(self) -> None:
+        """Nothing to load."""
+
     def _term_vector(self, term: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.blake2b(term.encode(), digest_size=8).digest(), "little")
         return np.random.default_rng(seed).standard_normal(self._dim)

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def passage_text(title: str, text: str) -> str:
+    """What is embedded, indexed and shown to the reranker: the title line (if any), then the text."""
+    return f"{title}\n{text}" if title else text
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     doc_id: str
@@ -26,8 +31,8 @@ class Chunk:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def embed_text(self) -> str:
-        return f"{self.title}\n{self.text}" if self.title else self.text
+    def passage(self) -> str:
+        return passage_text(self.title, self.text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,9 +170,7 @@ class Ingestor:
             fresh = [c for c in new_chunks if c.doc_id not in changes.unchanged]
             chunks = [previous.chunks[i] for i in keep_rows] + fresh
             embedded = self._embed_and_upsert(fresh)
-            terms = previous.terms.select(keep_rows).append(
-                [self.analyzer.tokens(f"{c.title}\n{c.text}") for c in fresh]
-            )
+            terms = previous.terms.select(keep_rows).append([self.analyzer.tokens(c.passage) for c in fresh])
             name = self._publish(chunks, terms, previous.version)
             self._collect_garbage({c.point_id for c in chunks} | {c.point_id for c in previous.chunks})
             self.versions.prune(keep=2)
@@ -186,7 +184,7 @@ class Ingestor:
                 c.ordinal,
                 c.title,
                 c.text,
-                point_id(c.chunk_id, c.embed_text),
+                point_id(c.chunk_id, c.passage),
                 c.metadata,
             )
             for c in chunk_document(
@@ -233,7 +231,7 @@ class Ingestor:
         for start in range(0, len(todo), UPSERT_GROUP):
             group = todo[start : start + UPSERT_GROUP]
             vectors = self.embedder.embed(
-                [f"{c.title}\n{c.text}" if c.title else c.text for c in group],
+                [c.passage for c in group],
                 batch_size=self.settings.embed_batch_size,
             )
             bar.update(len(group))

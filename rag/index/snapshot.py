@@ -14,6 +14,7 @@ import numpy as np
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.index.versions import VersionStore
 from rag.text.analyzer import Analyzer
+from rag.types import passage_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,10 @@ class ChunkRecord:
     text: str
     point_id: str
     metadata: dict[str, Any]
+
+    @property
+    def passage(self) -> str:
+        return passage_text(self.title, self.text)
 
     def to_json(self) -> str:
         return json.dumps(

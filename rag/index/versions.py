@@ -29,10 +29,10 @@ _POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
 VERSION_PREFIX = "v"
 
 
-def point_id(chunk_id: str, embed_text: str) -> str:
+def point_id(chunk_id: str, passage: str) -> str:
     """Content-addressed Qdrant point id: same chunk id and same text ⇒ same point (idempotent upserts;
     changed text ⇒ a new point, so the version still serving keeps its own vector)."""
-    digest = hashlib.sha1(embed_text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(passage.encode("utf-8")).hexdigest()
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_id}\x00{digest}"))
 
 

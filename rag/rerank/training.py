@@ -99,7 +99,7 @@ def mine_groups(
                 if len(pool) >= config.negatives
                 else [rng.choice(pool) for _ in range(config.negatives)]
             )
-            groups.append((query, f"{c.title}\n{c.text}" if c.title else c.text, *negatives))
+            groups.append((query, c.passage, *negatives))
     return groups
 
 

@@ -102,8 +102,7 @@ class SearchPipeline:
         return outcome
 
     def passage(self, hit: Hit) -> str:
-        chunk = self.snapshot.chunks[self.snapshot.chunk_rows[hit.chunk_id]]
-        return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+        return self.snapshot.chunks[self.snapshot.chunk_rows[hit.chunk_id]].passage
 
     def results(self, hits: list[Hit], top_k: int) -> list[Result]:
         out = []

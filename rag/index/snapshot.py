@@ -129,6 +129,14 @@ class IndexSnapshot:
     def bm25(self) -> BM25Index:
         return BM25Index(self.terms, self.analyzer, self.bm25_params)
 
+    @cached_property
+    def first_chunks(self) -> dict[str, ChunkRecord]:
+        """Each document's first chunk (its title and opening text)."""
+        first: dict[str, ChunkRecord] = {}
+        for chunk in self.chunks:
+            first.setdefault(chunk.doc_id, chunk)
+        return first
+
     @property
     def n_docs(self) -> int:
         return len(self.doc_ids)

@@ -25,7 +25,6 @@ from rag.config import Settings
 from rag.dense.embedder import resolve_model_path
 from rag.eval.harness import dataset_collection, open_dataset
 from rag.eval.metrics import evaluate_run, ranked_run
-from rag.index.snapshot import ChunkRecord
 from rag.io.sources import read_qrels, read_queries
 from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
 from rag.retrieval.plan import PipelineName, plan_for
@@ -79,9 +78,7 @@ def mine_groups(
     plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
     plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
     pipe = runtime.pipeline
-    first_chunk: dict[str, ChunkRecord] = {}
-    for chunk in runtime.snapshot.chunks:
-        first_chunk.setdefault(chunk.doc_id, chunk)
+    first_chunk = runtime.snapshot.first_chunks
     groups: list[tuple[str, ...]] = []
     for qid in qids:
         query = queries[qid]
@@ -112,9 +109,7 @@ def mine_title_groups(
     queries) are never used as pseudo-query targets."""
     plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
     plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
-    first_chunk: dict[str, ChunkRecord] = {}
-    for chunk in runtime.snapshot.chunks:
-        first_chunk.setdefault(chunk.doc_id, chunk)
+    first_chunk = runtime.snapshot.first_chunks
     candidates = sorted(d for d, c in first_chunk.items() if d not in exclude and len(c.title.split()) >= 4)
     groups: list[tuple[str, ...]] = []
     for doc_id in rng.sample(candidates, min(config.pseudo_queries, len(candidates))):

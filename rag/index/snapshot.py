@@ -129,6 +129,9 @@ class IndexSnapshot:
     def bm25(self) -> BM25Index:
         return BM25Index(self.terms, self.analyzer, self.bm25_params)
 
+    def chunk(self, chunk_id: str) -> ChunkRecord:
+        return self.chunks[self.chunk_rows[chunk_id]]
+
     @cached_property
     def first_chunks(self) -> dict[str, ChunkRecord]:
         """Each document's first chunk (its title and opening text)."""

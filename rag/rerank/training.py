@@ -27,7 +27,7 @@ from rag.eval.harness import dataset_collection, open_dataset
 from rag.eval.metrics import evaluate_run, ranked_run
 from rag.io.sources import read_qrels, read_queries
 from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
-from rag.retrieval.plan import PipelineName, plan_for
+from rag.retrieval.plan import PipelineName, QueryPlan, plan_for
 from rag.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ class TrainConfig:
             raise ValueError(f"validation_queries must be >= 0, got {self.validation_queries}")
 
 
+def mining_plan(runtime: Runtime, config: TrainConfig) -> QueryPlan:
+    """The hybrid plan that mines hard negatives: its top ``mine_depth`` documents."""
+    plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
+    return plan.with_(candidates=max(plan.candidates, config.mine_depth))
+
+
 def mine_groups(
     runtime: Runtime,
     queries: dict[str, str],
@@ -75,8 +81,7 @@ def mine_groups(
 ) -> list[tuple[str, ...]]:
     """(query, positive passage, negative 1..n) per judged-relevant document; negatives are sampled from the
     hybrid top ``mine_depth`` documents that are not judged relevant (with replacement if too few)."""
-    plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
-    plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
+    plan = mining_plan(runtime, config)
     pipe = runtime.pipeline
     first_chunk = runtime.snapshot.first_chunks
     groups: list[tuple[str, ...]] = []
@@ -107,15 +112,14 @@ def mine_title_groups(
     are the hybrid's top hits for that title. Titles are left out of every passage of these groups, so the
     positive cannot be found by copying the title. Documents in ``exclude`` (e.g. the positives of held-out
     queries) are never used as pseudo-query targets."""
-    plan = plan_for(PipelineName.HYBRID, runtime.settings, top_k=config.mine_depth, reranker_available=False)
-    plan = plan.with_(candidates=max(plan.candidates, config.mine_depth))
+    plan = mining_plan(runtime, config)
     first_chunk = runtime.snapshot.first_chunks
     candidates = sorted(d for d, c in first_chunk.items() if d not in exclude and len(c.title.split()) >= 4)
     groups: list[tuple[str, ...]] = []
     for doc_id in rng.sample(candidates, min(config.pseudo_queries, len(candidates))):
         title = first_chunk[doc_id].title
         pool = [
-            runtime.snapshot.chunks[runtime.snapshot.chunk_rows[h.chunk_id]].text
+            runtime.snapshot.chunk(h.chunk_id).text
             for h in runtime.pipeline.search(title, plan).hits[: config.mine_depth]
             if h.doc_id != doc_id
         ]

@@ -102,11 +102,11 @@ class SearchPipeline:
         return outcome
 
     def passage(self, hit: Hit) -> str:
-        return self.snapshot.chunks[self.snapshot.chunk_rows[hit.chunk_id]].passage
+        return self.snapshot.chunk(hit.chunk_id).passage
 
     def results(self, hits: list[Hit], top_k: int) -> list[Result]:
         out = []
         for rank, hit in enumerate(hits[:top_k], start=1):
-            chunk = self.snapshot.chunks[self.snapshot.chunk_rows[hit.chunk_id]]
+            chunk = self.snapshot.chunk(hit.chunk_id)
             out.append(Result(hit.doc_id, hit.score, rank, chunk.title, chunk.text, hit.chunk_id))
         return out

@@ -38,6 +38,9 @@ def _doc_hits(snapshot: IndexSnapshot, rows: np.ndarray, scores: np.ndarray, k: 
     ]
 
 
+MAX_OVERFETCH = 1000  # bound on extra points fetched to make up for stale ones (garbage-collected on publish)
+
+
 class BM25Retriever:
     name = "bm25"
 
@@ -61,8 +64,9 @@ class DenseRetriever:
         self.snapshot = snapshot
         self.store = store
         # points in the collection that this version does not use (superseded or from an unfinished
-        # ingest); fetched on top of k so that dropping them still leaves k chunks
+        # ingest); fetched on top of k (and of the prefetch) so that dropping them still leaves k chunks
         self.stale_points = stale_points
+        self._overfetch = min(stale_points, MAX_OVERFETCH)
 
     def rotate_query(self, query_vector: np.ndarray) -> np.ndarray:
         assert self.snapshot.rotation is not None
@@ -78,12 +82,11 @@ class DenseRetriever:
         rescore: bool = True,
     ) -> list[Hit]:
         """``query_vector``: the normalised query embedding (un-rotated). ``k`` counts chunks fetched."""
-        limit = k + min(self.stale_points, 1000)
         points = self.store.search(
             self.rotate_query(query_vector),
-            limit=limit,
+            limit=k + self._overfetch,
             dims=dims,
-            prefetch=prefetch + self.stale_points,
+            prefetch=prefetch + self._overfetch,
             rescore=rescore,
         )
         rows, scores = [], []

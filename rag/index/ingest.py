@@ -151,12 +151,13 @@ class Ingestor:
     # -- the ingest --------------------------------------------------------------------------------
     def ingest(self, documents: Iterable[Document], delete_ids: Iterable[str] = ()) -> IngestReport:
         started = time.perf_counter()
+        # read (and so validate) every document before touching the collection: bad input writes nothing
+        incoming = {doc.doc_id: doc for doc in documents}  # the last occurrence of an id wins
         with self.versions.lock():
             self.versions.discard_staging()
             self._check_collection()
             self.store.ensure_collection(self.embedder.dim)
             previous = IndexSnapshot.load(self.versions) or IndexSnapshot.empty(self.analyzer)
-            incoming = {doc.doc_id: doc for doc in documents}  # the last occurrence of an id wins
             new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc)]
             changes = diff_documents(previous.chunks, new_chunks, set(delete_ids) - set(incoming))
 

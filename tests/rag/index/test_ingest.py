@@ -110,6 +110,19 @@ def test_opening_an_empty_collection_says_what_to_do(settings) -> None:
         Runtime.open(settings)
 
 
+def test_bad_input_writes_nothing(settings, tmp_path: Path) -> None:
+    from rag.io.sources import SourceError, read_documents
+
+    bad = tmp_path / "corpus.jsonl"
+    bad.write_text('{"_id": "a", "text": "ok"}\n{"_id": "", "text": "x"}\n')
+    ingestor, store = make_ingestor(settings)
+    with pytest.raises(SourceError, match=r"corpus.jsonl:2: field '_id' must be a non-empty string"):
+        ingestor.ingest(read_documents(bad))
+    assert not store.client.collection_exists(settings.collection)
+    store.close()
+    assert not settings.versions_dir.exists() or not any(settings.versions_dir.iterdir())
+
+
 def test_bad_jsonl_names_file_line_and_field(tmp_path: Path) -> None:
     from rag.io.sources import SourceError, read_documents
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.tenancy import scoped_id
+
 
 def passage_text(title: str, text: str) -> str:
     """What is embedded, indexed and shown to the reranker: the title line (if any), then the text."""
@@ -17,6 +19,12 @@ class Document:
     text: str
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ""  # "" = the unscoped namespace (see rag.tenancy)
+
+    @property
+    def key(self) -> str:
+        """The index-wide id: the document id scoped by its tenant."""
+        return scoped_id(self.tenant, self.doc_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,7 @@ class Chunk:
     title: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ""
 
     @property
     def passage(self) -> str:
@@ -37,7 +46,11 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One ranked document from a retriever, the fusion or the reranker."""
+    """One ranked document from a retriever, the fusion or the reranker.
+
+    ``doc_id`` and ``chunk_id`` are index-wide *scoped* ids (:func:`rag.tenancy.scoped_id`); for the
+    unscoped namespace they are the plain ids. :class:`Result` carries the plain ones.
+    """
 
     doc_id: str
     score: float
@@ -52,3 +65,4 @@ class Result:
     title: str
     text: str
     chunk_id: str
+    metadata: dict[str, Any] = field(default_factory=dict)

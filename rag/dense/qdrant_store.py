@@ -7,7 +7,9 @@ normalised prefixes) for the Matryoshka funnel. Point ids are content-addressed 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -42,10 +44,21 @@ def connect(settings: Settings) -> QdrantClient:
         ) from None
 
 
+def is_local(client: QdrantClient) -> bool:
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
 class QdrantStore:
+    """One collection. Calls are serialised in local mode (its in-process engine is not thread-safe);
+    a server client is used concurrently."""
+
     def __init__(self, client: QdrantClient, collection: str) -> None:
         self.client = client
         self.collection = collection
+        self.local = is_local(client)
+        self._lock: AbstractContextManager[object] = threading.Lock() if self.local else nullcontext()
         self._low_dims: tuple[int, ...] = ()
 
     def prefix_dims(self, full_dim: int) -> tuple[int, ...]:
@@ -53,20 +66,31 @@ class QdrantStore:
 
     def ensure_collection(self, full_dim: int) -> None:
         self._low_dims = self.prefix_dims(full_dim)
-        if self.client.collection_exists(self.collection):
-            return
-        vectors = {FULL: models.VectorParams(size=full_dim, distance=models.Distance.COSINE)}
-        for d in self._low_dims:
-            vectors[vector_name(d)] = models.VectorParams(size=d, distance=models.Distance.COSINE)
-        self.client.create_collection(self.collection, vectors_config=vectors)
+        with self._lock:
+            if self.client.collection_exists(self.collection):
+                return
+            vectors = {FULL: models.VectorParams(size=full_dim, distance=models.Distance.COSINE)}
+            for d in self._low_dims:
+                vectors[vector_name(d)] = models.VectorParams(size=d, distance=models.Distance.COSINE)
+            self.client.create_collection(self.collection, vectors_config=vectors)
+            if not self.local:  # local mode has no payload indexes; a server needs one for tenant filters
+                self.client.create_payload_index(
+                    self.collection,
+                    "tenant",
+                    models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+                )
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are already stored (lets a resumed or repeated ingest skip embedding)."""
         found: set[str] = set()
         for start in range(0, len(ids), 1000):
-            records = self.client.retrieve(
-                self.collection, ids=list(ids[start : start + 1000]), with_payload=False, with_vectors=False
-            )
+            with self._lock:
+                records = self.client.retrieve(
+                    self.collection,
+                    ids=list(ids[start : start + 1000]),
+                    with_payload=False,
+                    with_vectors=False,
+                )
             found.update(str(r.id) for r in records)
         return found
 
@@ -82,27 +106,33 @@ class QdrantStore:
             )
             for i, pid in enumerate(ids)
         ]
-        self.client.upsert(self.collection, points=points, wait=True)
+        with self._lock:
+            self.client.upsert(self.collection, points=points, wait=True)
 
     def delete(self, ids: Iterable[str]) -> None:
         id_list = list(ids)
         for start in range(0, len(id_list), 1000):
             chunk: list[models.ExtendedPointId] = list(id_list[start : start + 1000])
-            self.client.delete(self.collection, points_selector=models.PointIdsList(points=chunk), wait=True)
+            with self._lock:
+                self.client.delete(
+                    self.collection, points_selector=models.PointIdsList(points=chunk), wait=True
+                )
 
     def all_ids(self) -> set[str]:
         ids: set[str] = set()
         offset = None
         while True:
-            records, offset = self.client.scroll(
-                self.collection, limit=1000, offset=offset, with_payload=False, with_vectors=False
-            )
+            with self._lock:
+                records, offset = self.client.scroll(
+                    self.collection, limit=1000, offset=offset, with_payload=False, with_vectors=False
+                )
             ids.update(str(r.id) for r in records)
             if offset is None:
                 return ids
 
     def count(self) -> int:
-        return int(self.client.count(self.collection, exact=True).count)
+        with self._lock:
+            return int(self.client.count(self.collection, exact=True).count)
 
     def search(
         self,
@@ -112,37 +142,58 @@ class QdrantStore:
         dims: int | None = None,
         prefetch: int = 200,
         rescore: bool = True,
+        query_filter: models.Filter | None = None,
     ) -> list[tuple[str, float]]:
         """Nearest points to a rotated, normalised query. With ``dims`` set: prefetch ``prefetch`` points
         by the ``dims``-prefix, then rescore those at full dimension and keep ``limit`` (the funnel); with
         ``rescore=False`` rank by the prefix alone."""
         if limit < 1:
             raise ValueError(f"limit must be greater than 0, got {limit}")
+        with self._lock:
+            response = self._query(query, limit, dims, prefetch, rescore, query_filter)
+        return [(str(p.id), float(p.score)) for p in response.points]
+
+    def _query(
+        self,
+        query: np.ndarray,
+        limit: int,
+        dims: int | None,
+        prefetch: int,
+        rescore: bool,
+        query_filter: models.Filter | None,
+    ) -> models.QueryResponse:
         full = query.astype(np.float32).tolist()
         if dims is not None and dims < query.shape[-1] and not rescore:
-            response = self.client.query_points(
+            return self.client.query_points(
                 self.collection,
                 query=truncate(query, dims).tolist(),
                 using=vector_name(dims),
                 limit=limit,
                 with_payload=False,
+                query_filter=query_filter,
             )
-        elif dims is None or dims >= query.shape[-1]:
-            response = self.client.query_points(
-                self.collection, query=full, using=FULL, limit=limit, with_payload=False
-            )
-        else:
-            response = self.client.query_points(
+        if dims is None or dims >= query.shape[-1]:
+            return self.client.query_points(
                 self.collection,
-                prefetch=models.Prefetch(
-                    query=truncate(query, dims).tolist(), using=vector_name(dims), limit=max(prefetch, limit)
-                ),
                 query=full,
                 using=FULL,
                 limit=limit,
                 with_payload=False,
+                query_filter=query_filter,
             )
-        return [(str(p.id), float(p.score)) for p in response.points]
+        return self.client.query_points(
+            self.collection,
+            prefetch=models.Prefetch(
+                query=truncate(query, dims).tolist(),
+                using=vector_name(dims),
+                limit=max(prefetch, limit),
+                filter=query_filter,
+            ),
+            query=full,
+            using=FULL,
+            limit=limit,
+            with_payload=False,
+        )
 
     def close(self) -> None:
         self.client.close()

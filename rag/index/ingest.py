@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
 from rag.dense.qdrant_store import QdrantStore
 from rag.index.snapshot import ChunkRecord, IndexSnapshot, write_chunks
 from rag.index.versions import VersionStore, point_id, write_json_atomic
+from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
 from rag.text.chunking import chunk_document
 from rag.types import Document
@@ -86,13 +87,14 @@ class ChangeSet:
 def diff_documents(
     previous: Iterable[ChunkRecord], incoming: Iterable[ChunkRecord], delete_ids: set[str]
 ) -> ChangeSet:
-    """Compare by the set of point ids (content hashes) of each document's chunks."""
+    """Compare by the set of point ids (content hashes) of each document's chunks. Documents are known by
+    their tenant-scoped ids, and so are ``delete_ids``."""
     before: dict[str, set[str]] = {}
     for rec in previous:
-        before.setdefault(rec.doc_id, set()).add(rec.point_id)
+        before.setdefault(rec.doc_key, set()).add(rec.point_id)
     after: dict[str, set[str]] = {}
     for rec in incoming:
-        after.setdefault(rec.doc_id, set()).add(rec.point_id)
+        after.setdefault(rec.doc_key, set()).add(rec.point_id)
     unchanged = {d for d, points in after.items() if before.get(d) == points}
     return ChangeSet(
         added=frozenset(after.keys() - before.keys()),
@@ -106,8 +108,18 @@ def diff_documents(
 class Ingestor:
     """Writes one collection. A new version is published only when its vectors and BM25 files are complete."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, store: QdrantStore, *, progress: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        store: QdrantStore,
+        *,
+        progress: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
+    ):
+        """``on_progress(done, total)`` is called as chunks are embedded and stored (for jobs)."""
         self.settings = settings
+        self.on_progress = on_progress
         self.embedder = embedder
         self.store = store
         self.versions = VersionStore(settings.versions_dir)
@@ -150,9 +162,11 @@ class Ingestor:
 
     # -- the ingest --------------------------------------------------------------------------------
     def ingest(self, documents: Iterable[Document], delete_ids: Iterable[str] = ()) -> IngestReport:
+        """Upsert ``documents`` and delete ``delete_ids`` (tenant-scoped ids, :func:`rag.tenancy.scoped_id`)
+        in one new version."""
         started = time.perf_counter()
         # read (and so validate) every document before touching the collection: bad input writes nothing
-        incoming = {doc.doc_id: doc for doc in documents}  # the last occurrence of an id wins
+        incoming = {doc.key: doc for doc in documents}  # the last occurrence of an id wins
         with self.versions.lock():
             self.versions.discard_staging()
             self._check_collection()
@@ -166,9 +180,10 @@ class Ingestor:
                 return changes.report(previous.version, previous.version, len(previous.chunks), 0, started)
 
             keep_rows = np.fromiter(
-                (i for i, c in enumerate(previous.chunks) if c.doc_id not in changes.replaced), dtype=np.int64
+                (i for i, c in enumerate(previous.chunks) if c.doc_key not in changes.replaced),
+                dtype=np.int64,
             )
-            fresh = [c for c in new_chunks if c.doc_id not in changes.unchanged]
+            fresh = [c for c in new_chunks if c.doc_key not in changes.unchanged]
             chunks = [previous.chunks[i] for i in keep_rows] + fresh
             embedded = self._embed_and_upsert(fresh)
             terms = previous.terms.select(keep_rows).append([self.analyzer.tokens(c.passage) for c in fresh])
@@ -185,8 +200,9 @@ class Ingestor:
                 c.ordinal,
                 c.title,
                 c.text,
-                point_id(c.chunk_id, c.passage),
+                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata),
                 c.metadata,
+                c.tenant,
             )
             for c in chunk_document(
                 doc, size=self.settings.chunk_words, overlap=self.settings.chunk_overlap_words
@@ -208,7 +224,7 @@ class Ingestor:
             "dim": self.embedder.dim,
             "rotation": self.settings.matryoshka_rotation,
             "analyzer": self.analyzer.fingerprint(),
-            "docs": len({c.doc_id for c in chunks}),
+            "docs": len({c.doc_key for c in chunks}),
             "chunks": len(chunks),
             "chunk_words": self.settings.chunk_words,
             "chunk_overlap_words": self.settings.chunk_overlap_words,
@@ -254,9 +270,14 @@ class Ingestor:
         self.store.upsert(
             [c.point_id for c in group],
             vectors,
-            [{"chunk_id": c.chunk_id, "doc_id": c.doc_id} for c in group],
+            [
+                {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "tenant": c.tenant, "metadata": c.metadata}
+                for c in group
+            ],
         )
         log.info("upserted %d/%d chunks", done + len(group), total)
+        if self.on_progress is not None:
+            self.on_progress(done + len(group), total)
         return len(group)
 
     def _collect_garbage(self, live: set[str]) -> int:

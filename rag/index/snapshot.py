@@ -13,6 +13,7 @@ import numpy as np
 
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.index.versions import VersionStore
+from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
 from rag.types import passage_text
 
@@ -26,10 +27,21 @@ class ChunkRecord:
     text: str
     point_id: str
     metadata: dict[str, Any]
+    tenant: str = ""
 
     @property
     def passage(self) -> str:
         return passage_text(self.title, self.text)
+
+    @property
+    def doc_key(self) -> str:
+        """The tenant-scoped document id (unique in the index)."""
+        return scoped_id(self.tenant, self.doc_id)
+
+    @property
+    def chunk_key(self) -> str:
+        """The tenant-scoped chunk id (unique in the index)."""
+        return scoped_id(self.tenant, self.chunk_id)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -41,6 +53,7 @@ class ChunkRecord:
                 "text": self.text,
                 "point_id": self.point_id,
                 "metadata": self.metadata,
+                "tenant": self.tenant,
             },
             ensure_ascii=False,
         )
@@ -49,7 +62,14 @@ class ChunkRecord:
     def from_json(cls, line: str) -> ChunkRecord:
         d = json.loads(line)
         return cls(
-            d["chunk_id"], d["doc_id"], d["ordinal"], d["title"], d["text"], d["point_id"], d["metadata"]
+            d["chunk_id"],
+            d["doc_id"],
+            d["ordinal"],
+            d["title"],
+            d["text"],
+            d["point_id"],
+            d["metadata"],
+            d.get("tenant", ""),
         )
 
 
@@ -87,11 +107,15 @@ class IndexSnapshot:
         self.rotation = rotation
         self.analyzer = analyzer
         self.bm25_params = bm25_params or BM25Params()
-        self.doc_ids: list[str] = list(dict.fromkeys(c.doc_id for c in chunks))
+        # documents and chunks are keyed by their tenant-scoped ids (rag.tenancy)
+        self.doc_ids: list[str] = list(dict.fromkeys(c.doc_key for c in chunks))
         doc_index = {d: i for i, d in enumerate(self.doc_ids)}
-        self.chunk_doc = np.fromiter((doc_index[c.doc_id] for c in chunks), dtype=np.int64, count=len(chunks))
+        self.chunk_doc = np.fromiter(
+            (doc_index[c.doc_key] for c in chunks), dtype=np.int64, count=len(chunks)
+        )
         self.point_rows = {c.point_id: i for i, c in enumerate(chunks)}
-        self.chunk_rows = {c.chunk_id: i for i, c in enumerate(chunks)}
+        self.chunk_rows = {c.chunk_key: i for i, c in enumerate(chunks)}
+        self._tenant_rows: dict[str, np.ndarray] = {}
 
     @classmethod
     def empty(cls, analyzer: Analyzer) -> IndexSnapshot:
@@ -129,20 +153,30 @@ class IndexSnapshot:
     def bm25(self) -> BM25Index:
         return BM25Index(self.terms, self.analyzer, self.bm25_params)
 
-    def chunk(self, chunk_id: str) -> ChunkRecord:
-        return self.chunks[self.chunk_rows[chunk_id]]
+    def chunk(self, chunk_key: str) -> ChunkRecord:
+        """The chunk with this tenant-scoped id (a :class:`~rag.types.Hit`'s ``chunk_id``)."""
+        return self.chunks[self.chunk_rows[chunk_key]]
+
+    @property
+    def tenants(self) -> set[str]:
+        return {c.tenant for c in self.chunks}
+
+    def tenant_rows(self, tenant: str) -> np.ndarray:
+        """Boolean mask of the rows (chunks) of ``tenant``; computed once per tenant and version."""
+        mask = self._tenant_rows.get(tenant)
+        if mask is None:
+            mask = np.fromiter((c.tenant == tenant for c in self.chunks), dtype=bool, count=len(self.chunks))
+            self._tenant_rows[tenant] = mask
+        return mask
 
     @cached_property
     def first_chunks(self) -> dict[str, ChunkRecord]:
         """Each document's first chunk (its title and opening text)."""
         first: dict[str, ChunkRecord] = {}
         for chunk in self.chunks:
-            first.setdefault(chunk.doc_id, chunk)
+            first.setdefault(chunk.doc_key, chunk)
         return first
 
     @property
     def n_docs(self) -> int:
         return len(self.doc_ids)
-
-    def rows_of_docs(self, doc_ids: set[str]) -> np.ndarray:
-        return np.fromiter((i for i, c in enumerate(self.chunks) if c.doc_id in doc_ids), dtype=np.int64)

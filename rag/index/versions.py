@@ -29,11 +29,12 @@ _POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
 VERSION_PREFIX = "v"
 
 
-def point_id(chunk_id: str, passage: str) -> str:
-    """Content-addressed Qdrant point id: same chunk id and same text ⇒ same point (idempotent upserts;
-    changed text ⇒ a new point, so the version still serving keeps its own vector)."""
-    digest = hashlib.sha1(passage.encode("utf-8")).hexdigest()
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_id}\x00{digest}"))
+def point_id(chunk_key: str, passage: str, metadata: dict[str, Any] | None = None) -> str:
+    """Content-addressed Qdrant point id: same (tenant-scoped) chunk id, text and metadata ⇒ same point
+    (idempotent upserts; a change ⇒ a new point, so the version still serving keeps its own)."""
+    content = passage if not metadata else passage + "\x00" + json.dumps(metadata, sort_keys=True)
+    digest = hashlib.sha1(content.encode("utf-8")).hexdigest()
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_key}\x00{digest}"))
 
 
 def version_name(number: int) -> str:

@@ -38,9 +38,13 @@ class RerankerDefaults:
         )
 
 
+Pair = tuple[str, str]  # (query, passage)
+
+
 class Reranker(Protocol):
     """Scores (query, passage) pairs; higher = more relevant. ``first_stage_weight`` is how much of the
-    first-stage rank to blend into the reranked order (see :func:`rerank`)."""
+    first-stage rank to blend into the reranked order (see :func:`rerank`). Pairs may come from several
+    queries at once (the service micro-batches concurrent requests into one forward pass)."""
 
     first_stage_weight: float
 
@@ -49,7 +53,17 @@ class Reranker(Protocol):
 
     def warm_up(self) -> None: ...
 
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
+    def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray: ...
+
+
+class PairScorer:
+    """``score(query, passages)`` for rerankers that implement ``score_pairs``."""
+
+    def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        return self.score_pairs([(query, p) for p in passages])
 
 
 def rerank(
@@ -76,7 +90,7 @@ def rerank(
     return reranked + tail
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(PairScorer):
     """A CrossEncoder by name or path, loaded in :meth:`warm_up`; pairs are batched and capped in length."""
 
     def __init__(
@@ -104,12 +118,11 @@ class CrossEncoderReranker:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
             self._model = CrossEncoder(self._model_name, device=self._device, max_length=self._max_length)
 
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
+    def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
+        if not pairs:
             return np.empty(0, dtype=np.float32)
         self.warm_up()
         assert self._model is not None
-        scores = self._model.predict(
-            [(query, p) for p in passages], batch_size=self._batch_size, show_progress_bar=False
-        )
+        # CrossEncoder.predict sorts pairs by length before batching, so mixed queries pad little
+        scores = self._model.predict(list(pairs), batch_size=self._batch_size, show_progress_bar=False)
         return np.asarray(scores, dtype=np.float32).reshape(-1)

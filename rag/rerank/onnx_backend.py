@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.rerank.cross_encoder import RerankerDefaults
+from rag.rerank.cross_encoder import Pair, PairScorer, RerankerDefaults
 
 
 def export_onnx(model_dir: Path, *, quantize: bool) -> Path:
@@ -52,7 +52,7 @@ def export_onnx(model_dir: Path, *, quantize: bool) -> Path:
     return int8 if quantize else fp32
 
 
-class OnnxCrossEncoderReranker:
+class OnnxCrossEncoderReranker(PairScorer):
     """Same contract as :class:`~rag.rerank.cross_encoder.CrossEncoderReranker`, on onnxruntime."""
 
     def __init__(
@@ -96,16 +96,18 @@ class OnnxCrossEncoderReranker:
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._model_dir))
 
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
+    def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
+        if not pairs:
             return np.empty(0, dtype=np.float32)
         self.warm_up()
+        # batch pairs of similar length together (less padding), then restore the caller's order
+        order = np.argsort([-(len(q) + len(p)) for q, p in pairs], kind="stable")
         out = []
-        for start in range(0, len(passages), self._batch_size):
-            batch = list(passages[start : start + self._batch_size])
+        for start in range(0, len(pairs), self._batch_size):
+            batch = [pairs[i] for i in order[start : start + self._batch_size]]
             enc = self._tokenizer(
-                [query] * len(batch),
-                batch,
+                [q for q, _ in batch],
+                [p for _, p in batch],
                 padding=True,
                 truncation=True,
                 max_length=self._max_length,
@@ -113,5 +115,6 @@ class OnnxCrossEncoderReranker:
             )
             feed = {name: enc[name].astype(np.int64) for name in self._inputs}
             out.append(self._session.run(["logits"], feed)[0].reshape(-1))
-        logits = np.concatenate(out).astype(np.float64)
+        logits = np.empty(len(pairs), dtype=np.float64)
+        logits[order] = np.concatenate(out)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)  # CrossEncoder's default sigmoid

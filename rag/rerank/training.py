@@ -141,7 +141,7 @@ def choose_blend(
     cached = []
     for qid in qids:
         hits = runtime.pipeline.search(queries[qid], plan).hits
-        scores = reranker.score(queries[qid], [runtime.pipeline.passage(h) for h in hits[:depth]])
+        scores = reranker.score_pairs([(queries[qid], runtime.pipeline.passage(h)) for h in hits[:depth]])
         cached.append((qid, hits, scores))
     sub_qrels = {q: qrels[q] for q in qids}
     table: dict[str, float] = {

@@ -8,6 +8,7 @@ from rag.bm25.scoring import top_k
 from rag.dense.matryoshka import rotate
 from rag.dense.qdrant_store import QdrantStore
 from rag.index.snapshot import IndexSnapshot
+from rag.retrieval.filters import SearchFilter, qdrant_filter
 from rag.types import Hit
 
 
@@ -33,7 +34,7 @@ def _doc_hits(snapshot: IndexSnapshot, rows: np.ndarray, scores: np.ndarray, k: 
     doc_scores, best_row = best_chunk_per_doc(rows, scores, snapshot.chunk_doc, snapshot.n_docs)
     present = np.flatnonzero(best_row >= 0)
     return [
-        Hit(snapshot.doc_ids[d], float(doc_scores[d]), snapshot.chunks[best_row[d]].chunk_id)
+        Hit(snapshot.doc_ids[d], float(doc_scores[d]), snapshot.chunks[best_row[d]].chunk_key)
         for d in top_k(doc_scores, k, candidates=present)
     ]
 
@@ -47,9 +48,13 @@ class BM25Retriever:
     def __init__(self, snapshot: IndexSnapshot) -> None:
         self.snapshot = snapshot
 
-    def retrieve(self, query: str, k: int) -> list[Hit]:
+    def retrieve(self, query: str, k: int, *, mask: np.ndarray | None = None) -> list[Hit]:
+        """Top ``k`` documents; ``mask`` (a row mask from :func:`rag.retrieval.filters.row_mask`) limits
+        the search to the rows it marks."""
         scores = self.snapshot.bm25.scores(self.snapshot.analyzer.tokens(query))
         rows = np.flatnonzero(scores)
+        if mask is not None:
+            rows = rows[mask[rows]]
         return _doc_hits(self.snapshot, rows, scores[rows], k)
 
 
@@ -80,19 +85,28 @@ class DenseRetriever:
         dims: int | None = None,
         prefetch: int = 200,
         rescore: bool = True,
+        flt: SearchFilter | None = None,
+        mask: np.ndarray | None = None,
     ) -> list[Hit]:
-        """``query_vector``: the normalised query embedding (un-rotated). ``k`` counts chunks fetched."""
+        """``query_vector``: the normalised query embedding (un-rotated). ``k`` counts chunks fetched.
+        ``flt`` and its ``mask`` restrict the search (Qdrant payload filter + a check of every hit)."""
+        # a filter that passes every row of this version needs no payload filter (it is not free in
+        # Qdrant local mode); foreign points are dropped by the row lookup below either way
+        payload_filter = (
+            qdrant_filter(flt) if flt is not None and mask is not None and not mask.all() else None
+        )
         points = self.store.search(
             self.rotate_query(query_vector),
             limit=k + self._overfetch,
             dims=dims,
             prefetch=prefetch + self._overfetch,
             rescore=rescore,
+            query_filter=payload_filter,
         )
         rows, scores = [], []
         for pid, score in points:
             row = self.snapshot.point_rows.get(pid)
-            if row is not None:
+            if row is not None and (mask is None or mask[row]):
                 rows.append(row)
                 scores.append(score)
         return _doc_hits(self.snapshot, np.asarray(rows, dtype=np.int64), np.asarray(scores), k)

@@ -34,8 +34,16 @@ def chunk_document(doc: Document, *, size: int, overlap: int) -> list[Chunk]:
     """Chunks of ``doc``; a document that fits in one window becomes one chunk with its text intact."""
     words = _WS.findall(doc.text)
     if len(words) <= size:
-        return [Chunk(f"{doc.doc_id}#0", doc.doc_id, 0, doc.title, doc.text, doc.metadata)]
+        return [Chunk(f"{doc.doc_id}#0", doc.doc_id, 0, doc.title, doc.text, doc.metadata, doc.tenant)]
     return [
-        Chunk(f"{doc.doc_id}#{i}", doc.doc_id, i, doc.title, " ".join(words[start:end]), doc.metadata)
+        Chunk(
+            f"{doc.doc_id}#{i}",
+            doc.doc_id,
+            i,
+            doc.title,
+            " ".join(words[start:end]),
+            doc.metadata,
+            doc.tenant,
+        )
         for i, (start, end) in enumerate(window_bounds(len(words), size, overlap))
     ]

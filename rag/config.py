@@ -84,8 +84,28 @@ class Settings(BaseSettings):
     deadline_ms: int = Field(500, ge=1)
     profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"
     redis_url: str | None = None
-    api_keys: str | None = None
-    admin_token: str | None = None
+    redis_timeout_ms: int = Field(50, ge=1, le=10_000, description="per Redis call (connect, command)")
+    api_keys: str | None = Field(None, description="comma-separated tenant:key pairs")
+    api_keys_file: Path | None = Field(None, description="lines of tenant:key or tenant:sha256:<hex>")
+    admin_token: str | None = Field(None, description="bearer token for the admin routes (>= 16 chars)")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    rate_limit_qps: float = Field(50.0, ge=0, description="per tenant; 0 = no rate limit")
+    rate_limit_burst: int = Field(100, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="request body cap for query routes")
+    max_ingest_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="request body cap for admin routes"
+    )
+    ingest_sync_max_docs: int = Field(
+        100, ge=0, description="HTTP ingests up to this many documents are answered when done; larger = job"
+    )
+    micro_batching: bool = Field(True, description="batch concurrent model calls into one forward pass")
+    batch_window_ms: float = Field(1.0, ge=0, le=100, description="wait after an idle period to fill a batch")
+    batch_max_queries: int = Field(64, ge=1, le=4096)
+    batch_max_pairs: int = Field(256, ge=1, le=65536)
+    log_level: str = "INFO"
+    log_json: bool = True
 
     @field_validator("dense_dims")
     @classmethod

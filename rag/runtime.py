@@ -14,7 +14,7 @@ from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
 from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
-from rag.retrieval.pipeline import SearchPipeline
+from rag.retrieval.pipeline import Compute, SearchPipeline
 from rag.retrieval.retrievers import DenseRetriever
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class Runtime:
         self.embedder = embedder
         self.reranker = reranker
         self.snapshot = snapshot
+        self.compute: Compute | None = None
         self.pipeline = self._pipeline()
 
     @classmethod
@@ -93,17 +94,24 @@ class Runtime:
     def _pipeline(self) -> SearchPipeline:
         stale = max(self.store.count() - len(self.snapshot.point_rows), 0)
         dense = DenseRetriever(self.snapshot, self.store, stale_points=stale)
-        return SearchPipeline(self.snapshot, self.embedder, dense, self.reranker)
+        return SearchPipeline(self.snapshot, self.embedder, dense, self.reranker, self.compute)
+
+    def use_compute(self, compute: Compute) -> None:
+        """Run model and CPU work through ``compute`` (the service's micro-batching) from now on."""
+        self.compute = compute
+        self.pipeline = self._pipeline()
 
     def ingestor(self, *, progress: bool = True) -> Ingestor:
         return Ingestor(self.settings, self.embedder, self.store, progress=progress)
 
     def reload(self) -> None:
-        """Switch to the current published version (after an ingest)."""
+        """Switch to the current published version (after an ingest). Readers that took ``pipeline``
+        before the switch finish on the old version: a pipeline never changes its snapshot."""
         snapshot = IndexSnapshot.load(
             VersionStore(self.settings.versions_dir), bm25_params=bm25_params(self.settings)
         )
         if snapshot is not None and snapshot.version != self.snapshot.version:
+            snapshot.bm25  # noqa: B018 - build the BM25 index here, not in the first query after the switch
             self.snapshot = snapshot
             self.pipeline = self._pipeline()
 

@@ -24,6 +24,32 @@ class PipelineName(StrEnum):
             raise ValueError(f"pipeline must be one of {[p.value for p in cls]}, got {value!r}") from None
 
 
+class Profile(StrEnum):
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+    COST = "cost"
+    BALANCED = "balanced"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileLimits:
+    """Caps a profile puts on a plan (None = the settings' value stands)."""
+
+    max_candidates: int | None = None
+    dims: int | None = None  # Matryoshka prefetch dimension (rescored at full dimension)
+    max_rerank_depth: int | None = None
+
+
+# balanced: the configured plan; latency: a 64-d funnel and a shallow rerank; throughput: less model work
+# per query; cost: no cross-encoder at all. (The cost-aware router refines these per query.)
+PROFILE_LIMITS: dict[Profile, ProfileLimits] = {
+    Profile.BALANCED: ProfileLimits(),
+    Profile.LATENCY: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=20),
+    Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10),
+    Profile.COST: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=0),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class QueryPlan:
     retrievers: tuple[str, ...]
@@ -55,9 +81,50 @@ class QueryPlan:
     def with_(self, **changes: object) -> QueryPlan:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    @property
+    def route(self) -> str:
+        """The pipeline this plan amounts to (``bm25``, ``dense``, ``hybrid``, ``hybrid-rerank``…)."""
+        base = "hybrid" if len(self.retrievers) == 2 else self.retrievers[0]
+        return f"{base}-rerank" if self.rerank_depth > 0 else base
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "retrievers": list(self.retrievers),
+            "top_k": self.top_k,
+            "candidates": self.candidates,
+            "dims": self.dims,
+            "prefetch": self.prefetch if self.dims is not None else None,
+            "rescore": self.rescore,
+            "fusion": self.fusion.value,
+            "weights": dict(self.weights),
+            "rrf_k": self.rrf_k,
+            "rerank_depth": self.rerank_depth,
+        }
+
+
+def apply_profile(plan: QueryPlan, profile: Profile) -> QueryPlan:
+    limits = PROFILE_LIMITS[profile]
+    changes: dict[str, object] = {}
+    if limits.max_candidates is not None and plan.candidates > limits.max_candidates:
+        changes["candidates"] = max(limits.max_candidates, plan.top_k)
+    if (
+        limits.dims is not None
+        and "dense" in plan.retrievers
+        and (plan.dims is None or plan.dims > limits.dims)
+    ):
+        changes.update(dims=limits.dims, rescore=True)
+    if limits.max_rerank_depth is not None and plan.rerank_depth > limits.max_rerank_depth:
+        changes["rerank_depth"] = limits.max_rerank_depth
+    return plan.with_(**changes) if changes else plan
+
 
 def plan_for(
-    pipeline: PipelineName, settings: Settings, *, top_k: int = 10, reranker_available: bool
+    pipeline: PipelineName,
+    settings: Settings,
+    *,
+    top_k: int = 10,
+    reranker_available: bool,
+    profile: Profile | None = None,
 ) -> QueryPlan:
     """The fixed plan of a named pipeline under ``settings``.
 
@@ -73,7 +140,7 @@ def plan_for(
         PipelineName.HYBRID_RERANK: ("bm25", "dense"),
     }[pipeline]
     candidates = max(settings.candidates, top_k)
-    return QueryPlan(
+    plan = QueryPlan(
         retrievers=retrievers,
         top_k=top_k,
         candidates=candidates,
@@ -85,3 +152,4 @@ def plan_for(
         rrf_k=settings.rrf_k,
         rerank_depth=settings.rerank_depth if pipeline is PipelineName.HYBRID_RERANK else 0,
     )
+    return apply_profile(plan, profile or Profile(settings.profile))

@@ -1,0 +1,62 @@
+"""The FastAPI application: wiring only. Retrieval, tenancy, limits and jobs live in ``rag.service``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+import rag
+from api.errors import ApiError, api_error_handler, validation_error_handler
+from api.middleware import RequestContextMiddleware
+from api.routes import admin, health, query
+from rag.config import Settings, load_settings
+from rag.dense.embedder import Embedder
+from rag.dense.qdrant_store import QdrantStore
+from rag.rerank.cross_encoder import Reranker
+from rag.service.service import RetrievalService
+
+DESCRIPTION = """Hybrid retrieval (BM25 + dense, fused, reranked) scoped per tenant.
+
+Queries need a tenant API key (`Authorization: Bearer <key>`); `/admin` routes and `/jobs` need the admin
+token. Every error has the same shape: `{"error": {"code", "message", "fields": [{"field", "message",
+"limit"}]}, "request_id"}`."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    reranker: Reranker | None = None,
+    store: QdrantStore | None = None,
+) -> FastAPI:
+    """The app for ``settings`` (default: from the environment). Models and the index load in the
+    lifespan, in the background; ``/ready`` turns 200 when they are loaded."""
+    settings = settings or load_settings()
+    service = RetrievalService(settings, embedder=embedder, reranker=reranker, store=store)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="rag retrieval service", version=rag.__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.service = service
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body=settings.max_body_bytes,
+        max_admin_body=settings.max_ingest_body_bytes,
+    )
+    app.include_router(query.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    return app

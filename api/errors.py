@@ -1,0 +1,110 @@
+"""The one error shape every route returns, and the OpenAPI declarations of each status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from rag.logs import request_id_var
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the offending field, e.g. 'body.top_k'")
+    message: str
+    limit: Any | None = Field(None, description="the limit that was exceeded, when there is one")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable: invalid_request, unauthorized, forbidden, …")
+    message: str
+    fields: list[FieldError] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+    request_id: str | None = None
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        fields: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = fields or []
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    fields: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(
+        error=ErrorDetail(code=code, message=message, fields=fields or []), request_id=request_id_var.get()
+    )
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+
+_LIMIT_KEYS = ("le", "ge", "lt", "gt", "max_length", "min_length", "pattern", "expected")
+
+
+def _limit(ctx: dict[str, Any] | None) -> Any:
+    for key in _LIMIT_KEYS:
+        if ctx and key in ctx:
+            return ctx[key]
+    return None
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        FieldError(
+            field=".".join(str(part) for part in e.get("loc", ())),
+            message=e.get("msg", "invalid"),
+            limit=_limit(e.get("ctx")),
+        )
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{f.field}: {f.message}" for f in fields[:5])
+    return error_response(422, "invalid_request", f"invalid request: {summary}", fields)
+
+
+def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route can return."""
+    descriptions = {
+        401: "Missing or unknown credentials",
+        403: "Valid credentials without the scope this route needs",
+        404: "No such resource",
+        413: "Request body over the size limit",
+        422: "A field is invalid or over its limit (the response names the field and the limit)",
+        429: "Rate limit exceeded (see Retry-After)",
+        503: "Not ready: loading, or no index published yet",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": ErrorBody, "description": descriptions[status]}
+        if status == 429:
+            entry["headers"] = {
+                "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+            }
+        out[status] = entry
+    return out

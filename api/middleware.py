@@ -1,0 +1,127 @@
+"""Pure-ASGI middleware: request ids, the body-size cap, one structured log line and metrics per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag import metrics
+from rag.logs import request_id_var, tenant_var
+
+log = logging.getLogger("rag.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _error_body(code: str, message: str, request_id: str, limit: int | None = None) -> bytes:
+    fields = [{"field": "body", "message": message, "limit": limit}] if limit is not None else []
+    body = {"error": {"code": code, "message": message, "fields": fields}, "request_id": request_id}
+    return json.dumps(body).encode()
+
+
+class RequestContextMiddleware:
+    """Takes ``X-Request-ID`` (if well-formed) or makes one; returns it on every response; caps the body
+    at ``max_body`` bytes (``max_admin_body`` under ``/admin``) with a 413 naming the limit."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, max_admin_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_admin_body = max_admin_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        tenant_token = tenant_var.set(None)
+        path: str = scope["path"]
+        limit = self.max_admin_body if path.startswith("/admin") else self.max_body
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def respond(code: int, error: str, text: str, cap: int | None = None) -> None:
+            body = _error_body(error, text, request_id, cap)
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": code,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await respond(
+                    413, "payload_too_large", f"request body is {declared} bytes; the limit is {limit}", limit
+                )
+                return
+            received = 0
+
+            async def counted_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, counted_receive, send_with_id)
+            except BodyTooLarge:
+                if not response_started:
+                    await respond(
+                        413, "payload_too_large", f"request body is over the limit of {limit} bytes", limit
+                    )
+            except Exception:
+                log.exception("unhandled error")
+                if not response_started:
+                    await respond(500, "internal", "internal error; the request id identifies it in the logs")
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            metrics.HTTP_LATENCY.labels(route).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+            tenant_var.reset(tenant_token)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template (bounded label), or 'unmatched'."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

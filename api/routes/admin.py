@@ -1,0 +1,78 @@
+"""Admin routes (admin token): ingest and delete a tenant's documents, read the index, follow jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from api.errors import ApiError, declared
+from api.schemas import IndexOut, IngestBody, IngestResponse, JobOut
+from api.security import require_admin, service_of
+from rag.logs import request_id_var
+from rag.service.jobs import Job
+from rag.service.service import NotReady
+from rag.tenancy import TENANT_PATTERN
+from rag.types import Document
+
+router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
+
+TenantPath = Annotated[str, Path(pattern=TENANT_PATTERN, description="the tenant that owns the documents")]
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut.model_validate(job.view())
+
+
+@router.post(
+    "/admin/tenants/{tenant}/documents",
+    response_model=IngestResponse,
+    responses={
+        202: {"model": IngestResponse, "description": "Accepted as a background job; follow status_url"},
+        **declared(401, 403, 413, 422, 503),
+    },
+)
+async def ingest(
+    tenant: TenantPath,
+    body: IngestBody,
+    request: Request,
+    response: Response,
+    background: Annotated[bool, Query(description="always answer 202 and run as a job")] = False,
+) -> IngestResponse:
+    """Upsert and delete documents of ``tenant`` in one new index version (idempotent: the same batch twice
+    publishes nothing new). Batches up to ``RAG_INGEST_SYNC_MAX_DOCS`` documents are answered when the
+    version is published; larger ones (or ``background=true``) answer 202 with a job to follow."""
+    service = service_of(request)
+    documents = [Document(d.id, d.text, d.title, dict(d.metadata), tenant) for d in body.upsert]
+    try:
+        job, done = service.submit_ingest(tenant, documents, body.delete)
+    except NotReady as exc:
+        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    status_url = f"/jobs/{job.id}"
+    sync = not background and len(documents) + len(body.delete) <= service.settings.ingest_sync_max_docs
+    if sync:
+        await asyncio.wrap_future(done)
+        response.status_code = 200
+    else:
+        response.status_code = 202
+        response.headers["Location"] = status_url
+    return IngestResponse(request_id=request_id_var.get() or "", job=job_out(job), status_url=status_url)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=declared(401, 403, 404, 422))
+async def get_job(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], request: Request) -> JobOut:
+    """An ingest job: state, progress in chunks, and the index version it published."""
+    job = service_of(request).jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r} (jobs are kept in memory until restart)")
+    return job_out(job)
+
+
+@router.get("/admin/index", response_model=IndexOut, responses=declared(401, 403, 503))
+async def index(request: Request) -> IndexOut:
+    """The index version being served, with document counts per tenant."""
+    try:
+        return IndexOut.model_validate(service_of(request).index_summary())
+    except NotReady as exc:
+        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None

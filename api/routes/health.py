@@ -1,0 +1,39 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.schemas import HealthOut, ReadyOut
+from api.security import service_of
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=HealthOut)
+async def health() -> HealthOut:
+    """The process is up (says nothing about the index)."""
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "Not ready yet; `reason` says why"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    """Ready when the models are loaded and an index version is being served."""
+    status = ReadyOut.model_validate(service_of(request).status())
+    return JSONResponse(status.model_dump(), status_code=200 if status.ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
+async def prometheus_metrics() -> Response:
+    """Prometheus text exposition."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

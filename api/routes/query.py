@@ -1,0 +1,165 @@
+"""POST /query and POST /query/stream: translate HTTP to a QueryRequest and the answer back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from api.errors import ApiError, FieldError, declared
+from api.schemas import QueryBody, QueryResponse
+from api.security import Tenant, service_of
+from rag.logs import request_id_var
+from rag.retrieval.filters import FilterError
+from rag.retrieval.pipeline import StepEvent, StepFailed
+from rag.service.service import NotReady, QueryAnswer, QueryRequest, RetrievalService
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["query"])
+ERRORS = declared(401, 403, 413, 422, 429, 503)
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def to_response(answer: QueryAnswer, request_id: str) -> QueryResponse:
+    return QueryResponse.model_validate(
+        {
+            "request_id": request_id,
+            "results": [
+                {
+                    "doc_id": r.doc_id,
+                    "chunk_id": r.chunk_id,
+                    "rank": r.rank,
+                    "score": r.score,
+                    "title": r.title,
+                    "text": r.text,
+                    "metadata": r.metadata,
+                }
+                for r in answer.results
+            ],
+            "route": answer.route,
+            "plan": answer.plan,
+            "degraded": answer.degraded,
+            "cache": answer.cache,
+            "timings_ms": answer.timings_ms,
+            "cost": answer.cost,
+            "index_version": answer.index_version,
+            "took_ms": answer.took_ms,
+        }
+    )
+
+
+async def admit(service: RetrievalService, tenant: str, body: QueryBody) -> QueryRequest:
+    """Everything that can refuse a query before work starts: readiness, rate limit, filter shape."""
+    request = QueryRequest(tenant, body.query, body.top_k, body.filters, body.profile)
+    try:
+        service.check(request)
+    except NotReady as exc:
+        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    except FilterError as exc:
+        field = FieldError(field=f"body.{exc.field}", message=str(exc), limit=None)
+        raise ApiError(422, "invalid_request", str(exc), fields=[field]) from None
+    decision = await service.rate_limit(tenant)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"tenant {tenant!r} is over its rate limit of {service.settings.rate_limit_qps:g} queries/s "
+            f"(burst {service.settings.rate_limit_burst}); retry after {decision.retry_after_header} s",
+            headers={"Retry-After": decision.retry_after_header},
+        )
+    return request
+
+
+@router.post("/query", response_model=QueryResponse, responses=ERRORS)
+async def query(body: QueryBody, request: Request, tenant: Tenant) -> QueryResponse:
+    """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``."""
+    service = service_of(request)
+    query_request = await admit(service, tenant, body)
+    try:
+        answer = await service.query(query_request)
+    except NotReady as exc:
+        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    except StepFailed as exc:
+        log.warning("query failed at step %s: %s", exc.step, exc)
+        raise ApiError(
+            503, "step_failed", f"a dependency failed: {exc}", headers={"Retry-After": "1"}
+        ) from None
+    return to_response(answer, request_id_var.get() or "")
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _step_data(event: StepEvent) -> dict[str, Any]:
+    return {"step": event.step, "ms": round(event.ms, 3), **event.detail}
+
+
+STREAM_DOC = {
+    200: {
+        "description": (
+            "Server-Sent Events: one event per pipeline step as it completes (event name = step name, e.g. "
+            "plan, retrieve.bm25, embed, retrieve.dense, fuse, rerank; data = {step, ms, …}), then "
+            "`result` (data = the /query response) or `error` (data = {code, message})."
+        ),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **ERRORS,
+}
+
+
+@router.post("/query/stream", response_class=EventStreamResponse, responses=STREAM_DOC)
+async def query_stream(body: QueryBody, request: Request, tenant: Tenant) -> EventStreamResponse:
+    """Like /query, streamed: each step as it completes, then the result. Closing the connection cancels
+    the steps not yet started."""
+    service = service_of(request)
+    query_request = await admit(service, tenant, body)
+    request_id = request_id_var.get() or ""
+    return EventStreamResponse(
+        _events(service, query_request, request_id), headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def _events(
+    service: RetrievalService, query_request: QueryRequest, request_id: str
+) -> AsyncIterator[bytes]:
+    events: asyncio.Queue[StepEvent] = asyncio.Queue()
+    task = asyncio.create_task(service.query(query_request, on_step=events.put_nowait))
+    try:
+        while not task.done() or not events.empty():
+            if events.empty():
+                waiter = asyncio.ensure_future(events.get())
+                await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                    continue
+                event = waiter.result()
+            else:
+                event = events.get_nowait()
+            yield sse(event.step, _step_data(event))
+        try:
+            answer = task.result()
+        except StepFailed as exc:
+            yield sse(
+                "error",
+                {"code": "step_failed", "step": exc.step, "message": str(exc), "request_id": request_id},
+            )
+            return
+        except NotReady as exc:
+            yield sse("error", {"code": "not_ready", "message": str(exc), "request_id": request_id})
+            return
+        except Exception as exc:  # reported in the stream: the 200 status line has already gone out
+            log.exception("query failed")
+            yield sse("error", {"code": "internal", "message": type(exc).__name__, "request_id": request_id})
+            return
+        yield sse("result", to_response(answer, request_id).model_dump(mode="json"))
+    finally:
+        task.cancel()  # the client went away (or we are done): no further step starts

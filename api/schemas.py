@@ -1,0 +1,152 @@
+"""Request and response models. Limits live here, so that the OpenAPI document states them exactly."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, model_validator
+
+from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
+from rag.retrieval.plan import Profile
+
+MAX_QUERY_CHARS = 2048
+MAX_TOP_K = 100
+MAX_BATCH_DOCS = 10_000
+MAX_DOC_TEXT_CHARS = 1_000_000
+MAX_TITLE_CHARS = 1_000
+MAX_METADATA_FIELDS = 32
+INT64 = 2**63
+
+FilterString = Annotated[str, StringConstraints(max_length=MAX_FILTER_STRING)]
+FilterInt = Annotated[StrictInt, Field(ge=-INT64, lt=INT64)]
+FilterScalar = FilterString | FilterInt | StrictBool
+FieldName = Annotated[str, StringConstraints(pattern=FIELD_PATTERN)]
+DocId = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,256}$")]
+NonBlank = r"\S"  # at least one non-space character
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NonBlank)]
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 10
+    filters: (
+        Annotated[
+            dict[
+                FieldName,
+                FilterScalar
+                | Annotated[list[FilterScalar], Field(min_length=1, max_length=MAX_FILTER_VALUES)],
+            ],
+            Field(max_length=MAX_FILTER_FIELDS),
+        ]
+        | None
+    ) = Field(None, description="metadata field -> value or list of values; fields ANDed, values ORed")
+    profile: Profile | None = Field(None, description="plan limits for this query; default: the deployment's")
+
+
+class ResultOut(BaseModel):
+    doc_id: str
+    chunk_id: str
+    rank: int
+    score: float
+    title: str
+    text: str
+    metadata: dict[str, Any]
+
+
+class DegradationOut(BaseModel):
+    step: str
+    reason: str
+
+
+class QueryResponse(BaseModel):
+    request_id: str
+    results: list[ResultOut]
+    route: str = Field(description="the pipeline that answered: bm25, dense, hybrid, hybrid-rerank")
+    plan: dict[str, Any]
+    degraded: list[DegradationOut]
+    cache: Literal["off", "hit", "miss"]
+    timings_ms: dict[str, float] = Field(description="wall time of each pipeline step, in order")
+    cost: dict[str, float]
+    index_version: str
+    took_ms: float
+
+
+Metadata = Annotated[
+    dict[FieldName, FilterScalar | Annotated[list[FilterScalar], Field(max_length=MAX_FILTER_VALUES)]],
+    Field(max_length=MAX_METADATA_FIELDS),
+]
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: DocId
+    title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] = ""
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOC_TEXT_CHARS, pattern=NonBlank)]
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class IngestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upsert: Annotated[list[DocumentIn], Field(max_length=MAX_BATCH_DOCS)] = Field(default_factory=list)
+    delete: Annotated[list[DocId], Field(max_length=MAX_BATCH_DOCS)] = Field(
+        default_factory=list, description="ids of this tenant's documents to delete"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestBody:
+        if not self.upsert and not self.delete:
+            raise ValueError("give at least one document to upsert or one id to delete")
+        both = {d.id for d in self.upsert} & set(self.delete)
+        if both:
+            raise ValueError(f"ids both upserted and deleted: {sorted(both)[:5]}")
+        return self
+
+
+class ProgressOut(BaseModel):
+    chunks_done: int
+    chunks_total: int
+
+
+class JobOut(BaseModel):
+    id: str
+    tenant: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    documents: int
+    deletes: int
+    progress: ProgressOut
+    index_version: str | None = Field(description="the version the job published (once succeeded)")
+    report: dict[str, Any] | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class IngestResponse(BaseModel):
+    request_id: str
+    job: JobOut
+    status_url: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    phase: str
+    reason: str | None
+    index_version: str | None
+    embedder: str | None
+    reranker: str | None
+
+
+class IndexOut(BaseModel):
+    index_version: str
+    documents: int
+    chunks: int
+    documents_per_tenant: dict[str, int]
+    created_at: str | None

@@ -1,0 +1,197 @@
+"""Micro-batching of model calls across concurrent requests.
+
+Concurrent queries each need one embedding and up to ``rerank_depth`` cross-encoder pairs. Sent one by
+one, each is a small forward pass; collected, they are one larger pass, which on a CPU costs far less
+than the sum of the small ones. A :class:`MicroBatcher` collects submissions while the model is busy (and
+for ``window_ms`` after an idle period), then runs them as one call on a dedicated model thread, so the
+event loop never blocks on a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from rag.dense.embedder import Embedder
+from rag.metrics import MODEL_BATCH_SIZE
+from rag.rerank.cross_encoder import Pair, Reranker
+
+log = logging.getLogger(__name__)
+
+I = TypeVar("I")  # noqa: E741 - item
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Request(Generic[I]):
+    items: list[I]
+    future: asyncio.Future[np.ndarray]
+
+
+class MicroBatcher(Generic[I]):
+    """Runs ``fn(items) -> array with one row per item`` over the items of many concurrent submissions.
+
+    A batch takes whole submissions, oldest first, up to ``max_items`` items (a single submission larger
+    than that runs alone). A cancelled submission that has not started is dropped from its batch.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[I]], np.ndarray],
+        *,
+        executor: Executor,
+        max_items: int,
+        window_ms: float = 1.0,
+        max_requests: int | None = None,
+        name: str = "batch",
+    ) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
+        if window_ms < 0:
+            raise ValueError(f"window_ms must be >= 0, got {window_ms}")
+        self.fn = fn
+        self.executor = executor
+        self.max_items = max_items
+        self.max_requests = max_requests
+        self.window_s = window_ms / 1000.0
+        self.name = name
+        self._pending: deque[_Request[I]] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0  # counters for tests and metrics
+        self.items_run = 0
+
+    async def submit(self, items: Sequence[I]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._run(), name=f"micro-batcher:{self.name}")
+        assert self._wakeup is not None
+        request = _Request(list(items), loop.create_future())
+        self._pending.append(request)
+        self._wakeup.set()
+        return await request.future
+
+    def _take(self) -> list[_Request[I]]:
+        batch: list[_Request[I]] = []
+        size = 0
+        while self._pending:
+            request = self._pending[0]
+            if request.future.done():  # cancelled while waiting
+                self._pending.popleft()
+                continue
+            if batch and (
+                size + len(request.items) > self.max_items
+                or (self.max_requests is not None and len(batch) >= self.max_requests)
+            ):
+                break
+            batch.append(self._pending.popleft())
+            size += len(request.items)
+        return batch
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            if self.window_s and sum(len(r.items) for r in self._pending) < self.max_items:
+                await asyncio.sleep(self.window_s)  # let requests arriving together share the pass
+            batch = self._take()
+            if not self._pending:
+                self._wakeup.clear()
+            if not batch:
+                continue
+            items = [item for request in batch for item in request.items]
+            try:
+                out = await loop.run_in_executor(self.executor, self.fn, items)
+            except Exception as exc:  # every submission of the batch gets the failure
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                continue
+            self.batches += 1
+            MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
+            self.items_run += len(items)
+            start = 0
+            for request in batch:
+                end = start + len(request.items)
+                if not request.future.done():
+                    request.future.set_result(out[start:end])
+                start = end
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+
+class BatchedCompute:
+    """The service's :class:`~rag.retrieval.pipeline.Compute`: CPU work in the default thread pool, model
+    calls micro-batched onto one model thread (two model calls at once would only fight for the cores)."""
+
+    def __init__(
+        self,
+        embedder: Embedder | None,
+        reranker: Reranker | None,
+        *,
+        window_ms: float = 1.0,
+        max_queries: int = 64,
+        max_pairs: int = 256,
+        enabled: bool = True,
+    ) -> None:
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-model")
+        one = None if enabled else 1  # disabled: one request per model call, still off the event loop
+        self.embeddings: MicroBatcher[str] | None = None
+        self.rerank: MicroBatcher[Pair] | None = None
+        if embedder is not None:
+            self.embeddings = MicroBatcher(
+                partial(_embed, embedder),
+                executor=self.model_thread,
+                max_items=max_queries,
+                window_ms=window_ms if enabled else 0.0,
+                max_requests=one,
+                name="embed",
+            )
+        if reranker is not None:
+            self.rerank = MicroBatcher(
+                reranker.score_pairs,
+                executor=self.model_thread,
+                max_items=max_pairs,
+                window_ms=window_ms if enabled else 0.0,
+                max_requests=one,
+                name="rerank",
+            )
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        if self.embeddings is None:
+            raise RuntimeError("no embedder")
+        return (await self.embeddings.submit([text]))[0]
+
+    async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
+        if self.rerank is None:
+            raise RuntimeError("no reranker")
+        return await self.rerank.submit(pairs)
+
+    async def close(self) -> None:
+        for batcher in (self.embeddings, self.rerank):
+            if batcher is not None:
+                await batcher.close()
+        self.model_thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    return embedder.embed(texts, batch_size=len(texts))

@@ -17,10 +17,6 @@ log = logging.getLogger("rag.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def _error_body(code: str, message: str, request_id: str, limit: int | None = None) -> bytes:
     fields = [{"field": "body", "message": message, "limit": limit}] if limit is not None else []
     body = {"error": {"code": code, "message": message, "fields": fields}, "request_id": request_id}
@@ -74,6 +70,33 @@ class RequestContextMiddleware:
             )
             await send_with_id({"type": "http.response.body", "body": body})
 
+        too_large = False
+
+        async def counted_receive() -> Message:
+            # over the cap: answer 413 now and tell the app the client is gone (it stops reading)
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    if not response_started:
+                        await respond(
+                            413,
+                            "payload_too_large",
+                            f"request body is over the limit of {limit} bytes",
+                            limit,
+                        )
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def app_send(message: Message) -> None:
+            if not too_large:  # after a 413 the app's own response (to a "disconnected" client) is dropped
+                await send_with_id(message)
+
+        received = 0
         try:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -81,25 +104,11 @@ class RequestContextMiddleware:
                     413, "payload_too_large", f"request body is {declared} bytes; the limit is {limit}", limit
                 )
                 return
-            received = 0
-
-            async def counted_receive() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise BodyTooLarge
-                return message
-
             try:
-                await self.app(scope, counted_receive, send_with_id)
-            except BodyTooLarge:
-                if not response_started:
-                    await respond(
-                        413, "payload_too_large", f"request body is over the limit of {limit} bytes", limit
-                    )
+                await self.app(scope, counted_receive, app_send)
             except Exception:
+                if too_large:
+                    return
                 log.exception("unhandled error")
                 if not response_started:
                     await respond(500, "internal", "internal error; the request id identifies it in the logs")

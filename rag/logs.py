@@ -17,6 +17,18 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every record carries the request id and tenant current where it was made (not where formatted)."""
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id_var.get()
+    record.tenant = tenant_var.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,13 +40,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        request_id, tenant = request_id_var.get(), tenant_var.get()
-        if request_id:
-            out["request_id"] = request_id
-        if tenant:
-            out["tenant"] = tenant
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and value is not None:
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rag.rerank.cross_encoder import Pair, PairScorer
 from rag.text.analyzer import Analyzer
 
 
@@ -59,3 +60,45 @@ def parse_hash_spec(spec: str) -> HashEmbedder:
     if len(parts) not in (2, 3) or parts[0] != "hash" or not parts[1].isdigit():
         raise ValueError(f"hash embedder spec must look like 'hash:64' or 'hash:64:0.01', got {spec!r}")
     return HashEmbedder(int(parts[1]), delay_s=float(parts[2]) if len(parts) == 3 else 0.0)
+
+
+class FailingEmbedder(HashEmbedder):
+    """A :class:`HashEmbedder` that raises when a text contains ``marker`` (a failed ingest or query)."""
+
+    def __init__(self, dim: int = 64, *, marker: str = "EXPLODE") -> None:
+        super().__init__(dim)
+        self.marker = marker
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        if any(self.marker in t for t in texts):
+            raise RuntimeError(f"embedder failure injected by {self.marker!r}")
+        return super().embed(texts, batch_size=batch_size, progress=progress)
+
+
+class OverlapReranker(PairScorer):
+    """A deterministic stand-in cross-encoder: a pair scores the share of query stems found in the
+    passage. Records each call's pair count (micro-batching is visible) and can be made slow."""
+
+    first_stage_weight = 0.0
+
+    def __init__(self, *, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls: list[int] = []
+        self._analyzer = Analyzer()
+
+    @property
+    def name(self) -> str:
+        return "overlap"
+
+    def warm_up(self) -> None:
+        """Nothing to load."""
+
+    def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
+        self.calls.append(len(pairs))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        out = np.zeros(len(pairs), dtype=np.float32)
+        for i, (query, passage) in enumerate(pairs):
+            q = set(self._analyzer.tokens(query))
+            out[i] = len(q & set(self._analyzer.tokens(passage))) / max(len(q), 1)
+        return out

@@ -1,0 +1,123 @@
+"""POST /query/stream: Server-Sent Events in step order, errors as events, and cancellation on disconnect."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from rag.testing.fakes import FailingEmbedder, HashEmbedder, OverlapReranker
+from tests.api.conftest import ACME, ACME_DOCS, ADMIN, ingest, serve, service_settings
+
+pytestmark = pytest.mark.anyio
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+async def test_stream_reports_each_step_in_order_then_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reranker = OverlapReranker()
+    app = create_app(service_settings(tmp_path, monkeypatch), reranker=reranker)
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        async with client.stream("POST", "/query/stream", json={"query": "who hunts mice", "top_k": 2}, headers=ACME) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = parse_sse((await r.aread()).decode())
+    names = [name for name, _ in events]
+    assert names[0] == "plan" and names[-3:] == ["fuse", "rerank", "result"]
+    assert set(names[1:-3]) == {"retrieve.bm25", "embed", "retrieve.dense"}
+    assert names.index("embed") < names.index("retrieve.dense")
+    for name, data in events[:-1]:
+        assert data["step"] == name and data["ms"] >= 0
+    assert events[-2][1]["pairs"] == 3  # all of acme's documents went to the reranker
+    result = events[-1][1]
+    assert result["route"] == "hybrid-rerank" and len(result["results"]) == 2
+    assert list(result["timings_ms"]) == names[:-1]
+
+
+async def test_a_failing_step_ends_the_stream_with_an_error_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(service_settings(tmp_path, monkeypatch), embedder=FailingEmbedder(64))
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        r = await client.post("/query/stream", json={"query": "EXPLODE mice"}, headers=ACME)
+        events = parse_sse(r.text)
+        assert events[-1][0] == "error"
+        assert events[-1][1]["code"] == "step_failed" and events[-1][1]["step"] == "embed"
+        assert "result" not in [name for name, _ in events]
+        # the non-streaming route says the same with a 503
+        r = await client.post("/query", json={"query": "EXPLODE mice"}, headers=ACME)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "step_failed"
+
+
+async def test_stream_refusals_happen_before_the_stream(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/query/stream", json={"query": "mice"})).status_code == 401
+    r = await client.post("/query/stream", json={"query": "mice", "top_k": 1000}, headers=ACME)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, HashEmbedder, OverlapReranker]]:
+    """A real uvicorn server in a thread (client disconnects need a real socket)."""
+    reranker = OverlapReranker()
+    embedder = HashEmbedder(64)
+    settings = service_settings(tmp_path, monkeypatch)
+    app = create_app(settings, embedder=embedder, reranker=reranker)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{base}/ready").status_code in (200, 503) and app.state.service.phase.value != "loading":
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    httpx.post(f"{base}/admin/tenants/acme/documents", json={"upsert": ACME_DOCS}, headers=ADMIN, timeout=30)
+    yield base, embedder, reranker
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_closing_the_stream_cancels_the_steps_not_yet_started(
+    live_server: tuple[str, HashEmbedder, OverlapReranker],
+) -> None:
+    base, embedder, reranker = live_server
+    delay = 0.8  # the query's embedding takes this long; the client leaves during it
+    embedder._delay_s = delay  # noqa: SLF001 - slow down the live app's embedder from here on
+    with httpx.Client(base_url=base, timeout=10) as client:
+        with client.stream("POST", "/query/stream", json={"query": "who hunts mice"}, headers=ACME) as r:
+            assert r.status_code == 200
+            first = next(r.iter_lines())
+            assert first == "event: plan"
+        # the connection is closed here, while the embedding is still running
+    time.sleep(delay + 0.7)
+    assert reranker.calls == [], "rerank ran after the client had gone"
+    embedder._delay_s = 0.0  # noqa: SLF001
+    with httpx.Client(base_url=base, timeout=10) as client:  # and the service is fine afterwards
+        r = client.post("/query", json={"query": "who hunts mice"}, headers=ACME)
+        assert r.status_code == 200 and reranker.calls == [3]

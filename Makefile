@@ -17,10 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev,bench,onnx]"
 	touch $@
 
-# Main job: ingest the bundled demo corpus into the embedded default (local Qdrant on disk) and answer a query.
+# Main job: ingest the bundled demo corpus into the embedded default (local Qdrant on disk), serve /query,
+# print a curl line that works. Ctrl-C stops it.
 demo: install
-	$(BIN)/rag ingest data/demo
-	$(BIN)/rag query "how do I run a shell command and capture its output"
+	BIN=$(BIN) ./scripts/serve_demo.sh
 
 test: install
 	$(BIN)/python -m pytest

@@ -71,6 +71,7 @@ class RequestContextMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
 
         too_large = False
+        received = 0
 
         async def counted_receive() -> Message:
             # over the cap: answer 413 now and tell the app the client is gone (it stops reading)
@@ -96,7 +97,6 @@ class RequestContextMiddleware:
             if not too_large:  # after a 413 the app's own response (to a "disconnected" client) is dropped
                 await send_with_id(message)
 
-        received = 0
         try:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:

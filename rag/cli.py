@@ -1,4 +1,4 @@
-"""The `rag` command line: ingest, delete, query, eval, train-reranker."""
+"""The `rag` command line: ingest, delete, query, serve, keys, eval, train-reranker."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from rag.config import MATRYOSHKA_DIMS, Settings, load_settings
+from rag.tenancy import check_tenant, scoped_id
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -28,10 +29,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rag.io.sources import read_documents
 
     settings = _settings(args)
+    tenant = check_tenant(args.tenant)
     store = QdrantStore(connect(settings), settings.collection)
     try:
         report = Ingestor(settings, build_embedder(settings), store, progress=not args.quiet).ingest(
-            read_documents(Path(args.path))
+            replace(doc, tenant=tenant) for doc in read_documents(Path(args.path))
         )
     finally:
         store.close()
@@ -53,7 +55,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     store = QdrantStore(connect(settings), settings.collection)
     try:
         report = Ingestor(settings, build_embedder(settings), store, progress=False).ingest(
-            [], delete_ids=ids
+            [], delete_ids=[scoped_id(check_tenant(args.tenant), i) for i in ids]
         )
     finally:
         store.close()
@@ -62,6 +64,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    from rag.retrieval.filters import SearchFilter
     from rag.retrieval.plan import PipelineName, plan_for
     from rag.runtime import Runtime
 
@@ -71,7 +74,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         runtime.warm_up()
         plan = plan_for(pipeline, settings, top_k=args.top_k, reranker_available=runtime.reranker is not None)
-        outcome = runtime.pipeline.search(args.text, plan)
+        tenant = check_tenant(args.tenant) if args.tenant is not None else None
+        outcome = runtime.pipeline.search(args.text, plan, SearchFilter(tenant))
         results = runtime.pipeline.results(outcome.hits, args.top_k)
     finally:
         runtime.close()
@@ -96,6 +100,31 @@ def cmd_query(args: argparse.Namespace) -> int:
     for r in results:
         snippet = " ".join(r.text.split())[:160]
         print(f"{r.rank:>2}. {r.doc_id}  ({r.score:.4f})  {r.title}\n    {snippet}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from rag.logs import configure_logging
+
+    settings = _settings(args, host=args.host, port=args.port)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from rag.service.auth import digest, new_key
+
+    tenant = check_tenant(args.tenant)
+    if not tenant:
+        raise ValueError("give a tenant name")
+    key = new_key()
+    print(f"key (give it to the tenant; it is not stored):  {key}")
+    print(f"line for RAG_API_KEYS_FILE (hashed):              {tenant}:sha256:{digest(key)}")
     return 0
 
 
@@ -151,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="ingest a BEIR folder/JSONL file or a folder of text/markdown files")
     p.add_argument("path")
     p.add_argument("--collection")
+    p.add_argument("--tenant", default="", help="the tenant that owns the documents (default: unscoped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
@@ -158,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="*")
     p.add_argument("--ids-file")
     p.add_argument("--collection")
+    p.add_argument("--tenant", default="", help="the tenant whose documents these are")
     p.set_defaults(func=cmd_delete)
 
     pipelines = ["bm25", "dense", "hybrid", "hybrid-rerank", "auto"]
@@ -167,8 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--dims", type=int, choices=MATRYOSHKA_DIMS)
     p.add_argument("--collection")
+    p.add_argument("--tenant", help="search only this tenant's documents (default: all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (uvicorn) on the current index")
+    p.add_argument("--host", help="default: RAG_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: RAG_PORT or 8000")
+    p.add_argument("--collection")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", help="API key helpers")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("new", help="make a key for a tenant and print its hashed RAG_API_KEYS_FILE line")
+    k.add_argument("tenant")
+    k.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("eval", help="evaluate a pipeline on a BEIR folder")
     p.add_argument("--data", required=True)

@@ -9,6 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.logs import request_id_var
 
@@ -88,8 +89,22 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", f"invalid request: {summary}", fields)
 
 
-def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the error statuses a route can return."""
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Framework errors in the common shape. A body FastAPI cannot parse (not UTF-8, not JSON) is a 422 on
+    ``body``, like every other invalid input."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        field = FieldError(field="body", message="the body is not valid UTF-8 JSON", limit=None)
+        return error_response(422, "invalid_request", f"invalid request: {exc.detail}", [field])
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(
+        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=exc.headers
+    )
+
+
+def declared(*statuses: int, json_content: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route can return. ``json_content``: state the JSON
+    media type explicitly (for routes whose success response is not JSON, e.g. an event stream)."""
     descriptions = {
         401: "Missing or unknown credentials",
         403: "Valid credentials without the scope this route needs",
@@ -101,7 +116,12 @@ def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        entry: dict[str, Any] = {"model": ErrorBody, "description": descriptions[status]}
+        entry: dict[str, Any] = {"description": descriptions[status]}
+        if json_content:
+            ref = {"$ref": "#/components/schemas/ErrorBody"}  # the /query routes put ErrorBody there
+            entry["content"] = {"application/json": {"schema": ref}}
+        else:
+            entry["model"] = ErrorBody
         if status == 429:
             entry["headers"] = {
                 "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}

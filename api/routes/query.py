@@ -110,9 +110,20 @@ STREAM_DOC = {
             "plan, retrieve.bm25, embed, retrieve.dense, fuse, rerank; data = {step, ms, …}), then "
             "`result` (data = the /query response) or `error` (data = {code, message})."
         ),
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one Server-Sent Event
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string", "description": "a step name, `result` or `error`"},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                    },
+                }
+            }
+        },
     },
-    **ERRORS,
+    **declared(401, 403, 413, 422, 429, 503, json_content=True),
 }
 
 

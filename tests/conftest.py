@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,17 @@ def animals_beir(tmp_path: Path) -> Path:
         "salmon": {"salmon": 1, "whale": 1},
     }
     return write_beir(tmp_path / "animals", ANIMALS, queries, qrels)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server for the test (Debian's); skipped locally if missing, a failure under CI=true."""
+    from rag.testing.servers import ProgramMissing, in_ci, redis_server
+
+    try:
+        with redis_server(tmp_path / "redis") as server:
+            yield server.url
+    except ProgramMissing as exc:
+        if in_ci():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

@@ -23,19 +23,39 @@ GLOBEX = {"Authorization": f"Bearer {GLOBEX_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 ACME_DOCS = [
-    {"id": "cat", "title": "Cat", "text": "Cats are small carnivorous mammals that purr and hunt mice.",
-     "metadata": {"kind": "mammal", "legs": 4}},
-    {"id": "owl", "title": "Owl", "text": "Owls are nocturnal birds of prey that hunt mice at night.",
-     "metadata": {"kind": "bird", "legs": 2}},
-    {"id": "bee", "title": "Bee", "text": "Bees are flying insects that pollinate flowers and make honey.",
-     "metadata": {"kind": "insect", "legs": 6}},
+    {
+        "id": "cat",
+        "title": "Cat",
+        "text": "Cats are small carnivorous mammals that purr and hunt mice.",
+        "metadata": {"kind": "mammal", "legs": 4},
+    },
+    {
+        "id": "owl",
+        "title": "Owl",
+        "text": "Owls are nocturnal birds of prey that hunt mice at night.",
+        "metadata": {"kind": "bird", "legs": 2},
+    },
+    {
+        "id": "bee",
+        "title": "Bee",
+        "text": "Bees are flying insects that pollinate flowers and make honey.",
+        "metadata": {"kind": "insect", "legs": 6},
+    },
 ]
 # globex has a document with the same id as acme's, and a secret only globex may see
 GLOBEX_DOCS = [
-    {"id": "cat", "title": "Catalogue", "text": "The globex product catalogue lists turbines and mice traps.",
-     "metadata": {"kind": "catalogue"}},
-    {"id": "plan", "title": "Plan", "text": "Globex secret plan: hunt mice with quantum turbines at night.",
-     "metadata": {"kind": "secret"}},
+    {
+        "id": "cat",
+        "title": "Catalogue",
+        "text": "The globex product catalogue lists turbines and mice traps.",
+        "metadata": {"kind": "catalogue"},
+    },
+    {
+        "id": "plan",
+        "title": "Plan",
+        "text": "Globex secret plan: hunt mice with quantum turbines at night.",
+        "metadata": {"kind": "secret"},
+    },
 ]
 
 
@@ -72,9 +92,12 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def ingest(client: httpx.AsyncClient, tenant: str, docs: list[dict[str, Any]], **params: Any) -> httpx.Response:
-    response = await client.post(f"/admin/tenants/{tenant}/documents", json={"upsert": docs}, headers=ADMIN,
-                                 params=params)
+async def ingest(
+    client: httpx.AsyncClient, tenant: str, docs: list[dict[str, Any]], **params: Any
+) -> httpx.Response:
+    response = await client.post(
+        f"/admin/tenants/{tenant}/documents", json={"upsert": docs}, headers=ADMIN, params=params
+    )
     assert response.status_code in (200, 202), response.text
     return response
 

@@ -72,7 +72,9 @@ async def test_large_batches_run_as_jobs_with_progress(client: httpx.AsyncClient
     assert (await wait_job(client, r.json()["job"]["id"]))["index_version"] == "v000004"
 
 
-async def test_a_failed_job_leaves_the_previous_version_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_job_leaves_the_previous_version_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(service_settings(tmp_path, monkeypatch), embedder=FailingEmbedder(64))
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)
@@ -141,7 +143,9 @@ async def test_logs_are_json_with_the_request_id_and_never_a_key(
 ) -> None:
     caplog.set_level(logging.INFO)
     await client.post("/query", json={"query": "mice"}, headers={**ACME, "X-Request-ID": "req-1"})
-    await client.post("/query", json={"query": "mice"}, headers={"Authorization": "Bearer wrong-key-000000000"})
+    await client.post(
+        "/query", json={"query": "mice"}, headers={"Authorization": "Bearer wrong-key-000000000"}
+    )
     await client.get("/admin/index", headers=ADMIN)
     lines = [JsonFormatter().format(r) for r in caplog.records]
     request_lines = [json.loads(line) for line in lines if json.loads(line)["msg"] == "request"]

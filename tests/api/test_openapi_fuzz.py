@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from tests.api.conftest import ACME_DOCS, ADMIN, ADMIN_TOKEN, GLOBEX_DOCS, ACME_KEY, service_settings
+from tests.api.conftest import ACME_DOCS, ACME_KEY, ADMIN, ADMIN_TOKEN, GLOBEX_DOCS, service_settings
 
 MIN_CASES = 1000
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -52,7 +52,9 @@ def live_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             pass
         time.sleep(0.05)
     for tenant, docs in (("acme", ACME_DOCS), ("globex", GLOBEX_DOCS)):
-        httpx.post(f"{base}/admin/tenants/{tenant}/documents", json={"upsert": docs}, headers=ADMIN, timeout=30)
+        httpx.post(
+            f"{base}/admin/tenants/{tenant}/documents", json={"upsert": docs}, headers=ADMIN, timeout=30
+        )
     yield base
     server.should_exit = True
     thread.join(timeout=10)
@@ -83,7 +85,9 @@ def test_generated_requests_never_get_a_server_error_or_an_undocumented_response
             )
             def run(case: schemathesis.Case) -> None:
                 headers = {**(case.headers or {}), **credentials(operation.path)}  # real keys win
-                response = case.call_and_validate(base_url=live_url, headers=headers, checks=CHECKS, timeout=30)
+                response = case.call_and_validate(
+                    base_url=live_url, headers=headers, checks=CHECKS, timeout=30
+                )
                 ran[label] += 1
                 statuses[response.status_code] += 1
 
@@ -95,4 +99,6 @@ def test_generated_requests_never_get_a_server_error_or_an_undocumented_response
     assert total >= MIN_CASES, f"only {total} cases ran: {dict(ran)}"
     assert not any(code >= 500 for code in statuses), dict(statuses)
     assert statuses[200] > 300 and statuses[422] > 100, dict(statuses)
-    print(f"schemathesis: {total} cases; by operation {dict(ran)}; by status {dict(sorted(statuses.items()))}")
+    print(
+        f"schemathesis: {total} cases; by operation {dict(ran)}; by status {dict(sorted(statuses.items()))}"
+    )

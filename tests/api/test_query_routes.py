@@ -8,13 +8,17 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.api.conftest import ACME, ADMIN, GLOBEX, ACME_DOCS, ingest, serve, service_settings
+from tests.api.conftest import ACME, ACME_DOCS, ADMIN, GLOBEX, ingest, serve, service_settings
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_query_returns_results_and_everything_about_how_they_were_made(client: httpx.AsyncClient) -> None:
-    response = await client.post("/query", json={"query": "who hunts mice at night", "top_k": 2}, headers=ACME)
+async def test_query_returns_results_and_everything_about_how_they_were_made(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/query", json={"query": "who hunts mice at night", "top_k": 2}, headers=ACME
+    )
     assert response.status_code == 200
     body = response.json()
     assert [r["rank"] for r in body["results"]] == [1, 2]
@@ -44,13 +48,17 @@ async def test_tenant_a_never_sees_tenant_b_documents(client: httpx.AsyncClient)
     assert globex["results"][0]["doc_id"] == "plan"
     globex_cat = next(r for r in globex["results"] if r["doc_id"] == "cat")
     assert globex_cat["title"] == "Catalogue"
-    acme_cat = (await client.post("/query", json={"query": "cat", "top_k": 100}, headers=ACME)).json()["results"]
+    acme_cat = (await client.post("/query", json={"query": "cat", "top_k": 100}, headers=ACME)).json()[
+        "results"
+    ]
     assert [r["title"] for r in acme_cat if r["doc_id"] == "cat"] == ["Cat"]
 
 
 async def test_filters_on_metadata(client: httpx.AsyncClient) -> None:
     async def ids(filters: dict[str, object]) -> set[str]:
-        r = await client.post("/query", json={"query": "mice honey", "top_k": 10, "filters": filters}, headers=ACME)
+        r = await client.post(
+            "/query", json={"query": "mice honey", "top_k": 10, "filters": filters}, headers=ACME
+        )
         assert r.status_code == 200, r.text
         return {x["doc_id"] for x in r.json()["results"]}
 
@@ -70,7 +78,11 @@ async def test_filters_on_metadata(client: httpx.AsyncClient) -> None:
         ({"query": ""}, "body.query", 1),
         ({"query": "   "}, "body.query", r"\S"),
         ({}, "body.query", None),
-        ({"query": "x", "profile": "fastest"}, "body.profile", "'latency', 'throughput', 'cost' or 'balanced'"),
+        (
+            {"query": "x", "profile": "fastest"},
+            "body.profile",
+            "'latency', 'throughput', 'cost' or 'balanced'",
+        ),
         ({"query": "x", "filters": {"k": {"nested": 1}}}, "body.filters.k", None),
         ({"query": "x", "filters": {"bad key": 1}}, "body.filters.bad key.[key]", None),
         ({"query": "x", "filters": {f"f{i}": 1 for i in range(9)}}, "body.filters", 8),
@@ -112,7 +124,9 @@ async def test_body_over_the_cap_is_a_413_naming_the_limit(client: httpx.AsyncCl
         for _ in range(80):
             yield b"x" * 1024
 
-    response = await client.post("/query", content=chunked(), headers={**ACME, "content-type": "application/json"})
+    response = await client.post(
+        "/query", content=chunked(), headers={**ACME, "content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
@@ -134,11 +148,15 @@ async def test_missing_or_unknown_key_is_401_and_wrong_scope_is_403(client: http
     assert (await client.post("/query", json=q, headers=ADMIN)).status_code == 403
     assert (await client.get("/admin/index", headers=ACME)).status_code == 403
     assert (await client.get("/admin/index")).status_code == 401
-    assert (await client.post("/admin/tenants/acme/documents", json={"delete": ["cat"]}, headers=ACME)).status_code == 403
+    assert (
+        await client.post("/admin/tenants/acme/documents", json={"delete": ["cat"]}, headers=ACME)
+    ).status_code == 403
     assert (await client.get("/jobs/" + "0" * 32, headers=GLOBEX)).status_code == 403
 
 
-async def test_rate_limit_is_per_tenant_with_retry_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rate_limit_is_per_tenant_with_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = service_settings(tmp_path, monkeypatch, rate_limit_qps=0.5, rate_limit_burst=2)
     async with serve(create_app(settings)) as c:
         await ingest(c, "acme", ACME_DOCS)

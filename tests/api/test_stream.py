@@ -29,12 +29,16 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-async def test_stream_reports_each_step_in_order_then_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stream_reports_each_step_in_order_then_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reranker = OverlapReranker()
     app = create_app(service_settings(tmp_path, monkeypatch), reranker=reranker)
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)
-        async with client.stream("POST", "/query/stream", json={"query": "who hunts mice", "top_k": 2}, headers=ACME) as r:
+        async with client.stream(
+            "POST", "/query/stream", json={"query": "who hunts mice", "top_k": 2}, headers=ACME
+        ) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             events = parse_sse((await r.aread()).decode())
@@ -50,7 +54,9 @@ async def test_stream_reports_each_step_in_order_then_the_result(tmp_path: Path,
     assert list(result["timings_ms"]) == names[:-1]
 
 
-async def test_a_failing_step_ends_the_stream_with_an_error_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failing_step_ends_the_stream_with_an_error_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(service_settings(tmp_path, monkeypatch), embedder=FailingEmbedder(64))
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)
@@ -86,13 +92,18 @@ def live_server(
     settings = service_settings(tmp_path, monkeypatch)
     app = create_app(settings, embedder=embedder, reranker=reranker)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            if httpx.get(f"{base}/ready").status_code in (200, 503) and app.state.service.phase.value != "loading":
+            if (
+                httpx.get(f"{base}/ready").status_code in (200, 503)
+                and app.state.service.phase.value != "loading"
+            ):
                 break
         except httpx.TransportError:
             pass
@@ -108,7 +119,7 @@ def test_closing_the_stream_cancels_the_steps_not_yet_started(
 ) -> None:
     base, embedder, reranker = live_server
     delay = 0.8  # the query's embedding takes this long; the client leaves during it
-    embedder._delay_s = delay  # noqa: SLF001 - slow down the live app's embedder from here on
+    embedder._delay_s = delay
     with httpx.Client(base_url=base, timeout=10) as client:
         with client.stream("POST", "/query/stream", json={"query": "who hunts mice"}, headers=ACME) as r:
             assert r.status_code == 200
@@ -117,7 +128,7 @@ def test_closing_the_stream_cancels_the_steps_not_yet_started(
         # the connection is closed here, while the embedding is still running
     time.sleep(delay + 0.7)
     assert reranker.calls == [], "rerank ran after the client had gone"
-    embedder._delay_s = 0.0  # noqa: SLF001
+    embedder._delay_s = 0.0
     with httpx.Client(base_url=base, timeout=10) as client:  # and the service is fine afterwards
         r = client.post("/query", json={"query": "who hunts mice"}, headers=ACME)
         assert r.status_code == 200 and reranker.calls == [3]

@@ -1,0 +1,128 @@
+"""Micro-batching: concurrent submissions share one model call; cancellation and failures are per call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from rag.service.batching import BatchedCompute, MicroBatcher
+from rag.testing.fakes import HashEmbedder, OverlapReranker
+
+
+class Recorder:
+    def __init__(self, delay_s: float = 0.0, fail_on: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.delay_s, self.fail_on = delay_s, fail_on
+        self.threads: set[str] = set()
+
+    def __call__(self, items: list[str]) -> np.ndarray:
+        self.calls.append(list(items))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        if self.fail_on is not None and self.fail_on in items:
+            raise RuntimeError("model failed")
+        return np.array([len(x) for x in items])
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_concurrent_submissions_become_one_call_and_each_gets_its_rows() -> None:
+    fn = Recorder()
+
+    async def go() -> list[np.ndarray]:
+        batcher = MicroBatcher(
+            fn, executor=ThreadPoolExecutor(1, thread_name_prefix="model"), max_items=64, window_ms=5
+        )
+        out = await asyncio.gather(*(batcher.submit(["x" * i, "y"]) for i in range(1, 11)))
+        await batcher.close()
+        return list(out)
+
+    out = run(go())
+    assert len(fn.calls) == 1 and len(fn.calls[0]) == 20
+    assert [list(o) for o in out] == [[i, 1] for i in range(1, 11)]
+    assert all(name.startswith("model") for name in fn.threads)  # never on the event loop's thread
+
+
+def test_batches_are_capped_and_keep_submissions_whole() -> None:
+    fn = Recorder()
+
+    async def go() -> None:
+        batcher = MicroBatcher(fn, executor=ThreadPoolExecutor(1), max_items=5, window_ms=5)
+        await asyncio.gather(*(batcher.submit(["a", "b", "c"]) for _ in range(4)), batcher.submit(["z"] * 9))
+        await batcher.close()
+
+    run(go())
+    assert sorted(len(c) for c in fn.calls) == [3, 3, 3, 3, 9]  # 3+3 > 5; the 9 runs alone
+
+
+def test_while_the_model_is_busy_requests_pile_up_into_the_next_batch() -> None:
+    fn = Recorder(delay_s=0.2)
+
+    async def go() -> None:
+        batcher = MicroBatcher(fn, executor=ThreadPoolExecutor(1), max_items=64, window_ms=0)
+        first = asyncio.ensure_future(batcher.submit(["first"]))
+        await asyncio.sleep(0.05)  # the first call is running now
+        await asyncio.gather(first, *(batcher.submit([f"q{i}"]) for i in range(8)))
+        await batcher.close()
+
+    run(go())
+    assert [len(c) for c in fn.calls] == [1, 8]
+
+
+def test_a_cancelled_submission_is_dropped_and_a_failure_reaches_only_its_batch() -> None:
+    fn = Recorder(delay_s=0.1, fail_on="bad")
+
+    async def go() -> None:
+        batcher = MicroBatcher(fn, executor=ThreadPoolExecutor(1), max_items=64, window_ms=0)
+        busy = asyncio.ensure_future(batcher.submit(["busy"]))
+        await asyncio.sleep(0.02)
+        gone = asyncio.ensure_future(batcher.submit(["gone"]))
+        kept = asyncio.ensure_future(batcher.submit(["kept"]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert list(await kept) == [4] and list(await busy) == [4]
+        assert ["gone"] not in fn.calls and all("gone" not in c for c in fn.calls)
+        with pytest.raises(RuntimeError, match="model failed"):
+            await batcher.submit(["bad"])
+        assert list(await batcher.submit(["fine"])) == [4]  # the batcher lives on
+        await batcher.close()
+
+    run(go())
+
+
+def test_disabled_batching_sends_one_request_per_call() -> None:
+    reranker = OverlapReranker()
+
+    async def go() -> None:
+        compute = BatchedCompute(HashEmbedder(16), reranker, enabled=False)
+        await asyncio.gather(*(compute.score_pairs([("q", "p1"), ("q", "p2")]) for _ in range(5)))
+        await compute.close()
+
+    run(go())
+    assert reranker.calls == [2] * 5
+
+
+def test_batched_compute_matches_direct_calls() -> None:
+    embedder, reranker = HashEmbedder(16), OverlapReranker()
+    texts = [f"query about mice number {i}" for i in range(12)]
+    pairs = [("mice", "cats hunt mice"), ("mice", "bees make honey")]
+
+    async def go() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        compute = BatchedCompute(embedder, reranker, window_ms=2)
+        vectors = await asyncio.gather(*(compute.embed_query(t) for t in texts))
+        scores = await asyncio.gather(*(compute.score_pairs(pairs) for _ in range(3)))
+        await compute.close()
+        return list(vectors), list(scores)
+
+    vectors, scores = run(go())
+    np.testing.assert_allclose(np.stack(vectors), embedder.embed(texts), atol=1e-6)
+    assert reranker.calls[-1] == 6  # three requests' pairs in one call
+    for s in scores:
+        np.testing.assert_allclose(s, [1.0, 0.0])

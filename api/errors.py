@@ -98,7 +98,10 @@ async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
         return error_response(422, "invalid_request", f"invalid request: {exc.detail}", [field])
     codes = {404: "not_found", 405: "method_not_allowed"}
     return error_response(
-        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=exc.headers
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        headers=dict(exc.headers or {}),
     )
 
 

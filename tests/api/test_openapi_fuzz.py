@@ -83,7 +83,7 @@ def test_generated_requests_never_get_a_server_error_or_an_undocumented_response
                 suppress_health_check=list(HealthCheck),
                 database=None,
             )
-            def run(case: schemathesis.Case) -> None:
+            def run(case: schemathesis.Case, operation=operation, label=label) -> None:  # type: ignore[no-untyped-def]
                 headers = {**(case.headers or {}), **credentials(operation.path)}  # real keys win
                 response = case.call_and_validate(
                     base_url=live_url, headers=headers, checks=CHECKS, timeout=30

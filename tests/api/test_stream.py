@@ -120,12 +120,13 @@ def test_closing_the_stream_cancels_the_steps_not_yet_started(
     base, embedder, reranker = live_server
     delay = 0.8  # the query's embedding takes this long; the client leaves during it
     embedder._delay_s = delay
-    with httpx.Client(base_url=base, timeout=10) as client:
-        with client.stream("POST", "/query/stream", json={"query": "who hunts mice"}, headers=ACME) as r:
-            assert r.status_code == 200
-            first = next(r.iter_lines())
-            assert first == "event: plan"
-        # the connection is closed here, while the embedding is still running
+    with (
+        httpx.Client(base_url=base, timeout=10) as client,
+        client.stream("POST", "/query/stream", json={"query": "who hunts mice"}, headers=ACME) as r,
+    ):
+        assert r.status_code == 200
+        assert next(r.iter_lines()) == "event: plan"
+    # the connection is closed here, while the embedding is still running
     time.sleep(delay + 0.7)
     assert reranker.calls == [], "rerank ran after the client had gone"
     embedder._delay_s = 0.0

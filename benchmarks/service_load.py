@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import write_results
 
 KEY = "bench-key-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -117,7 +117,8 @@ def run_scenario(
         wrk = ["wrk", "-t1", f"-c{connections}", "--latency", "--timeout", "60s", "-s", script, url]
         subprocess.run([*wrk[:-1], "-d3s", url], capture_output=True, check=True)  # warm-up
         server_cpu0, wrk_cpu0 = cpu_seconds(server.pid), _children_cpu()
-        out = subprocess.run([*wrk[:-1], f"-d{args.duration}s", url], capture_output=True, text=True, check=True)
+        timed = [*wrk[:-1], f"-d{args.duration}s", url]
+        out = subprocess.run(timed, capture_output=True, text=True, check=True)
         server_cpu, wrk_cpu = cpu_seconds(server.pid) - server_cpu0, _children_cpu() - wrk_cpu0
     finally:
         server.send_signal(signal.SIGINT)
@@ -140,7 +141,9 @@ def _children_cpu() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--collection", required=True)
     parser.add_argument("--tenant", default="bench")
@@ -172,15 +175,16 @@ def main() -> None:
     speedup = by[f"distinct-c{n}"]["req_per_s"] / by["distinct-c1"]["req_per_s"]
     batching_gain = by[f"distinct-c{n}"]["req_per_s"] / by[f"nobatch-c{n}"]["req_per_s"]
     rows = "\n".join(
-        f"| {r['scenario']} | {r['connections']} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-        f"| {r['server_cpu_ms_per_request']:.2f} | {r['wrk_cpu_ms_per_request']:.3f} | {r['non_2xx']} |"
+        f"| {r['scenario']} | {r['connections']} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} "
+        f"| {r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} | {r['wrk_cpu_ms_per_request']:.3f} | {r['non_2xx']} |"
         for r in runs
     )
     route = "hybrid-rerank" if args.reranker else "hybrid"
+    reranker_arg = f" --reranker {args.reranker}" if args.reranker else ""
     markdown = f"""# `rag serve` under wrk (loopback, 2 cores shared by server and wrk)
 
-Index: {args.collection} (tenant `{args.tenant}`), route `{route}`, {len(texts)} distinct SciFact test queries,
-{args.duration} s per scenario after a 3 s warm-up, a fresh server per scenario.
+Index: {args.collection} (tenant `{args.tenant}`), route `{route}`, {len(texts)} distinct SciFact test
+queries, {args.duration} s per scenario after a 3 s warm-up, a fresh server per scenario.
 
 | scenario | connections | req/s | p50 ms | p99 ms | server CPU ms/req | wrk CPU ms/req | non-2xx |
 |---|---|---|---|---|---|---|---|
@@ -191,7 +195,7 @@ Index: {args.collection} (tenant `{args.tenant}`), route `{route}`, {len(texts)}
 - CPU ms/req is process CPU time (all threads) over requests served; 2 cores = 2000 ms of CPU per second.
 
 Reproduce: `python benchmarks/service_load.py --data-dir DIR --collection {args.collection} \\
-  --queries ../shared/data/scifact --duration {args.duration}{" --reranker " + args.reranker if args.reranker else ""}`
+  --queries ../shared/data/scifact --duration {args.duration}{reranker_arg}`
 """
     write_results(
         args.name,

@@ -11,6 +11,7 @@ away) stops it at the next step: no later step starts.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
 from rag.types import Hit, Result
 
 T = TypeVar("T")
+_thread_loops = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +116,12 @@ class SearchPipeline:
         self.compute = compute or InlineCompute(embedder, reranker)
 
     def search(self, query: str, plan: QueryPlan, flt: SearchFilter | None = None) -> SearchOutcome:
-        """Run the pipeline to the end in this thread (no event loop needed by the caller)."""
-        return asyncio.run(self.run(query, plan, flt))
+        """Run the pipeline to the end in this thread (no event loop needed by the caller). The thread's
+        event loop is kept between calls: creating one per query would cost more than a BM25 search."""
+        runner = getattr(_thread_loops, "runner", None)
+        if runner is None:
+            runner = _thread_loops.runner = asyncio.Runner()
+        return runner.run(self.run(query, plan, flt))
 
     async def run(
         self,

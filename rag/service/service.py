@@ -258,6 +258,9 @@ class RetrievalService:
         try:
             outcome = await pipeline.run(request.query, plan, flt, record)
             status = "degraded" if outcome.degraded else "ok"
+        except asyncio.CancelledError:
+            status = "cancelled"  # the client went away
+            raise
         finally:
             metrics.INFLIGHT.dec()
             metrics.QUERIES.labels(request.tenant, plan.route, status).inc()

@@ -71,30 +71,30 @@ def test_generated_requests_never_get_a_server_error_or_an_undocumented_response
     statuses: Counter[int] = Counter()
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= set(EXAMPLES) | {"GET /jobs/{job_id}"}
+
+    def fuzz(operation: schemathesis.APIOperation, label: str, mode: schemathesis.GenerationMode) -> None:
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(
+            max_examples=EXAMPLES.get(label, 60),
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def run(case: schemathesis.Case) -> None:
+            headers = {**(case.headers or {}), **credentials(operation.path)}  # real keys win
+            response = case.call_and_validate(base_url=live_url, headers=headers, checks=CHECKS, timeout=30)
+            ran[label] += 1
+            statuses[response.status_code] += 1
+
+        try:
+            run()
+        except Unsatisfiable:  # no invalid input exists for an operation without parameters
+            assert mode is schemathesis.GenerationMode.NEGATIVE, label
+
     for operation in operations:
-        label = f"{operation.method.upper()} {operation.path}"
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(
-                max_examples=EXAMPLES.get(label, 60),
-                deadline=None,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-                database=None,
-            )
-            def run(case: schemathesis.Case, operation=operation, label=label) -> None:  # type: ignore[no-untyped-def]
-                headers = {**(case.headers or {}), **credentials(operation.path)}  # real keys win
-                response = case.call_and_validate(
-                    base_url=live_url, headers=headers, checks=CHECKS, timeout=30
-                )
-                ran[label] += 1
-                statuses[response.status_code] += 1
-
-            try:
-                run()
-            except Unsatisfiable:  # no invalid input exists for an operation without parameters
-                assert mode is schemathesis.GenerationMode.NEGATIVE, label
+            fuzz(operation, f"{operation.method.upper()} {operation.path}", mode)
     total = sum(ran.values())
     assert total >= MIN_CASES, f"only {total} cases ran: {dict(ran)}"
     assert not any(code >= 500 for code in statuses), dict(statuses)

@@ -176,7 +176,8 @@ def main() -> None:
     batching_gain = by[f"distinct-c{n}"]["req_per_s"] / by[f"nobatch-c{n}"]["req_per_s"]
     rows = "\n".join(
         f"| {r['scenario']} | {r['connections']} | {r['req_per_s']:.1f} | {r['p50_ms']:.1f} "
-        f"| {r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} | {r['wrk_cpu_ms_per_request']:.3f} | {r['non_2xx']} |"
+        f"| {r['p99_ms']:.1f} | {r['server_cpu_ms_per_request']:.2f} "
+        f"| {r['wrk_cpu_ms_per_request']:.3f} | {r['non_2xx']} |"
         for r in runs
     )
     route = "hybrid-rerank" if args.reranker else "hybrid"

@@ -6,11 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rag
-from api.errors import ApiError, api_error_handler, http_error_handler, validation_error_handler
+from api.errors import install_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, health, query
 from rag.config import Settings, load_settings
@@ -50,9 +48,7 @@ def create_app(
         title="rag retrieval service", version=rag.__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.service = service
-    app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    install_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body=settings.max_body_bytes,

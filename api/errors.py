@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +13,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.logs import request_id_var
+from rag.retrieval.filters import FilterError
+from rag.retrieval.pipeline import StepFailed
+from rag.service.service import NotReady
+
+log = logging.getLogger(__name__)
 
 
 class FieldError(BaseModel):
@@ -103,6 +109,32 @@ async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
         str(exc.detail),
         headers=dict(exc.headers or {}),
     )
+
+
+async def not_ready_handler(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, "not_ready", str(exc), headers={"Retry-After": "5"})
+
+
+async def filter_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FilterError)
+    field = FieldError(field=f"body.{exc.field}", message=str(exc), limit=None)
+    return error_response(422, "invalid_request", str(exc), [field])
+
+
+async def step_failed_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StepFailed)
+    log.warning("query failed at step %s: %s", exc.step, exc)
+    return error_response(503, "step_failed", f"a dependency failed: {exc}", headers={"Retry-After": "1"})
+
+
+def install_handlers(app: FastAPI) -> None:
+    """How each error the service raises becomes HTTP, in one place for every route."""
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(NotReady, not_ready_handler)
+    app.add_exception_handler(FilterError, filter_error_handler)
+    app.add_exception_handler(StepFailed, step_failed_handler)
 
 
 def declared(*statuses: int, json_content: bool = False) -> dict[int | str, dict[str, Any]]:

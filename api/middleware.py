@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -10,6 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import ErrorBody, ErrorDetail, FieldError
 from rag import metrics
 from rag.logs import request_id_var, tenant_var
 
@@ -18,9 +18,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def _error_body(code: str, message: str, request_id: str, limit: int | None = None) -> bytes:
-    fields = [{"field": "body", "message": message, "limit": limit}] if limit is not None else []
-    body = {"error": {"code": code, "message": message, "fields": fields}, "request_id": request_id}
-    return json.dumps(body).encode()
+    """The common error shape (``api.errors.ErrorBody``), for answers sent before the app runs."""
+    fields = [FieldError(field="body", message=message, limit=limit)] if limit is not None else []
+    detail = ErrorDetail(code=code, message=message, fields=fields)
+    return ErrorBody(error=detail, request_id=request_id).model_dump_json().encode()
 
 
 class RequestContextMiddleware:

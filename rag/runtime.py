@@ -56,13 +56,15 @@ class Runtime:
         embedder: Embedder,
         reranker: Reranker | None,
         snapshot: IndexSnapshot,
+        compute: Compute | None = None,
     ) -> None:
+        """``compute``: where model and CPU work runs (default: inline; the service micro-batches)."""
         self.settings = settings
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
         self.snapshot = snapshot
-        self.compute: Compute | None = None
+        self.compute = compute
         self.pipeline = self._pipeline()
 
     @classmethod
@@ -73,8 +75,11 @@ class Runtime:
         load_reranker: bool = True,
         store: QdrantStore | None = None,
         embedder: Embedder | None = None,
+        reranker: Reranker | None = None,
+        compute: Compute | None = None,
     ) -> Runtime:
-        """Open the current version; ``store`` / ``embedder`` reuse ones the caller already has."""
+        """Open the current version; ``store`` / ``embedder`` / ``reranker`` reuse ones the caller already
+        has (a given ``reranker`` wins over ``load_reranker``)."""
         snapshot = IndexSnapshot.load(VersionStore(settings.versions_dir), bm25_params=bm25_params(settings))
         if snapshot is None:
             raise NoIndexError(
@@ -82,8 +87,9 @@ class Runtime:
                 "run `rag ingest PATH` first"
             )
         store = store or QdrantStore(connect(settings), settings.collection)
-        reranker = build_reranker(settings) if load_reranker else None
-        return cls(settings, store, embedder or build_embedder(settings), reranker, snapshot)
+        if reranker is None and load_reranker:
+            reranker = build_reranker(settings)
+        return cls(settings, store, embedder or build_embedder(settings), reranker, snapshot, compute)
 
     def warm_up(self) -> None:
         """Load the models now, so that no query pays for it."""
@@ -95,11 +101,6 @@ class Runtime:
         stale = max(self.store.count() - len(self.snapshot.point_rows), 0)
         dense = DenseRetriever(self.snapshot, self.store, stale_points=stale)
         return SearchPipeline(self.snapshot, self.embedder, dense, self.reranker, self.compute)
-
-    def use_compute(self, compute: Compute) -> None:
-        """Run model and CPU work through ``compute`` (the service's micro-batching) from now on."""
-        self.compute = compute
-        self.pipeline = self._pipeline()
 
     def ingestor(self, *, progress: bool = True) -> Ingestor:
         return Ingestor(self.settings, self.embedder, self.store, progress=progress)

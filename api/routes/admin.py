@@ -12,7 +12,6 @@ from api.schemas import IndexOut, IngestBody, IngestResponse, JobOut
 from api.security import require_admin, service_of
 from rag.logs import request_id_var
 from rag.service.jobs import Job
-from rag.service.service import NotReady
 from rag.tenancy import TENANT_PATTERN
 from rag.types import Document
 
@@ -45,10 +44,7 @@ async def ingest(
     version is published; larger ones (or ``background=true``) answer 202 with a job to follow."""
     service = service_of(request)
     documents = [Document(d.id, d.text, d.title, dict(d.metadata), tenant) for d in body.upsert]
-    try:
-        job, done = service.submit_ingest(tenant, documents, body.delete)
-    except NotReady as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    job, done = service.submit_ingest(tenant, documents, body.delete)
     status_url = f"/jobs/{job.id}"
     sync = not background and len(documents) + len(body.delete) <= service.settings.ingest_sync_max_docs
     if sync:
@@ -72,7 +68,4 @@ async def get_job(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], reque
 @router.get("/admin/index", response_model=IndexOut, responses=declared(401, 403, 503))
 async def index(request: Request) -> IndexOut:
     """The index version being served, with document counts per tenant."""
-    try:
-        return IndexOut.model_validate(service_of(request).index_summary())
-    except NotReady as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
+    return IndexOut.model_validate(service_of(request).index_summary())

@@ -6,16 +6,16 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from api.errors import ApiError, FieldError, declared
+from api.errors import ApiError, declared
 from api.schemas import QueryBody, QueryResponse
 from api.security import Tenant, service_of
 from rag.logs import request_id_var
-from rag.retrieval.filters import FilterError
 from rag.retrieval.pipeline import StepEvent, StepFailed
 from rag.service.service import NotReady, QueryAnswer, QueryRequest, RetrievalService
 
@@ -32,18 +32,7 @@ def to_response(answer: QueryAnswer, request_id: str) -> QueryResponse:
     return QueryResponse.model_validate(
         {
             "request_id": request_id,
-            "results": [
-                {
-                    "doc_id": r.doc_id,
-                    "chunk_id": r.chunk_id,
-                    "rank": r.rank,
-                    "score": r.score,
-                    "title": r.title,
-                    "text": r.text,
-                    "metadata": r.metadata,
-                }
-                for r in answer.results
-            ],
+            "results": [asdict(r) for r in answer.results],
             "route": answer.route,
             "plan": answer.plan,
             "degraded": answer.degraded,
@@ -59,13 +48,7 @@ def to_response(answer: QueryAnswer, request_id: str) -> QueryResponse:
 async def admit(service: RetrievalService, tenant: str, body: QueryBody) -> QueryRequest:
     """Everything that can refuse a query before work starts: readiness, rate limit, filter shape."""
     request = QueryRequest(tenant, body.query, body.top_k, body.filters, body.profile)
-    try:
-        service.check(request)
-    except NotReady as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
-    except FilterError as exc:
-        field = FieldError(field=f"body.{exc.field}", message=str(exc), limit=None)
-        raise ApiError(422, "invalid_request", str(exc), fields=[field]) from None
+    service.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
     decision = await service.rate_limit(tenant)
     if not decision.allowed:
         raise ApiError(
@@ -83,15 +66,7 @@ async def query(body: QueryBody, request: Request, tenant: Tenant) -> QueryRespo
     """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``."""
     service = service_of(request)
     query_request = await admit(service, tenant, body)
-    try:
-        answer = await service.query(query_request)
-    except NotReady as exc:
-        raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "5"}) from None
-    except StepFailed as exc:
-        log.warning("query failed at step %s: %s", exc.step, exc)
-        raise ApiError(
-            503, "step_failed", f"a dependency failed: {exc}", headers={"Retry-After": "1"}
-        ) from None
+    answer = await service.query(query_request)  # NotReady, StepFailed → 503 (api.errors)
     return to_response(answer, request_id_var.get() or "")
 
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -69,7 +69,6 @@ class QueryAnswer:
     cost: dict[str, float]
     index_version: str
     took_ms: float = 0.0
-    steps: list[StepEvent] = field(default_factory=list)
 
 
 class RetrievalService:
@@ -150,11 +149,13 @@ class RetrievalService:
             self.runtime.reload()
         elif VersionStore(self.settings.versions_dir).current() is not None:
             runtime = Runtime.open(
-                self.settings, load_reranker=False, store=self._store, embedder=self._embedder
+                self.settings,
+                load_reranker=False,  # _load_models built the configured one (or a test gave one)
+                store=self._store,
+                embedder=self._embedder,
+                reranker=self._reranker,
+                compute=self.compute,
             )
-            runtime.reranker = self._reranker
-            assert self.compute is not None
-            runtime.use_compute(self.compute)
             runtime.snapshot.bm25  # noqa: B018 - build it now, not in the first query
             self.runtime = runtime
         if self.runtime is None:
@@ -284,7 +285,6 @@ class RetrievalService:
             },
             index_version=pipeline.snapshot.version,
             took_ms=round(took, 3),
-            steps=steps,
         )
 
     # -- ingestion ---------------------------------------------------------------------------------

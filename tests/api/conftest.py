@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
 from rag.config import Settings, load_settings
+from rag.testing.servers import free_port, wait_for_port
 
 ACME_KEY = "acme-key-0123456789abcdef"
 GLOBEX_KEY = "globex-key-0123456789abcdef"
@@ -109,6 +113,33 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float = 60
             return job  # type: ignore[no-any-return]
         await asyncio.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish")
+
+
+@contextmanager
+def live_server(app: FastAPI, tenants: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
+    """The app behind a real uvicorn server in a thread (for real sockets: disconnects, schemathesis),
+    loaded and holding ``tenants``' documents. Yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not (hasattr(app.state, "service") and app.state.service.phase.value != "loading"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the app did not finish loading")
+            time.sleep(0.05)
+        wait_for_port(port)
+        for tenant, docs in tenants.items():
+            r = httpx.post(
+                f"{base}/admin/tenants/{tenant}/documents", json={"upsert": docs}, headers=ADMIN, timeout=30
+            )
+            assert r.status_code == 200, r.text
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -4,17 +4,12 @@ declare, every response body matching its schema."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -25,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from tests.api.conftest import ACME_DOCS, ACME_KEY, ADMIN, ADMIN_TOKEN, GLOBEX_DOCS, service_settings
+from tests.api.conftest import ACME_DOCS, ACME_KEY, ADMIN_TOKEN, GLOBEX_DOCS, live_server, service_settings
 
 MIN_CASES = 1000
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -36,28 +31,8 @@ EXAMPLES = {"POST /query": 300, "POST /query/stream": 200, "POST /admin/tenants/
 @pytest.fixture
 def live_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     settings_ = service_settings(tmp_path, monkeypatch, rate_limit_qps=100_000.0, rate_limit_burst=100_000)
-    app = create_app(settings_)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            if app.state.service.phase.value == "no_index":
-                break
-        except AttributeError:
-            pass
-        time.sleep(0.05)
-    for tenant, docs in (("acme", ACME_DOCS), ("globex", GLOBEX_DOCS)):
-        httpx.post(
-            f"{base}/admin/tenants/{tenant}/documents", json={"upsert": docs}, headers=ADMIN, timeout=30
-        )
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(create_app(settings_), {"acme": ACME_DOCS, "globex": GLOBEX_DOCS}) as base:
+        yield base
 
 
 def credentials(path: str) -> dict[str, str]:

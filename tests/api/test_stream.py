@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from rag.testing.fakes import FailingEmbedder, HashEmbedder, OverlapReranker
-from tests.api.conftest import ACME, ACME_DOCS, ADMIN, ingest, serve, service_settings
+from tests.api.conftest import ACME, ACME_DOCS, ingest, live_server, serve, service_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -76,48 +73,21 @@ async def test_stream_refusals_happen_before_the_stream(client: httpx.AsyncClien
     assert r.status_code == 422 and r.headers["content-type"] == "application/json"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def live_server(
+def live(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, HashEmbedder, OverlapReranker]]:
-    """A real uvicorn server in a thread (client disconnects need a real socket)."""
-    reranker = OverlapReranker()
-    embedder = HashEmbedder(64)
-    settings = service_settings(tmp_path, monkeypatch)
-    app = create_app(settings, embedder=embedder, reranker=reranker)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if (
-                httpx.get(f"{base}/ready").status_code in (200, 503)
-                and app.state.service.phase.value != "loading"
-            ):
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    httpx.post(f"{base}/admin/tenants/acme/documents", json={"upsert": ACME_DOCS}, headers=ADMIN, timeout=30)
-    yield base, embedder, reranker
-    server.should_exit = True
-    thread.join(timeout=10)
+    """A real server (client disconnects need a real socket) with acme's documents."""
+    reranker, embedder = OverlapReranker(), HashEmbedder(64)
+    app = create_app(service_settings(tmp_path, monkeypatch), embedder=embedder, reranker=reranker)
+    with live_server(app, {"acme": ACME_DOCS}) as base:
+        yield base, embedder, reranker
 
 
 def test_closing_the_stream_cancels_the_steps_not_yet_started(
-    live_server: tuple[str, HashEmbedder, OverlapReranker],
+    live: tuple[str, HashEmbedder, OverlapReranker],
 ) -> None:
-    base, embedder, reranker = live_server
+    base, embedder, reranker = live
     delay = 0.8  # the query's embedding takes this long; the client leaves during it
     embedder._delay_s = delay
     with (

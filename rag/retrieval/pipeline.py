@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from rag.config import MATRYOSHKA_DIMS
 from rag.dense.embedder import Embedder
 from rag.fusion import fuse
 from rag.index.snapshot import IndexSnapshot
 from rag.rerank.cross_encoder import Pair, Reranker, rerank
+from rag.resilience.breaker import Breaker, BreakerOpen
+from rag.resilience.deadline import Deadline, StepCosts
 from rag.retrieval.filters import SearchFilter, row_mask
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
@@ -35,8 +38,32 @@ _thread_loops = threading.local()
 
 @dataclass(frozen=True, slots=True)
 class Degradation:
+    """A step that did not run as planned. ``code`` is a fixed vocabulary (metrics label it);
+    ``reason`` says what happened in words."""
+
     step: str
+    code: str
     reason: str
+
+
+@dataclass(slots=True)
+class Guards:
+    """What makes a run resilient: a deadline split across steps, a breaker per dependency
+    (``embedder``, ``qdrant``, ``reranker``) and the running step-cost estimates that decide whether a step
+    fits in the time left. Without guards (the CLI, evaluation) a failing step fails the run."""
+
+    deadline: Deadline | None = None
+    breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    costs: StepCosts | None = None
+    reserve_s: float = 0.005  # kept back for fusion and the response
+
+
+class RetrievalUnavailable(RuntimeError):
+    """Every retriever of the plan failed or was skipped; ``degraded`` says why for each."""
+
+    def __init__(self, degraded: list[Degradation]) -> None:
+        super().__init__("; ".join(f"{d.step}: {d.reason}" for d in degraded) or "no retriever ran")
+        self.degraded = degraded
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,116 +156,17 @@ class SearchPipeline:
         plan: QueryPlan,
         flt: SearchFilter | None = None,
         on_step: StepListener | None = None,
+        guards: Guards | None = None,
     ) -> SearchOutcome:
-        """The steps, in order: retrieval (BM25 beside embed → dense search), fusion, reranking."""
-        outcome = SearchOutcome(hits=[])
-        flt = flt or SearchFilter()
-        mask = row_mask(self.snapshot, flt)
-        retrievals: dict[str, Awaitable[list[Hit]]] = {}
-        if "bm25" in plan.retrievers:
-            retrievals["bm25"] = self._step(
-                "retrieve.bm25",
-                outcome,
-                on_step,
-                self.compute.run(partial(self.bm25.retrieve, query, plan.candidates, mask=mask)),
-            )
-        if "dense" in plan.retrievers:
-            if self.dense is None or self.embedder is None:
-                outcome.degraded.append(Degradation("retrieve.dense", "no dense index or embedder"))
-            else:
-                retrievals["dense"] = self._dense(query, plan, flt, mask, outcome, on_step)
-        lists = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
-        if not lists:  # only dense was asked for, and it is unavailable: BM25 answers instead
-            outcome.degraded.append(Degradation("retrieve.dense", "answered by BM25 alone"))
-            lists["bm25"] = await self._step(
-                "retrieve.bm25",
-                outcome,
-                on_step,
-                self.compute.run(partial(self.bm25.retrieve, query, plan.candidates, mask=mask)),
-            )
-        hits = await self._step("fuse", outcome, on_step, self.compute.run(_fuse, lists, plan))
-        if plan.rerank_depth > 0 and hits:
-            if self.reranker is None:
-                outcome.degraded.append(Degradation("rerank", "no reranker configured (RAG_RERANKER_MODEL)"))
-            else:
-                hits = await self._rerank(query, hits, plan, outcome, on_step)
-        outcome.hits = hits
-        return outcome
+        """The steps, in order: retrieval (BM25 beside embed → dense search), fusion, reranking.
 
-    async def _dense(
-        self,
-        query: str,
-        plan: QueryPlan,
-        flt: SearchFilter,
-        mask: np.ndarray | None,
-        outcome: SearchOutcome,
-        on_step: StepListener | None,
-    ) -> list[Hit]:
-        assert self.dense is not None
-        vector = await self._step("embed", outcome, on_step, self.compute.embed_query(query))
-        outcome.embedded_texts += 1
-        dense = self.dense
-
-        def search() -> list[Hit]:
-            return dense.retrieve(
-                vector,
-                plan.candidates,
-                dims=plan.dims,
-                prefetch=plan.prefetch,
-                rescore=plan.rescore,
-                flt=flt,
-                mask=mask,
-            )
-
-        return await self._step(
-            "retrieve.dense", outcome, on_step, self.compute.run(search), dims=plan.dims or "full"
-        )
-
-    async def _rerank(
-        self,
-        query: str,
-        hits: list[Hit],
-        plan: QueryPlan,
-        outcome: SearchOutcome,
-        on_step: StepListener | None,
-    ) -> list[Hit]:
-        assert self.reranker is not None
-        head = hits[: plan.rerank_depth]
-        pairs = [(query, self.passage(h)) for h in head]
-        scores = await self._step(
-            "rerank", outcome, on_step, self.compute.score_pairs(pairs), pairs=len(pairs)
-        )
-        outcome.rerank_pairs = len(head)
-        return rerank(
-            hits,
-            np.asarray(scores),
-            depth=len(head),
-            first_stage_weight=self.reranker.first_stage_weight,
-            rrf_k=plan.rrf_k,
-        )
-
-    async def _step(
-        self,
-        name: str,
-        outcome: SearchOutcome,
-        on_step: StepListener | None,
-        work: Awaitable[T],
-        **detail: Any,
-    ) -> T:
-        start = time.perf_counter()
-        try:
-            result = await work
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise StepFailed(name, exc) from exc
-        ms = (time.perf_counter() - start) * 1000.0
-        outcome.timings_ms[name] = ms
-        if on_step is not None:
-            if isinstance(result, list):
-                detail["hits"] = len(result)
-            on_step(StepEvent(name, ms, detail))
-        return result
+        With ``guards``, a step that fails, times out, finds its breaker open or does not fit in the
+        deadline is skipped and recorded in ``degraded``, down the ladder: skip rerank → lower dims →
+        BM25 only; when no retriever is left, :class:`RetrievalUnavailable` (the service then tries its
+        cache). Without guards, a failing step raises :class:`StepFailed`.
+        """
+        run = _Run(self, query, plan, flt or SearchFilter(), on_step, guards)
+        return await run.execute()
 
     def passage(self, hit: Hit) -> str:
         return self.snapshot.chunk(hit.chunk_id).passage
@@ -252,6 +180,216 @@ class SearchPipeline:
                 Result(chunk.doc_id, hit.score, rank, chunk.title, chunk.text, chunk.chunk_id, chunk.metadata)
             )
         return out
+
+
+class _Run:
+    """One execution of the pipeline: its outcome so far and the guards it runs under."""
+
+    def __init__(
+        self,
+        pipeline: SearchPipeline,
+        query: str,
+        plan: QueryPlan,
+        flt: SearchFilter,
+        on_step: StepListener | None,
+        guards: Guards | None,
+    ) -> None:
+        self.p = pipeline
+        self.query = query
+        self.plan = plan
+        self.flt = flt
+        self.on_step = on_step
+        self.guards = guards
+        self.outcome = SearchOutcome(hits=[])
+        self.mask = row_mask(pipeline.snapshot, flt)
+
+    async def execute(self) -> SearchOutcome:
+        p, plan, outcome = self.p, self.plan, self.outcome
+        retrievals: dict[str, Awaitable[list[Hit] | None]] = {}
+        if "bm25" in plan.retrievers:
+            retrievals["bm25"] = self._bm25()
+        if "dense" in plan.retrievers:
+            if p.dense is None or p.embedder is None:
+                outcome.degraded.append(
+                    Degradation("retrieve.dense", "unavailable", "no dense index or embedder")
+                )
+            else:
+                retrievals["dense"] = self._dense()
+        done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
+        lists = {name: hits for name, hits in done.items() if hits is not None}
+        if "dense" in plan.retrievers and "dense" not in lists:
+            if "bm25" not in plan.retrievers:  # only dense was asked for: BM25 stands in
+                hits = await self._bm25()
+                if hits is not None:
+                    lists["bm25"] = hits
+            if lists:
+                outcome.degraded.append(
+                    Degradation(
+                        "retrieve", "bm25_only", "dense retrieval unavailable; answered by BM25 alone"
+                    )
+                )
+        if not lists:
+            raise RetrievalUnavailable(outcome.degraded)
+        hits = await self._step("fuse", p.compute.run(_fuse, lists, plan))
+        if plan.rerank_depth > 0 and hits:
+            if p.reranker is None:
+                outcome.degraded.append(
+                    Degradation("rerank", "not_configured", "no reranker configured (RAG_RERANKER_MODEL)")
+                )
+            else:
+                hits = await self._rerank(hits)
+        outcome.hits = hits
+        return outcome
+
+    # -- steps ---------------------------------------------------------------------------------------
+    async def _bm25(self) -> list[Hit] | None:
+        retrieve = partial(self.p.bm25.retrieve, self.query, self.plan.candidates, mask=self.mask)
+        return await self._guarded("retrieve.bm25", None, lambda: self.p.compute.run(retrieve))
+
+    async def _dense(self) -> list[Hit] | None:
+        p, plan = self.p, self.plan
+        assert p.dense is not None
+        dims, rescore = plan.dims, plan.rescore
+        search_key = _dense_key(dims)
+        g = self.guards
+        if g is not None and g.deadline is not None and g.costs is not None:
+            # the lower-dims rung: when the planned search does not fit in the time left, a lower
+            # Matryoshka dimension without the full-dimension rescore may
+            need = g.costs.estimate_s("embed") + g.costs.estimate_s(search_key)
+            if not g.deadline.fits(need, reserve_s=g.reserve_s) and dims != MATRYOSHKA_DIMS[0]:
+                dims, rescore = MATRYOSHKA_DIMS[0], False
+                search_key = _dense_key(dims)
+                self.outcome.degraded.append(
+                    Degradation(
+                        "retrieve.dense",
+                        "lower_dims",
+                        f"~{need * 1000:.0f} ms needed at {plan.dims or 'full'} dims, "
+                        f"{g.deadline.remaining_s() * 1000:.0f} ms left; searched at {dims} dims",
+                    )
+                )
+        after_embed = g.costs.estimate_s(search_key) if g is not None and g.costs is not None else 0.0
+        vector = await self._guarded(
+            "embed", "embedder", lambda: p.compute.embed_query(self.query), reserve_after_s=after_embed
+        )
+        if vector is None:
+            return None
+        self.outcome.embedded_texts += 1
+        dense, flt, mask = p.dense, self.flt, self.mask
+
+        def search() -> list[Hit]:
+            return dense.retrieve(
+                vector,
+                plan.candidates,
+                dims=dims,
+                prefetch=plan.prefetch,
+                rescore=rescore,
+                flt=flt,
+                mask=mask,
+            )
+
+        return await self._guarded(
+            "retrieve.dense",
+            "qdrant",
+            lambda: p.compute.run(search),
+            cost_key=search_key,
+            dims=dims or "full",
+        )
+
+    async def _rerank(self, hits: list[Hit]) -> list[Hit]:
+        p = self.p
+        assert p.reranker is not None
+        head = hits[: self.plan.rerank_depth]
+        pairs = [(self.query, p.passage(h)) for h in head]
+        scores = await self._guarded(
+            "rerank", "reranker", lambda: p.compute.score_pairs(pairs), units=len(pairs), pairs=len(pairs)
+        )
+        if scores is None:
+            return hits  # the first-stage order stands
+        self.outcome.rerank_pairs = len(head)
+        return rerank(
+            hits,
+            np.asarray(scores),
+            depth=len(head),
+            first_stage_weight=p.reranker.first_stage_weight,
+            rrf_k=self.plan.rrf_k,
+        )
+
+    # -- how every step runs -------------------------------------------------------------------------
+    async def _guarded(
+        self,
+        step: str,
+        dependency: str | None,
+        work: Callable[[], Awaitable[T]],
+        *,
+        units: int = 1,
+        cost_key: str | None = None,
+        reserve_after_s: float = 0.0,
+        **detail: Any,
+    ) -> T | None:
+        """Run ``work`` as ``step``. Unguarded: failures raise :class:`StepFailed`. Guarded: a step that
+        does not fit in the deadline is not started; one that fails, times out or meets an open breaker
+        is recorded in ``degraded``; both return None."""
+        g = self.guards
+        if g is None:
+            return await self._step(step, work(), **detail)
+        key = cost_key or step
+        reserve = g.reserve_s + reserve_after_s
+        cost = g.costs.estimate_s(key, units) if g.costs is not None else 0.0
+        timeout: float | None = None
+        if g.deadline is not None:
+            if not g.deadline.fits(cost, reserve_s=reserve):
+                left = g.deadline.remaining_s() * 1000
+                self.outcome.degraded.append(
+                    Degradation(step, "deadline", f"~{cost * 1000:.0f} ms needed, {left:.0f} ms left")
+                )
+                return None
+            timeout = g.deadline.timeout_s(reserve_s=reserve)
+        breaker = g.breakers.get(dependency) if dependency is not None else None
+        start = time.perf_counter()
+        try:
+            if breaker is not None:
+                result = await self._step(step, breaker.call(work, timeout_s=timeout), **detail)
+            else:
+                result = await self._step(step, _bounded(work(), timeout), **detail)
+        except StepFailed as failed:
+            self.outcome.degraded.append(_degradation(step, failed.__cause__, timeout))
+            return None
+        if g.costs is not None:
+            g.costs.observe(key, time.perf_counter() - start, units)
+        return result
+
+    async def _step(self, name: str, work: Awaitable[T], **detail: Any) -> T:
+        start = time.perf_counter()
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise StepFailed(name, exc) from exc
+        ms = (time.perf_counter() - start) * 1000.0
+        self.outcome.timings_ms[name] = ms
+        if self.on_step is not None:
+            if isinstance(result, list):
+                detail["hits"] = len(result)
+            self.on_step(StepEvent(name, ms, detail))
+        return result
+
+
+def _dense_key(dims: int | None) -> str:
+    return f"retrieve.dense@{dims or 'full'}"
+
+
+def _degradation(step: str, cause: BaseException | None, timeout_s: float | None) -> Degradation:
+    if isinstance(cause, BreakerOpen):
+        return Degradation(step, "breaker_open", str(cause))
+    if isinstance(cause, TimeoutError):
+        limit = f" after {timeout_s * 1000:.0f} ms" if timeout_s is not None else ""
+        return Degradation(step, "timeout", f"timed out{limit} (deadline)")
+    return Degradation(step, "error", f"{type(cause).__name__}: {cause}"[:200])
+
+
+async def _bounded(work: Awaitable[T], timeout_s: float | None) -> T:
+    return await (work if timeout_s is None else asyncio.wait_for(work, timeout=timeout_s))
 
 
 def _fuse(lists: dict[str, list[Hit]], plan: QueryPlan) -> list[Hit]:

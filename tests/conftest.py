@@ -86,3 +86,9 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         if in_ci():
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, the service's loop."""
+    return "asyncio"

@@ -63,11 +63,6 @@ GLOBEX_DOCS = [
 ]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def service_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Settings:
     for key in [k for k in __import__("os").environ if k.startswith("RAG_")]:
         monkeypatch.delenv(key)

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.logs import request_id_var
+from rag.resilience.guarded_redis import RedisUnavailable
 from rag.retrieval.filters import FilterError
-from rag.retrieval.pipeline import StepFailed
+from rag.retrieval.pipeline import RetrievalUnavailable, StepFailed
 from rag.service.service import NotReady
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,18 @@ async def step_failed_handler(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "step_failed", f"a dependency failed: {exc}", headers={"Retry-After": "1"})
 
 
+async def retrieval_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RetrievalUnavailable)
+    log.warning("no retriever available: %s", exc)
+    return error_response(
+        503, "retrieval_unavailable", f"no retriever could answer: {exc}", headers={"Retry-After": "1"}
+    )
+
+
+async def redis_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, "redis_unavailable", str(exc), headers={"Retry-After": "1"})
+
+
 def install_handlers(app: FastAPI) -> None:
     """How each error the service raises becomes HTTP, in one place for every route."""
     app.add_exception_handler(ApiError, api_error_handler)
@@ -135,6 +148,8 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotReady, not_ready_handler)
     app.add_exception_handler(FilterError, filter_error_handler)
     app.add_exception_handler(StepFailed, step_failed_handler)
+    app.add_exception_handler(RetrievalUnavailable, retrieval_unavailable_handler)
+    app.add_exception_handler(RedisUnavailable, redis_unavailable_handler)
 
 
 def declared(*statuses: int, json_content: bool = False) -> dict[int | str, dict[str, Any]]:

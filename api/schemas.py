@@ -42,6 +42,9 @@ class QueryBody(BaseModel):
         | None
     ) = Field(None, description="metadata field -> value or list of values; fields ANDed, values ORed")
     profile: Profile | None = Field(None, description="plan limits for this query; default: the deployment's")
+    answer: bool = Field(
+        False, description="also synthesise an answer from the passages (needs RAG_LLM_URL; else degraded)"
+    )
 
 
 class ResultOut(BaseModel):
@@ -55,8 +58,19 @@ class ResultOut(BaseModel):
 
 
 class DegradationOut(BaseModel):
-    step: str
+    step: str = Field(description="the step that did not run as planned (rerank, retrieve.dense, cache…)")
+    code: str = Field(
+        description="breaker_open, timeout, deadline, error, lower_dims, bm25_only, cache_only, "
+        "redis_unavailable, not_configured, unavailable"
+    )
     reason: str
+
+
+class AnswerOut(BaseModel):
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class QueryResponse(BaseModel):
@@ -65,11 +79,36 @@ class QueryResponse(BaseModel):
     route: str = Field(description="the pipeline that answered: bm25, dense, hybrid, hybrid-rerank")
     plan: dict[str, Any]
     degraded: list[DegradationOut]
-    cache: Literal["off", "hit", "miss"]
+    cache: Literal["off", "l1", "l2", "miss", "coalesced"] = Field(
+        description="l1: exact repeat; l2: a semantically equal cached query; coalesced: shared the work "
+        "of an identical query in flight; miss: computed; off: no cache"
+    )
     timings_ms: dict[str, float] = Field(description="wall time of each pipeline step, in order")
     cost: dict[str, float]
     index_version: str
     took_ms: float
+    answer: AnswerOut | None = Field(None, description="the synthesised answer, when asked for and available")
+
+
+class BreakerOut(BaseModel):
+    name: str
+    state: Literal["closed", "open", "half-open"]
+    calls_in_window: int
+    failure_rate: float
+    slow_rate: float
+    retry_in_s: float
+    reason: str
+
+
+class BreakerChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["closed", "open"] = Field(description="force the breaker open (until a probe) or closed")
+
+
+class PurgeOut(BaseModel):
+    tenant: str
+    purged: bool
 
 
 Metadata = Annotated[

@@ -81,7 +81,36 @@ class Settings(BaseSettings):
     prefetch_limit: int = Field(200, ge=1, le=100_000)
     dense_rescore: bool = Field(True, description="rescore the low-d prefetch with full vectors (the funnel)")
 
-    deadline_ms: int = Field(500, ge=1)
+    deadline_ms: int = Field(500, ge=1, le=600_000, description="per query, split across the steps")
+
+    cache_enabled: bool = True
+    cache_threshold: float = Field(
+        0.9, gt=0, le=1, description="L2: cosine similarity at which a cached query answers a new one"
+    )
+    cache_ttl_s: float = Field(3600.0, gt=0)
+    cache_l1_entries: int = Field(10_000, ge=1)
+    cache_l2_entries: int = Field(10_000, ge=1, description="cached queries per tenant namespace")
+    cache_rare_idf: float = Field(
+        4.0, gt=0, description="guard: a term this rare in the index, in one query only, blocks a hit"
+    )
+    cache_sync_ms: int = Field(1000, ge=0, description="L1 hits check for purges at most this often")
+
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    breaker_slow_rate: float = Field(0.8, gt=0, le=1)
+    breaker_slow_call_ms: int | None = Field(None, ge=1, description="default: the deadline")
+    breaker_window_calls: int = Field(20, ge=1)
+    breaker_window_s: float = Field(30.0, gt=0)
+    breaker_min_calls: int = Field(5, ge=1)
+    breaker_open_s: float = Field(5.0, gt=0)
+    breaker_sync_ms: int = Field(500, ge=10, description="how often replicas read shared breaker state")
+    replica_id: str | None = Field(None, description="names this process in shared state; default host:pid")
+
+    llm_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1); unset = no synthesis")
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None
+    llm_timeout_ms: int = Field(2000, ge=1, le=600_000)
+    llm_max_tokens: int = Field(256, ge=1, le=32_768)
+    llm_passages: int = Field(5, ge=1, le=50, description="passages given to the LLM as context")
     profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"
     redis_url: str | None = None
     redis_timeout_ms: int = Field(50, ge=1, le=10_000, description="per Redis call (connect, command)")

@@ -53,3 +53,18 @@ MODEL_BATCH_SIZE = Histogram(
 INGEST_JOBS = Counter("rag_ingest_jobs_total", "Ingest jobs by final state.", ["state"])
 INDEX_INFO = Gauge("rag_index_chunks", "Chunks in the index version being served.")
 READY = Gauge("rag_ready", "1 when the service is ready to answer queries.")
+BREAKER_STATE = Gauge(
+    "rag_breaker_state", "1 for each breaker's current state (closed, open, half-open).", ["breaker", "state"]
+)
+BREAKER_TRANSITIONS = Counter(
+    "rag_breaker_transitions_total", "Breaker state transitions.", ["breaker", "from_state", "to_state"]
+)
+CACHE_LOOKUPS = Counter(
+    "rag_cache_lookups_total",
+    "Query cache lookups by level (l1 exact, l2 semantic) and result (hit, miss, error).",
+    ["level", "result"],
+)
+CACHE_COALESCED = Counter(
+    "rag_cache_coalesced_total", "Queries that waited for an identical query in flight (single-flight)."
+)
+LLM_REQUESTS = Counter("rag_llm_requests_total", "Answer synthesis calls by outcome.", ["status"])

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.errors import ApiError, declared
-from api.schemas import IndexOut, IngestBody, IngestResponse, JobOut
+from api.schemas import BreakerChange, BreakerOut, IndexOut, IngestBody, IngestResponse, JobOut, PurgeOut
 from api.security import require_admin, service_of
 from rag.logs import request_id_var
+from rag.resilience.breaker import State
 from rag.service.jobs import Job
 from rag.tenancy import TENANT_PATTERN
 from rag.types import Document
@@ -69,3 +70,31 @@ async def get_job(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], reque
 async def index(request: Request) -> IndexOut:
     """The index version being served, with document counts per tenant."""
     return IndexOut.model_validate(service_of(request).index_summary())
+
+
+@router.delete(
+    "/admin/tenants/{tenant}/cache", response_model=PurgeOut, responses=declared(401, 403, 422, 503)
+)
+async def purge_cache(tenant: TenantPath, request: Request) -> PurgeOut:
+    """Forget every cached answer of ``tenant`` on every replica (through Redis when configured)."""
+    await service_of(request).purge_cache(tenant)  # RedisUnavailable → 503
+    return PurgeOut(tenant=tenant, purged=True)
+
+
+@router.get("/admin/breakers", response_model=list[BreakerOut], responses=declared(401, 403))
+async def breakers(request: Request) -> list[BreakerOut]:
+    """Every dependency's breaker: state, window failure and slow-call rates, time to the next probe."""
+    return [BreakerOut.model_validate(b) for b in service_of(request).breakers.snapshot()]
+
+
+@router.post("/admin/breakers/{name}", response_model=BreakerOut, responses=declared(401, 403, 404, 422))
+async def set_breaker(
+    name: Annotated[str, Path(pattern=r"^[a-z]{1,32}$")], change: BreakerChange, request: Request
+) -> BreakerOut:
+    """Force a breaker open (it probes again after its open period) or closed; shared with the other
+    replicas like any transition."""
+    board = service_of(request).breakers
+    if name not in board:
+        raise ApiError(404, "not_found", f"no breaker {name!r}; breakers: {sorted(board)}")
+    board[name].force(State(change.state), f"set {change.state} by an operator")
+    return BreakerOut.model_validate(board[name].snapshot())

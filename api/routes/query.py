@@ -16,7 +16,7 @@ from api.errors import ApiError, declared
 from api.schemas import QueryBody, QueryResponse
 from api.security import Tenant, service_of
 from rag.logs import request_id_var
-from rag.retrieval.pipeline import StepEvent, StepFailed
+from rag.retrieval.pipeline import RetrievalUnavailable, StepEvent, StepFailed
 from rag.service.service import NotReady, QueryAnswer, QueryRequest, RetrievalService
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,14 @@ def to_response(answer: QueryAnswer, request_id: str) -> QueryResponse:
             "cost": answer.cost,
             "index_version": answer.index_version,
             "took_ms": answer.took_ms,
+            "answer": answer.answer,
         }
     )
 
 
 async def admit(service: RetrievalService, tenant: str, body: QueryBody) -> QueryRequest:
     """Everything that can refuse a query before work starts: readiness, rate limit, filter shape."""
-    request = QueryRequest(tenant, body.query, body.top_k, body.filters, body.profile)
+    request = QueryRequest(tenant, body.query, body.top_k, body.filters, body.profile, body.answer)
     service.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
     decision = await service.rate_limit(tenant)
     if not decision.allowed:
@@ -66,7 +67,7 @@ async def query(body: QueryBody, request: Request, tenant: Tenant) -> QueryRespo
     """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``."""
     service = service_of(request)
     query_request = await admit(service, tenant, body)
-    answer = await service.query(query_request)  # NotReady, StepFailed → 503 (api.errors)
+    answer = await service.query(query_request)  # NotReady, RetrievalUnavailable → 503 (api.errors)
     return to_response(answer, request_id_var.get() or "")
 
 
@@ -141,6 +142,11 @@ async def _events(
             return
         except NotReady as exc:
             yield sse("error", {"code": "not_ready", "message": str(exc), "request_id": request_id})
+            return
+        except RetrievalUnavailable as exc:
+            yield sse(
+                "error", {"code": "retrieval_unavailable", "message": str(exc), "request_id": request_id}
+            )
             return
         except Exception as exc:  # reported in the stream: the 200 status line has already gone out
             log.exception("query failed")

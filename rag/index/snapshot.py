@@ -153,6 +153,19 @@ class IndexSnapshot:
     def bm25(self) -> BM25Index:
         return BM25Index(self.terms, self.analyzer, self.bm25_params)
 
+    @cached_property
+    def _document_frequency(self) -> np.ndarray:
+        return np.asarray((self.terms.tf > 0).sum(axis=0)).ravel()
+
+    def idf(self, term: str) -> float | None:
+        """Lucene-style IDF of an analysed term over this version's chunks; None for an unknown term."""
+        term_id = self.terms.term_ids.get(term)
+        if term_id is None:
+            return None
+        df = float(self._document_frequency[term_id])
+        n = float(self.terms.tf.shape[0])
+        return float(np.log1p((n - df + 0.5) / (df + 0.5)))
+
     def chunk(self, chunk_key: str) -> ChunkRecord:
         """The chunk with this tenant-scoped id (a :class:`~rag.types.Hit`'s ``chunk_id``)."""
         return self.chunks[self.chunk_rows[chunk_key]]

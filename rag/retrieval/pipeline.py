@@ -165,8 +165,19 @@ class SearchPipeline:
         BM25 only; when no retriever is left, :class:`RetrievalUnavailable` (the service then tries its
         cache). Without guards, a failing step raises :class:`StepFailed`.
         """
-        run = _Run(self, query, plan, flt or SearchFilter(), on_step, guards)
-        return await run.execute()
+        return await self.prepare(query, plan, flt, on_step, guards).execute()
+
+    def prepare(
+        self,
+        query: str,
+        plan: QueryPlan,
+        flt: SearchFilter | None = None,
+        on_step: StepListener | None = None,
+        guards: Guards | None = None,
+    ) -> PipelineRun:
+        """A run not yet started, for callers that need the query embedding first (the semantic cache):
+        ``vector = await run.embed()``, then ``await run.execute()`` reuses it."""
+        return PipelineRun(self, query, plan, flt or SearchFilter(), on_step, guards)
 
     def passage(self, hit: Hit) -> str:
         return self.snapshot.chunk(hit.chunk_id).passage
@@ -182,7 +193,7 @@ class SearchPipeline:
         return out
 
 
-class _Run:
+class PipelineRun:
     """One execution of the pipeline: its outcome so far and the guards it runs under."""
 
     def __init__(
@@ -202,6 +213,23 @@ class _Run:
         self.guards = guards
         self.outcome = SearchOutcome(hits=[])
         self.mask = row_mask(pipeline.snapshot, flt)
+        self._embedded = False
+        self._vector: np.ndarray | None = None
+
+    async def embed(self, *, reserve_after_s: float = 0.0) -> np.ndarray | None:
+        """The query embedding (once per run; None when no embedder or the step degraded)."""
+        if not self._embedded:
+            self._embedded = True
+            if self.p.embedder is not None:
+                self._vector = await self._guarded(
+                    "embed",
+                    "embedder",
+                    lambda: self.p.compute.embed_query(self.query),
+                    reserve_after_s=reserve_after_s,
+                )
+                if self._vector is not None:
+                    self.outcome.embedded_texts += 1
+        return self._vector
 
     async def execute(self) -> SearchOutcome:
         p, plan, outcome = self.p, self.plan, self.outcome
@@ -255,7 +283,7 @@ class _Run:
         if g is not None and g.deadline is not None and g.costs is not None:
             # the lower-dims rung: when the planned search does not fit in the time left, a lower
             # Matryoshka dimension without the full-dimension rescore may
-            need = g.costs.estimate_s("embed") + g.costs.estimate_s(search_key)
+            need = (0.0 if self._embedded else g.costs.estimate_s("embed")) + g.costs.estimate_s(search_key)
             if not g.deadline.fits(need, reserve_s=g.reserve_s) and dims != MATRYOSHKA_DIMS[0]:
                 dims, rescore = MATRYOSHKA_DIMS[0], False
                 search_key = _dense_key(dims)
@@ -268,12 +296,9 @@ class _Run:
                     )
                 )
         after_embed = g.costs.estimate_s(search_key) if g is not None and g.costs is not None else 0.0
-        vector = await self._guarded(
-            "embed", "embedder", lambda: p.compute.embed_query(self.query), reserve_after_s=after_embed
-        )
+        vector = await self.embed(reserve_after_s=after_embed)
         if vector is None:
             return None
-        self.outcome.embedded_texts += 1
         dense, flt, mask = p.dense, self.flt, self.mask
 
         def search() -> list[Hit]:
@@ -352,7 +377,7 @@ class _Run:
             else:
                 result = await self._step(step, _bounded(work(), timeout), **detail)
         except StepFailed as failed:
-            self.outcome.degraded.append(_degradation(step, failed.__cause__, timeout))
+            self.outcome.degraded.append(failure_degradation(step, failed.__cause__, timeout))
             return None
         if g.costs is not None:
             g.costs.observe(key, time.perf_counter() - start, units)
@@ -379,7 +404,8 @@ def _dense_key(dims: int | None) -> str:
     return f"retrieve.dense@{dims or 'full'}"
 
 
-def _degradation(step: str, cause: BaseException | None, timeout_s: float | None) -> Degradation:
+def failure_degradation(step: str, cause: BaseException | None, timeout_s: float | None) -> Degradation:
+    """How a failed step reads in ``degraded``: an open breaker, a timeout, or an error."""
     if isinstance(cause, BreakerOpen):
         return Degradation(step, "breaker_open", str(cause))
     if isinstance(cause, TimeoutError):

@@ -8,24 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from rag import metrics
+from rag.cache.keys import Namespace
+from rag.cache.semantic import CacheHit, QueryCache
+from rag.cache.singleflight import SingleFlight
 from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.factory import build_embedder
 from rag.dense.qdrant_store import QdrantStore, connect
 from rag.index.ingest import Ingestor, IngestReport
+from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
+from rag.llm import ChatClient
 from rag.rerank.cross_encoder import Reranker
+from rag.resilience.board import BreakerBoard
+from rag.resilience.breaker import BreakerPolicy
+from rag.resilience.deadline import Deadline, StepCosts
+from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.resilience.shared import SharedBreakerState
 from rag.retrieval.filters import SearchFilter
-from rag.retrieval.pipeline import StepEvent, StepListener
-from rag.retrieval.plan import PipelineName, Profile, plan_for
+from rag.retrieval.pipeline import (
+    Degradation,
+    Guards,
+    RetrievalUnavailable,
+    SearchPipeline,
+    StepEvent,
+    StepListener,
+    failure_degradation,
+)
+from rag.retrieval.plan import PipelineName, Profile, QueryPlan, plan_for
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
 from rag.service.batching import BatchedCompute
@@ -33,6 +55,7 @@ from rag.service.jobs import IngestJobs, Job, ProgressFn
 from rag.service.ratelimit import Decision, InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from rag.service.redis_client import connect_redis
 from rag.tenancy import scoped_id
+from rag.text.analyzer import Analyzer
 from rag.types import Document, Result
 
 log = logging.getLogger(__name__)
@@ -56,6 +79,7 @@ class QueryRequest:
     top_k: int = 10
     filters: dict[str, Any] | None = None
     profile: Profile | None = None
+    answer: bool = False  # synthesise an answer through the LLM, when one is configured
 
 
 @dataclass(slots=True)
@@ -69,6 +93,41 @@ class QueryAnswer:
     cost: dict[str, float]
     index_version: str
     took_ms: float = 0.0
+    answer: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Computed:
+    """The retrieval part of an answer: what the cache keeps and what single-flight shares."""
+
+    results: list[Result]
+    route: str
+    plan: dict[str, Any]
+    degraded: list[Degradation]
+    cache: str
+    cost: dict[str, float]
+    index_version: str
+
+    def cacheable(self) -> dict[str, Any]:
+        return {
+            "results": [asdict(r) for r in self.results],
+            "route": self.route,
+            "plan": self.plan,
+            "index_version": self.index_version,
+        }
+
+    @classmethod
+    def from_cache(cls, hit: CacheHit, degraded: list[Degradation]) -> Computed:
+        a = hit.answer
+        return cls(
+            results=[Result(**r) for r in a["results"]],
+            route=a["route"],
+            plan=a["plan"],
+            degraded=degraded,
+            cache=hit.level,
+            cost={"embedded_texts": 1 if hit.level == "l2" else 0, "rerank_pairs": 0, "candidates": 0},
+            index_version=a["index_version"],
+        )
 
 
 class RetrievalService:
@@ -94,20 +153,45 @@ class RetrievalService:
         self.jobs = IngestJobs()
         self.limiter: RateLimiter | None = None
         self._load_task: asyncio.Task[None] | None = None
+        self.breakers = BreakerBoard(breaker_policies(settings))
+        self.costs = StepCosts()
+        self.flights: SingleFlight[Computed] = SingleFlight()
+        self.cache: QueryCache | None = None  # built once the embedder is loaded (it sets the dimension)
+        self.redis: GuardedRedis | None = None
+        self.shared_breakers: SharedBreakerState | None = None
+        self.llm = (
+            ChatClient(
+                settings.llm_url,
+                settings.llm_model,
+                api_key=settings.llm_api_key,
+                max_tokens=settings.llm_max_tokens,
+                max_passages=settings.llm_passages,
+            )
+            if settings.llm_url
+            else None
+        )
         metrics.READY.set(0)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Begin loading in the background; ``/health`` answers at once, ``/ready`` once loaded."""
-        if self.settings.rate_limit_qps > 0:
-            rate, burst = self.settings.rate_limit_qps, self.settings.rate_limit_burst
-            if self.settings.redis_url:
-                redis = connect_redis(
-                    self.settings.redis_url, timeout_s=self.settings.redis_timeout_ms / 1000
-                )
-                self.limiter = RedisRateLimiter(redis, rate, burst)
-            else:
-                self.limiter = InProcessRateLimiter(rate, burst)
+        settings = self.settings
+        if settings.redis_url:
+            timeout_s = settings.redis_timeout_ms / 1000
+            client = connect_redis(settings.redis_url, timeout_s=timeout_s)
+            self.redis = GuardedRedis(client, self.breakers["redis"], timeout_s=timeout_s)
+            replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+            self.shared_breakers = SharedBreakerState(
+                self.breakers, self.redis, replica, interval_s=settings.breaker_sync_ms / 1000
+            )
+            self.shared_breakers.start()
+        if settings.rate_limit_qps > 0:
+            rate, burst = settings.rate_limit_qps, settings.rate_limit_burst
+            self.limiter = (
+                RedisRateLimiter(self.redis.client, rate, burst)
+                if self.redis is not None
+                else InProcessRateLimiter(rate, burst)
+            )
         self._load_task = asyncio.create_task(self._load(), name="rag-load")
 
     async def wait_loaded(self) -> None:
@@ -119,6 +203,8 @@ class RetrievalService:
         try:
             await asyncio.to_thread(self._load_models)
             assert self._embedder is not None
+            if self.settings.cache_enabled:
+                self.cache = build_cache(self.settings, self._embedder.dim, self.redis)
             self.compute = BatchedCompute(
                 self._embedder,
                 self._reranker,
@@ -170,8 +256,14 @@ class RetrievalService:
             self._load_task.cancel()
         if self.compute is not None:
             await self.compute.close()
+        if self.shared_breakers is not None:
+            await self.shared_breakers.close()
         if self.limiter is not None:
             await self.limiter.close()
+        if self.redis is not None:
+            await self.redis.close()
+        if self.llm is not None:
+            await self.llm.close()
         self.jobs.close()
         if self._store is not None:
             self._store.close()
@@ -228,12 +320,15 @@ class RetrievalService:
         self._runtime()
 
     async def query(self, request: QueryRequest, on_step: StepListener | None = None) -> QueryAnswer:
-        """Answer one query for its tenant. Raises :class:`NotReady`, ``FilterError`` (bad filters) or
-        ``StepFailed``; cancelling the call stops the pipeline at its next step."""
+        """Answer one query for its tenant within the deadline: L1, then (with the query embedded once)
+        L2, then the pipeline under guards; identical concurrent misses run once. Raises
+        :class:`NotReady`, ``FilterError`` (bad filters) or :class:`RetrievalUnavailable` (no retriever
+        and no cached answer); cancelling the call stops the pipeline at its next step."""
         started = time.perf_counter()
         flt = SearchFilter.of(request.tenant, request.filters)  # validate before any work
         runtime = self._runtime()
         pipeline = runtime.pipeline  # one version for the whole request, even if an ingest lands now
+        deadline = Deadline.after_ms(self.settings.deadline_ms)
         steps: list[StepEvent] = []
 
         def record(event: StepEvent) -> None:
@@ -254,38 +349,183 @@ class RetrievalService:
         record(
             StepEvent("plan", (time.perf_counter() - t0) * 1000.0, {"route": plan.route, "profile": profile})
         )
+        ns = Namespace.of(
+            request.tenant,
+            pipeline.snapshot.version,
+            pipeline.embedder.name if pipeline.embedder is not None else "-",
+            {"plan": plan.as_dict(), "filters": request.filters or {}},
+        )
         metrics.INFLIGHT.inc()
         status = "error"
         try:
-            outcome = await pipeline.run(request.query, plan, flt, record)
-            status = "degraded" if outcome.degraded else "ok"
+            computed = await self._cached_or_computed(request, pipeline, plan, flt, ns, deadline, record)
+            status = "degraded" if computed.degraded else "ok"
         except asyncio.CancelledError:
             status = "cancelled"  # the client went away
             raise
         finally:
             metrics.INFLIGHT.dec()
             metrics.QUERIES.labels(request.tenant, plan.route, status).inc()
-        for d in outcome.degraded:
-            metrics.DEGRADATIONS.labels(d.step, d.reason).inc()
-        metrics.RERANK_PAIRS.labels(request.tenant).inc(outcome.rerank_pairs)
+        degraded = list(computed.degraded)
+        synthesis = None
+        if request.answer:
+            synthesis = await self._synthesize(request, computed.results, deadline, degraded, record)
+        for d in degraded:
+            metrics.DEGRADATIONS.labels(d.step, d.code).inc()
         took = (time.perf_counter() - started) * 1000.0
         metrics.QUERY_LATENCY.labels(plan.route).observe(took / 1000.0)
-        timings = {e.step: round(e.ms, 3) for e in steps}
         return QueryAnswer(
+            results=computed.results,
+            route=computed.route,
+            plan={**computed.plan, "profile": profile.value},
+            degraded=[{"step": d.step, "code": d.code, "reason": d.reason} for d in degraded],
+            cache=computed.cache,
+            timings_ms={e.step: round(e.ms, 3) for e in steps},
+            cost=computed.cost,
+            index_version=computed.index_version,
+            took_ms=round(took, 3),
+            answer=synthesis,
+        )
+
+    async def _cached_or_computed(
+        self,
+        request: QueryRequest,
+        pipeline: SearchPipeline,
+        plan: QueryPlan,
+        flt: SearchFilter,
+        ns: Namespace,
+        deadline: Deadline,
+        record: StepListener,
+    ) -> Computed:
+        cache = self.cache
+        if cache is None:
+            return await self._compute(request, pipeline, plan, flt, ns, deadline, record)
+        degraded: list[Degradation] = []
+        t0 = time.perf_counter()
+        try:
+            hit = await cache.get_exact(ns, request.query)
+        except RedisUnavailable as exc:
+            hit = None
+            degraded.append(Degradation("cache", "redis_unavailable", str(exc)))
+        metrics.CACHE_LOOKUPS.labels("l1", "hit" if hit else "miss").inc()
+        record(StepEvent("cache.l1", (time.perf_counter() - t0) * 1000.0, {"hit": hit is not None}))
+        if hit is not None:
+            return Computed.from_cache(hit, degraded)
+        computed, shared = await self.flights.do(
+            f"{request.tenant}\x1f{ns.exact_key(request.query)}",
+            lambda: self._compute(request, pipeline, plan, flt, ns, deadline, record),
+        )
+        if shared:
+            metrics.CACHE_COALESCED.inc()
+            computed = replace(computed, cache="coalesced")
+        return replace(computed, degraded=degraded + computed.degraded)
+
+    async def _compute(
+        self,
+        request: QueryRequest,
+        pipeline: SearchPipeline,
+        plan: QueryPlan,
+        flt: SearchFilter,
+        ns: Namespace,
+        deadline: Deadline,
+        record: StepListener,
+    ) -> Computed:
+        """L2 (after embedding the query once), else the pipeline; a full answer is cached."""
+        guards = Guards(deadline, self.breakers, self.costs)
+        run = pipeline.prepare(request.query, plan, flt, record, guards)
+        cache, snapshot = self.cache, pipeline.snapshot
+        vector = await run.embed() if cache is not None else None
+        degraded: list[Degradation] = []
+        if cache is not None and vector is not None:
+            t0 = time.perf_counter()
+            try:
+                hit = await cache.get_similar(ns, request.query, vector, snapshot.idf)
+                metrics.CACHE_LOOKUPS.labels("l2", "hit" if hit else "miss").inc()
+            except RedisUnavailable as exc:
+                hit = None
+                metrics.CACHE_LOOKUPS.labels("l2", "error").inc()
+                degraded.append(Degradation("cache", "redis_unavailable", str(exc)))
+            record(StepEvent("cache.l2", (time.perf_counter() - t0) * 1000.0, {"hit": hit is not None}))
+            if hit is not None:
+                return Computed.from_cache(hit, run.outcome.degraded + degraded)
+        try:
+            outcome = await run.execute()
+        except RetrievalUnavailable as exc:
+            # the last rung: nothing could retrieve; a cached answer of a near-enough query may still do
+            fallback = await self._cache_only(ns, request.query, vector, snapshot)
+            if fallback is None:
+                raise
+            why = Degradation("retrieve", "cache_only", f"no retriever available ({exc}); served from cache")
+            return Computed.from_cache(fallback, exc.degraded + degraded + [why])
+        metrics.RERANK_PAIRS.labels(request.tenant).inc(outcome.rerank_pairs)
+        computed = Computed(
             results=pipeline.results(outcome.hits, request.top_k),
             route=plan.route,
-            plan={**plan.as_dict(), "profile": profile.value},
-            degraded=[{"step": d.step, "reason": d.reason} for d in outcome.degraded],
-            cache="off",  # the semantic cache lands with its own issue; until then every answer is computed
-            timings_ms=timings,
+            plan=plan.as_dict(),
+            degraded=outcome.degraded + degraded,
+            cache="miss" if cache is not None else "off",
             cost={
                 "embedded_texts": outcome.embedded_texts,
                 "rerank_pairs": outcome.rerank_pairs,
                 "candidates": plan.candidates * len(plan.retrievers),
             },
-            index_version=pipeline.snapshot.version,
-            took_ms=round(took, 3),
+            index_version=snapshot.version,
         )
+        if cache is not None and not outcome.degraded:  # a degraded answer is never cached
+            try:
+                await cache.put(ns, request.query, vector, computed.cacheable())
+            except RedisUnavailable as exc:
+                computed.degraded.append(Degradation("cache", "redis_unavailable", str(exc)))
+        return computed
+
+    async def _cache_only(
+        self, ns: Namespace, query: str, vector: np.ndarray | None, snapshot: IndexSnapshot
+    ) -> CacheHit | None:
+        if self.cache is None or vector is None:
+            return None
+        try:
+            return await self.cache.get_similar(ns, query, vector, snapshot.idf)
+        except RedisUnavailable:
+            return None
+
+    async def _synthesize(
+        self,
+        request: QueryRequest,
+        results: list[Result],
+        deadline: Deadline,
+        degraded: list[Degradation],
+        record: StepListener,
+    ) -> dict[str, Any] | None:
+        """The optional LLM answer, within the deadline; on any failure the passages stand alone."""
+        if self.llm is None:
+            degraded.append(Degradation("synthesize", "not_configured", "no LLM configured (RAG_LLM_URL)"))
+            return None
+        llm = self.llm
+        timeout = min(self.settings.llm_timeout_ms / 1000.0, deadline.timeout_s(reserve_s=0.005))
+        t0 = time.perf_counter()
+        try:
+            out = await self.breakers["llm"].call(
+                lambda: llm.synthesize(request.query, results), timeout_s=timeout
+            )
+        except Exception as exc:
+            failure = failure_degradation("synthesize", exc, timeout)
+            metrics.LLM_REQUESTS.labels(failure.code).inc()
+            degraded.append(failure)
+            return None
+        metrics.LLM_REQUESTS.labels("ok").inc()
+        record(StepEvent("synthesize", (time.perf_counter() - t0) * 1000.0, {"model": out.model}))
+        return {
+            "text": out.text,
+            "model": out.model,
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens,
+        }
+
+    async def purge_cache(self, tenant: str) -> None:
+        """Forget ``tenant``'s cached answers (every replica, with Redis). Raises ``RedisUnavailable``
+        when the purge could not reach Redis (this replica has forgotten them already)."""
+        if self.cache is not None:
+            await self.cache.purge(tenant)
 
     # -- ingestion ---------------------------------------------------------------------------------
     def can_ingest(self) -> None:
@@ -310,3 +550,37 @@ class RetrievalService:
         job, future = self.jobs.submit(tenant, len(documents), len(delete_ids), work)
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
         return job, future
+
+
+def breaker_policies(settings: Settings) -> dict[str, BreakerPolicy]:
+    """One policy per dependency from the ``RAG_BREAKER_*`` settings; Redis calls are slow past their
+    own timeout, the others past ``RAG_BREAKER_SLOW_CALL_MS`` (default: the deadline)."""
+    slow_s = (settings.breaker_slow_call_ms or settings.deadline_ms) / 1000
+
+    def policy(slow_call_s: float) -> BreakerPolicy:
+        return BreakerPolicy(
+            failure_rate=settings.breaker_failure_rate,
+            slow_rate=settings.breaker_slow_rate,
+            slow_call_s=slow_call_s,
+            window_calls=max(settings.breaker_window_calls, settings.breaker_min_calls),
+            window_s=settings.breaker_window_s,
+            min_calls=settings.breaker_min_calls,
+            open_s=settings.breaker_open_s,
+        )
+
+    names = ["embedder", "qdrant", "reranker", "llm"] + (["redis"] if settings.redis_url else [])
+    return {name: policy(settings.redis_timeout_ms / 1000 if name == "redis" else slow_s) for name in names}
+
+
+def build_cache(settings: Settings, dim: int, redis: GuardedRedis | None) -> QueryCache:
+    return QueryCache(
+        dim=dim,
+        analyzer=Analyzer(),
+        threshold=settings.cache_threshold,
+        ttl_s=settings.cache_ttl_s,
+        l1_entries=settings.cache_l1_entries,
+        l2_entries=settings.cache_l2_entries,
+        rare_idf=settings.cache_rare_idf,
+        redis=redis,
+        sync_interval_s=settings.cache_sync_ms / 1000,
+    )

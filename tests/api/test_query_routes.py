@@ -28,11 +28,11 @@ async def test_query_returns_results_and_everything_about_how_they_were_made(
     assert body["route"] == "hybrid"  # no reranker configured
     assert body["plan"]["retrievers"] == ["bm25", "dense"] and body["plan"]["profile"] == "balanced"
     steps = list(body["timings_ms"])  # in the order the steps completed
-    assert set(steps) == {"plan", "retrieve.bm25", "embed", "retrieve.dense", "fuse"}
-    assert steps[0] == "plan" and steps[-1] == "fuse" and steps.index("embed") < steps.index("retrieve.dense")
+    assert set(steps) == {"plan", "cache.l1", "embed", "cache.l2", "retrieve.bm25", "retrieve.dense", "fuse"}
+    assert steps[:4] == ["plan", "cache.l1", "embed", "cache.l2"] and steps[-1] == "fuse"
     assert body["index_version"] == "v000002"
     assert body["request_id"] == response.headers["x-request-id"]
-    assert body["cache"] == "off"
+    assert body["cache"] == "miss" and body["degraded"] == []
     assert body["cost"]["embedded_texts"] == 1 and body["cost"]["rerank_pairs"] == 0
 
 

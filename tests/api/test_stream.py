@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from rag.retrieval.retrievers import BM25Retriever
 from rag.testing.fakes import FailingEmbedder, HashEmbedder, OverlapReranker
 from tests.api.conftest import ACME, ACME_DOCS, ingest, live_server, serve, service_settings
 
@@ -40,9 +41,9 @@ async def test_stream_reports_each_step_in_order_then_the_result(
             assert r.headers["content-type"].startswith("text/event-stream")
             events = parse_sse((await r.aread()).decode())
     names = [name for name, _ in events]
-    assert names[0] == "plan" and names[-3:] == ["fuse", "rerank", "result"]
-    assert set(names[1:-3]) == {"retrieve.bm25", "embed", "retrieve.dense"}
-    assert names.index("embed") < names.index("retrieve.dense")
+    assert names[:4] == ["plan", "cache.l1", "embed", "cache.l2"]
+    assert names[-3:] == ["fuse", "rerank", "result"]
+    assert set(names[4:-3]) == {"retrieve.bm25", "retrieve.dense"}
     for name, data in events[:-1]:
         assert data["step"] == name and data["ms"] >= 0
     assert events[-2][1]["pairs"] == 3  # all of acme's documents went to the reranker
@@ -51,7 +52,7 @@ async def test_stream_reports_each_step_in_order_then_the_result(
     assert list(result["timings_ms"]) == names[:-1]
 
 
-async def test_a_failing_step_ends_the_stream_with_an_error_event(
+async def test_a_failing_step_degrades_the_answer_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = create_app(service_settings(tmp_path, monkeypatch), embedder=FailingEmbedder(64))
@@ -59,12 +60,32 @@ async def test_a_failing_step_ends_the_stream_with_an_error_event(
         await ingest(client, "acme", ACME_DOCS)
         r = await client.post("/query/stream", json={"query": "EXPLODE mice"}, headers=ACME)
         events = parse_sse(r.text)
-        assert events[-1][0] == "error"
-        assert events[-1][1]["code"] == "step_failed" and events[-1][1]["step"] == "embed"
+        assert events[-1][0] == "result"
+        degraded = events[-1][1]["degraded"]
+        assert [(d["step"], d["code"]) for d in degraded] == [("embed", "error"), ("retrieve", "bm25_only")]
+        assert "embedder failure injected" in degraded[0]["reason"]
+        assert events[-1][1]["results"], "BM25 answered"
+
+
+async def test_no_retriever_left_ends_the_stream_with_an_error_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(service_settings(tmp_path, monkeypatch), embedder=FailingEmbedder(64))
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+
+        def broken_bm25(*args: object, **kwargs: object) -> None:
+            raise OSError("bm25 snapshot unreadable")
+
+        monkeypatch.setattr(BM25Retriever, "retrieve", broken_bm25)  # the dense side fails by EXPLODE
+        r = await client.post("/query/stream", json={"query": "EXPLODE mice"}, headers=ACME)
+        events = parse_sse(r.text)
+        assert events[-1][0] == "error" and events[-1][1]["code"] == "retrieval_unavailable"
+        assert "bm25 snapshot unreadable" in events[-1][1]["message"]
         assert "result" not in [name for name, _ in events]
         # the non-streaming route says the same with a 503
         r = await client.post("/query", json={"query": "EXPLODE mice"}, headers=ACME)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "step_failed"
+        assert r.status_code == 503 and r.json()["error"]["code"] == "retrieval_unavailable"
 
 
 async def test_stream_refusals_happen_before_the_stream(client: httpx.AsyncClient) -> None:

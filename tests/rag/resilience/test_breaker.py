@@ -157,7 +157,11 @@ async def test_half_open_lets_exactly_one_probe_through() -> None:
     assert await first == "ok"
     assert probes == 1
     assert breaker.state is State.CLOSED
-    assert [t[:2] for t in transitions] == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
+    assert [t[:2] for t in transitions] == [
+        ("closed", "open"),
+        ("open", "half-open"),
+        ("half-open", "closed"),
+    ]
 
 
 async def test_a_failed_probe_opens_it_again_never_closes_it() -> None:

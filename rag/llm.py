@@ -1,0 +1,88 @@
+"""Optional answer synthesis through an OpenAI-compatible chat endpoint (``RAG_LLM_URL``, off by default).
+
+The service asks for an answer only when a query sets ``answer: true``; the call runs behind the ``llm``
+breaker with its own timeout, and any failure falls back to returning the passages alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from rag.types import Result
+
+SYSTEM_PROMPT = (
+    "Answer the question using only the numbered passages. Cite passages as [n]. "
+    "If the passages do not contain the answer, say so."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesis:
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def build_messages(query: str, results: Sequence[Result], max_passages: int) -> list[dict[str, str]]:
+    context = "\n\n".join(
+        f"[{i}] {r.title}\n{r.text}".strip() for i, r in enumerate(results[:max_passages], start=1)
+    )
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Passages:\n{context}\n\nQuestion: {query}"},
+    ]
+
+
+def parse_completion(body: dict[str, Any]) -> Synthesis:
+    try:
+        text = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"not a chat completion: no choices[0].message.content ({exc})") from exc
+    if not isinstance(text, str):
+        raise ValueError("choices[0].message.content must be a string")
+    usage = body.get("usage") or {}
+    return Synthesis(
+        text,
+        str(body.get("model", "")),
+        int(usage.get("prompt_tokens", 0)),
+        int(usage.get("completion_tokens", 0)),
+    )
+
+
+class ChatClient:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        max_tokens: int = 256,
+        max_passages: int = 5,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # no client-side timeout here: the breaker's timeout (the request's deadline) bounds each call
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=None)
+        self.model = model
+        self.max_tokens = max_tokens
+        self.max_passages = max_passages
+
+    async def synthesize(self, query: str, results: Sequence[Result]) -> Synthesis:
+        response = await self._http.post(
+            "/chat/completions",
+            json={
+                "model": self.model,
+                "messages": build_messages(query, results, self.max_passages),
+                "max_tokens": self.max_tokens,
+                "temperature": 0,
+            },
+        )
+        response.raise_for_status()
+        return parse_completion(response.json())
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -227,7 +227,8 @@ class QueryCache:
             tenant = self._tenants[name] = _Tenant(generation=generation)
         for stream_id, raw in entries:
             tenant.last_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-            fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+            flat = list(raw)  # a Lua reply: [k1, v1, k2, v2, …]
+            fields = {_text(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
             entry_id = fields["id"].decode()
             if entry_id in tenant.known:
                 continue
@@ -252,3 +253,7 @@ class QueryCache:
 def _after(stream_id: str) -> str:
     """The exclusive start of an XRANGE after ``stream_id`` (``-`` = from the beginning)."""
     return "-" if stream_id == "-" else f"({stream_id}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -99,7 +99,7 @@ async def test_open_refuses_at_once_without_calling() -> None:
         called = True
         return "x"
 
-    with pytest.raises(BreakerOpen, match="is open; next probe in 5.0 s"):
+    with pytest.raises(BreakerOpen, match=r"is open; next probe in 5\.0 s"):
         await breaker.call(work)
     assert not called
 

@@ -1,0 +1,106 @@
+"""The query cache through the service: L1 exact repeats, L2 semantic neighbours with the guard, no stale
+hits after a new index version, per-tenant purge, single-flight, and the Redis-shared L2 (a real
+redis-server) including Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from rag.testing.fakes import HashEmbedder, OverlapReranker
+from tests.api.conftest import ACME, ACME_DOCS, ADMIN, GLOBEX, GLOBEX_DOCS, ingest, serve, service_settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def ask(client: httpx.AsyncClient, query: str, headers: dict[str, str] = ACME) -> dict:  # type: ignore[type-arg]
+    r = await client.post("/query", json={"query": query, "top_k": 3}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def test_l1_serves_an_exact_repeat_and_l2_a_reworded_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(service_settings(tmp_path, monkeypatch, cache_threshold=0.8))
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        first = await ask(client, "Which animal hunts mice at night?")
+        assert first["cache"] == "miss"
+        again = await ask(client, "which animal hunts  mice at night")  # case, spaces, no '?'
+        assert again["cache"] == "l1" and again["results"] == first["results"]
+        assert "embed" not in again["timings_ms"]  # an L1 hit costs no model call
+        reordered = await ask(client, "at night, which animal hunts mice?")  # same stems, other order
+        assert reordered["cache"] == "l2" and reordered["results"] == first["results"]
+        # close in embedding space but negated, or with a number: never served from the cache
+        assert (await ask(client, "Which animal does not hunt mice at night?"))["cache"] == "miss"
+        assert (await ask(client, "Which 2 animals hunt mice at night?"))["cache"] == "miss"
+        # another tenant asking the same words gets its own answer
+        assert (await ask(client, "Which animal hunts mice at night?", GLOBEX))["cache"] == "miss"
+
+
+async def test_a_new_index_version_never_serves_stale_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(service_settings(tmp_path, monkeypatch))
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        before = await ask(client, "who makes honey")
+        assert (await ask(client, "who makes honey"))["cache"] == "l1"
+        new_doc = {"id": "wasp", "title": "Wasp", "text": "Wasps make no honey but they make paper nests."}
+        await ingest(client, "acme", [new_doc])
+        after = await ask(client, "who makes honey")
+        assert after["cache"] == "miss" and after["index_version"] != before["index_version"]
+        assert "wasp" in {r["doc_id"] for r in after["results"]}
+
+
+async def test_purge_forgets_one_tenant_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(service_settings(tmp_path, monkeypatch))
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        await ingest(client, "globex", GLOBEX_DOCS)
+        for headers in (ACME, GLOBEX):
+            await ask(client, "mice", headers)
+        r = await client.delete("/admin/tenants/acme/cache", headers=ADMIN)
+        assert r.status_code == 200 and r.json() == {"tenant": "acme", "purged": True}
+        assert (await ask(client, "mice", ACME))["cache"] == "miss"
+        assert (await ask(client, "mice", GLOBEX))["cache"] == "l1"
+        assert (await client.delete("/admin/tenants/acme/cache", headers=ACME)).status_code == 403
+
+
+async def test_identical_concurrent_misses_run_the_pipeline_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reranker = OverlapReranker(delay_s=0.2)  # keeps the first query in flight while the others arrive
+    app = create_app(
+        service_settings(tmp_path, monkeypatch, deadline_ms=5000, micro_batching=False), reranker=reranker
+    )
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        answers = await asyncio.gather(*(ask(client, "who hunts mice") for _ in range(10)))
+    assert len(reranker.calls) == 1  # one pipeline run for ten requests
+    assert sorted(a["cache"] for a in answers) == ["coalesced"] * 9 + ["miss"]
+    assert len({str(a["results"]) for a in answers}) == 1
+
+
+async def test_l2_is_shared_through_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """Two services (two replicas' worth of state) on one Redis and one index: an answer cached through
+    one is found through the other, and a purge through either reaches both."""
+    settings = service_settings(tmp_path, monkeypatch, redis_url=redis_url, cache_threshold=0.8)
+    one, two = create_app(settings), create_app(settings, embedder=HashEmbedder(64))
+    async with serve(one) as c1:
+        await ingest(c1, "acme", ACME_DOCS)
+        first = await ask(c1, "Which animal hunts mice at night?")
+        assert first["cache"] == "miss"
+    async with serve(two) as c2:  # a fresh process's worth of state: nothing in its L1
+        reworded = await ask(c2, "at night, which animal hunts mice?")
+        assert reworded["cache"] == "l2" and reworded["results"] == first["results"]
+        # purge through the admin route reaches Redis: the entry is gone for every replica
+        assert (await c2.delete("/admin/tenants/acme/cache", headers=ADMIN)).status_code == 200
+        assert (await ask(c2, "at night which animal hunts mice"))["cache"] == "miss"

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     cache_enabled: bool = True
     cache_threshold: float = Field(
-        0.9, gt=0, le=1, description="L2: cosine similarity at which a cached query answers a new one"
+        0.85, gt=0, le=1, description="L2: cosine similarity at which a cached query answers a new one"
     )
     cache_ttl_s: float = Field(3600.0, gt=0)
     cache_l1_entries: int = Field(10_000, ge=1)

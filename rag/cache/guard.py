@@ -4,10 +4,11 @@ number, date or name, or an opposite word ("increase" / "decrease"); the answer 
 is served, the guard compares what embeddings blur:
 
 - negation (``not``, ``no``, ``never``, ``without``, ``n't``…): present in one and not the other → differ;
-- numbers (digits, number words, months, weekdays): the sets must be equal;
-- polar words (a fixed table of opposites): the sets must be equal;
-- specific terms: a term that only one of the two has, and that is rare in the index (IDF at least
-  ``rare_idf``) or shaped like an identifier or a name, marks a different subject.
+- numbers (numerals, number words, months, weekdays): the sets must be equal;
+- opposite words (a fixed table): one query says "increase" where the other says "decrease";
+- substituted subjects: each query has a specific term the other lacks (a rare term in the index, IDF at
+  least ``rare_idf``, or a word shaped like a name or identifier), as in "aspirin" → "ibuprofen". A
+  specific term on one side only is an elaboration ("… with collections.Counter"), not a conflict.
 
 Everything here is a pure function of the two texts and the index's term statistics.
 """
@@ -95,8 +96,9 @@ _OPPOSITES = [
     ("mutable", "immutable"),
     ("absolute", "relative"),
 ]
-POLAR_WORDS = frozenset(w for group in _OPPOSITES for w in group if w not in ("in", "with"))
+OPPOSITE_GROUPS = tuple(frozenset(g) for g in _OPPOSITES if not set(g) & {"in", "with"})
 _IDENTIFIER = re.compile(r"[a-z]+[A-Z]|[_.]|\d")  # camelCase, snake_case, dotted.names, anything with digits
+_NUMERAL = re.compile(r"^[\d.,:/\-]*\d[\d.,:/\-]*%?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +118,20 @@ def _numbers(words: list[str]) -> frozenset[str]:
     found = set()
     for w in words:
         lw = w.lower()
-        if any(c.isdigit() for c in lw):
+        if _NUMERAL.match(lw):
             found.add(lw.rstrip(".").replace(",", ""))
         elif lw in NUMBER_WORDS:
             found.add(lw)
     return frozenset(found)
+
+
+def _opposed(a: set[str], b: set[str]) -> list[str]:
+    """Words of one opposite group used differently by the two queries (``['decrease', 'increase']``)."""
+    for group in OPPOSITE_GROUPS:
+        ga, gb = a & group, b & group
+        if ga and gb and ga != gb:
+            return sorted(ga ^ gb)
+    return []
 
 
 def _negated(words: list[str]) -> bool:
@@ -143,17 +154,18 @@ def check(a: str, b: str, analyzer: Analyzer, idf: IdfFn, *, rare_idf: float = 4
         return GuardVerdict(False, "negation differs")
     if _numbers(wa) != _numbers(wb):
         return GuardVerdict(False, "numbers or dates differ")
-    pa = {w.lower() for w in wa} & POLAR_WORDS
-    pb = {w.lower() for w in wb} & POLAR_WORDS
-    if pa != pb:
-        return GuardVerdict(False, f"opposite words differ: {sorted(pa ^ pb)}")
+    opposed = _opposed({w.lower() for w in wa}, {w.lower() for w in wb})
+    if opposed:
+        return GuardVerdict(False, f"opposite words: {opposed}")
     ta, tb = set(analyzer.tokens(a)), set(analyzer.tokens(b))
-    names_a = {t for n in _names(wa) for t in analyzer.tokens(n)}
-    names_b = {t for n in _names(wb) for t in analyzer.tokens(n)}
-    for term in sorted(ta ^ tb):
-        if term in names_a or term in names_b:
-            return GuardVerdict(False, f"name or identifier {term!r} in one query only")
+    names = {t for n in _names(wa) | _names(wb) for t in analyzer.tokens(n)}
+
+    def specific(term: str) -> bool:
         value = idf(term)
-        if value is not None and value >= rare_idf:
-            return GuardVerdict(False, f"specific term {term!r} (idf {value:.1f}) in one query only")
+        return term in names or (value is not None and value >= rare_idf)
+
+    only_a = sorted(t for t in ta - tb if specific(t))
+    only_b = sorted(t for t in tb - ta if specific(t))
+    if only_a and only_b:
+        return GuardVerdict(False, f"different subjects: {only_a} vs {only_b}")
     return GuardVerdict(True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -49,21 +50,37 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 
 @dataclass
 class RedisServer:
+    """A throwaway ``redis-server`` process that tests can kill, pause (SIGSTOP) and bring back."""
+
     port: int
     process: subprocess.Popen[bytes]
+    binary: str
+    folder: Path
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
 
-@contextmanager
-def redis_server(folder: Path) -> Iterator[RedisServer]:
-    """A throwaway ``redis-server`` (no persistence) on a free loopback port."""
-    binary = require_program("redis-server", "redis-server")
-    port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
+    def restart(self) -> None:
+        """Start again on the same port (empty: no persistence)."""
+        if self.process.poll() is None:
+            self.kill()
+        self.process = _spawn_redis(self.binary, self.port, self.folder)
+        wait_for_port(self.port)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
+def _spawn_redis(binary: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             binary,
             "--port",
@@ -80,9 +97,19 @@ def redis_server(folder: Path) -> Iterator[RedisServer]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[RedisServer]:
+    """A throwaway ``redis-server`` (no persistence) on a free loopback port."""
+    binary = require_program("redis-server", "redis-server")
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(port, _spawn_redis(binary, port, folder), binary, folder)
     try:
         wait_for_port(port)
-        yield RedisServer(port, process)
+        yield server
     finally:
-        process.kill()
-        process.wait(timeout=10)
+        server.resume()  # a paused server ignores SIGKILL until continued on some systems
+        if server.process.poll() is None:
+            server.kill()

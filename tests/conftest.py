@@ -12,6 +12,7 @@ from rag.config import Settings, load_settings
 from rag.dense.factory import build_embedder
 from rag.dense.qdrant_store import QdrantStore, connect
 from rag.index.ingest import Ingestor
+from rag.testing.servers import ProgramMissing, RedisServer, in_ci, redis_server
 from rag.types import Document
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,17 +76,20 @@ def animals_beir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
+def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server for the test (Debian's); skipped locally if missing, a failure under CI=true."""
-    from rag.testing.servers import ProgramMissing, in_ci, redis_server
-
     try:
         with redis_server(tmp_path / "redis") as server:
-            yield server.url
+            yield server
     except ProgramMissing as exc:
         if in_ci():
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def redis_url(redis_process: RedisServer) -> str:
+    return redis_process.url
 
 
 @pytest.fixture

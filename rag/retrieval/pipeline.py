@@ -217,9 +217,12 @@ class PipelineRun:
         self._vector: np.ndarray | None = None
 
     async def embed(self, *, reserve_after_s: float = 0.0) -> np.ndarray | None:
-        """The query embedding (once per run; None when no embedder or the step degraded)."""
+        """The query embedding (once per run; None when no embedder or the step degraded). Its timeout
+        leaves time for BM25 as well, so that a slow embedder still leaves a BM25 answer."""
         if not self._embedded:
             self._embedded = True
+            if self.guards is not None and self.guards.costs is not None and "bm25" in self.plan.retrievers:
+                reserve_after_s += self.guards.costs.estimate_s("retrieve.bm25")
             if self.p.embedder is not None:
                 self._vector = await self._guarded(
                     "embed",

@@ -138,7 +138,8 @@ class MicroBatcher(Generic[I]):
 
 class BatchedCompute:
     """The service's :class:`~rag.retrieval.pipeline.Compute`: CPU work in the default thread pool, model
-    calls micro-batched onto one model thread (two model calls at once would only fight for the cores)."""
+    calls micro-batched, embeddings and reranking each on a thread of their own: a bulkhead, so that a
+    hung or slow reranker never holds up the embeddings (the BM25 + dense answer stays available)."""
 
     def __init__(
         self,
@@ -150,14 +151,15 @@ class BatchedCompute:
         max_pairs: int = 256,
         enabled: bool = True,
     ) -> None:
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-model")
+        self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
+        self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
         one = None if enabled else 1  # disabled: one request per model call, still off the event loop
         self.embeddings: MicroBatcher[str] | None = None
         self.rerank: MicroBatcher[Pair] | None = None
         if embedder is not None:
             self.embeddings = MicroBatcher(
                 partial(_embed, embedder),
-                executor=self.model_thread,
+                executor=self.embed_thread,
                 max_items=max_queries,
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
@@ -166,7 +168,7 @@ class BatchedCompute:
         if reranker is not None:
             self.rerank = MicroBatcher(
                 reranker.score_pairs,
-                executor=self.model_thread,
+                executor=self.rerank_thread,
                 max_items=max_pairs,
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
@@ -190,7 +192,8 @@ class BatchedCompute:
         for batcher in (self.embeddings, self.rerank):
             if batcher is not None:
                 await batcher.close()
-        self.model_thread.shutdown(wait=False, cancel_futures=True)
+        for thread in (self.embed_thread, self.rerank_thread):
+            thread.shutdown(wait=False, cancel_futures=True)
 
 
 def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Load on `rag serve` over loopback with wrk: req/s, p50/p99 and server CPU-seconds per request.
 
 Scenarios (each against a fresh server process, so one cannot warm the other):
-  repeated     one query over and over (the cheapest route: profile `cost`; the cache path once it exists)
+  repeated     one query over and over: the cache path (one miss, then L1 hits)
   distinct-c1  distinct SciFact test queries one at a time (one-by-one)
   distinct-cN  the same queries from N concurrent connections, micro-batching on
   nobatch-cN   the same, micro-batching off (each request's model call runs alone)
@@ -160,8 +160,9 @@ def main() -> None:
     queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
     texts = [q["text"] for q in queries if q["_id"] in test_ids]
     distinct = [json.dumps({"query": t, "top_k": 10}) for t in texts]
-    repeated = [json.dumps({"query": texts[0], "top_k": 10, "profile": "cost"})]
-    env: dict[str, str] = {}
+    repeated = [json.dumps({"query": texts[0], "top_k": 10})]  # one miss, then L1 cache hits
+    # a generous deadline: this measures throughput, not how many answers the 500 ms default degrades
+    env: dict[str, str] = {"RAG_DEADLINE_MS": "10000"}
     if args.rerank_depth is not None:
         env["RAG_RERANK_DEPTH"] = str(args.rerank_depth)
     n = args.concurrency

@@ -46,7 +46,6 @@ class CacheHit:
     answer: dict[str, Any]
     level: str  # "l1" | "l2"
     similarity: float = 1.0
-    cached_query: str = ""
 
 
 @dataclass(slots=True)
@@ -135,7 +134,7 @@ class QueryCache:
                 space.remove(cached.entry_id)
                 continue
             self.l1.put(self._l1_key(ns, query), answer)
-            return CacheHit(answer, "l2", neighbour.similarity, cached.text)
+            return CacheHit(answer, "l2", neighbour.similarity)
         return None
 
     async def put(self, ns: Namespace, query: str, vector: np.ndarray | None, answer: dict[str, Any]) -> None:
@@ -240,14 +239,6 @@ class QueryCache:
             self._space(tenant, fields["ns"].decode()).add(cached, vector)
         tenant.synced_at = now
         return tenant
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "l1_entries": len(self.l1),
-            "l2_entries": {t: sum(len(s) for s in st.spaces.values()) for t, st in self._tenants.items()},
-            "threshold": self.threshold,
-            "shared": self.redis is not None,
-        }
 
 
 def _after(stream_id: str) -> str:

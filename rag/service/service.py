@@ -96,6 +96,19 @@ class QueryAnswer:
     answer: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One query in flight: what the cache and the pipeline steps of :meth:`RetrievalService.query` need."""
+
+    request: QueryRequest
+    pipeline: SearchPipeline
+    plan: QueryPlan
+    flt: SearchFilter
+    ns: Namespace
+    deadline: Deadline
+    record: StepListener
+
+
 @dataclass(slots=True)
 class Computed:
     """The retrieval part of an answer: what the cache keeps and what single-flight shares."""
@@ -258,9 +271,7 @@ class RetrievalService:
             await self.compute.close()
         if self.shared_breakers is not None:
             await self.shared_breakers.close()
-        if self.limiter is not None:
-            await self.limiter.close()
-        if self.redis is not None:
+        if self.redis is not None:  # the client of the cache, the rate limiter and the shared breakers
             await self.redis.close()
         if self.llm is not None:
             await self.llm.close()
@@ -358,7 +369,9 @@ class RetrievalService:
         metrics.INFLIGHT.inc()
         status = "error"
         try:
-            computed = await self._cached_or_computed(request, pipeline, plan, flt, ns, deadline, record)
+            computed = await self._cached_or_computed(
+                _Query(request, pipeline, plan, flt, ns, deadline, record)
+            )
             status = "degraded" if computed.degraded else "ok"
         except asyncio.CancelledError:
             status = "cancelled"  # the client went away
@@ -387,52 +400,33 @@ class RetrievalService:
             answer=synthesis,
         )
 
-    async def _cached_or_computed(
-        self,
-        request: QueryRequest,
-        pipeline: SearchPipeline,
-        plan: QueryPlan,
-        flt: SearchFilter,
-        ns: Namespace,
-        deadline: Deadline,
-        record: StepListener,
-    ) -> Computed:
+    async def _cached_or_computed(self, q: _Query) -> Computed:
         cache = self.cache
         if cache is None:
-            return await self._compute(request, pipeline, plan, flt, ns, deadline, record)
+            return await self._compute(q)
         degraded: list[Degradation] = []
         t0 = time.perf_counter()
         try:
-            hit = await cache.get_exact(ns, request.query)
+            hit = await cache.get_exact(q.ns, q.request.query)
         except RedisUnavailable as exc:
             hit = None
             degraded.append(Degradation("cache", "redis_unavailable", str(exc)))
         metrics.CACHE_LOOKUPS.labels("l1", "hit" if hit else "miss").inc()
-        record(StepEvent("cache.l1", (time.perf_counter() - t0) * 1000.0, {"hit": hit is not None}))
+        q.record(StepEvent("cache.l1", (time.perf_counter() - t0) * 1000.0, {"hit": hit is not None}))
         if hit is not None:
             return Computed.from_cache(hit, degraded)
-        computed, shared = await self.flights.do(
-            f"{request.tenant}\x1f{ns.exact_key(request.query)}",
-            lambda: self._compute(request, pipeline, plan, flt, ns, deadline, record),
-        )
+        # the namespace digest holds the tenant: the exact key alone identifies the flight
+        computed, shared = await self.flights.do(q.ns.exact_key(q.request.query), lambda: self._compute(q))
         if shared:
             metrics.CACHE_COALESCED.inc()
             computed = replace(computed, cache="coalesced")
         return replace(computed, degraded=degraded + computed.degraded)
 
-    async def _compute(
-        self,
-        request: QueryRequest,
-        pipeline: SearchPipeline,
-        plan: QueryPlan,
-        flt: SearchFilter,
-        ns: Namespace,
-        deadline: Deadline,
-        record: StepListener,
-    ) -> Computed:
+    async def _compute(self, q: _Query) -> Computed:
         """L2 (after embedding the query once), else the pipeline; a full answer is cached."""
-        guards = Guards(deadline, self.breakers, self.costs)
-        run = pipeline.prepare(request.query, plan, flt, record, guards)
+        request, pipeline, plan, ns, record = q.request, q.pipeline, q.plan, q.ns, q.record
+        guards = Guards(q.deadline, self.breakers, self.costs)
+        run = pipeline.prepare(request.query, plan, q.flt, record, guards)
         cache, snapshot = self.cache, pipeline.snapshot
         vector = await run.embed() if cache is not None else None
         degraded: list[Degradation] = []
@@ -445,7 +439,8 @@ class RetrievalService:
                 hit = None
                 metrics.CACHE_LOOKUPS.labels("l2", "error").inc()
                 degraded.append(Degradation("cache", "redis_unavailable", str(exc)))
-            record(StepEvent("cache.l2", (time.perf_counter() - t0) * 1000.0, {"hit": hit is not None}))
+            detail = {"hit": hit is not None, **({"similarity": round(hit.similarity, 4)} if hit else {})}
+            record(StepEvent("cache.l2", (time.perf_counter() - t0) * 1000.0, detail))
             if hit is not None:
                 return Computed.from_cache(hit, run.outcome.degraded + degraded)
         try:

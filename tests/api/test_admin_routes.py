@@ -155,3 +155,24 @@ async def test_logs_are_json_with_the_request_id_and_never_a_key(
     everything = "\n".join(lines)
     for secret in (ACME_KEY, ADMIN_TOKEN, "wrong-key-000000000"):
         assert secret not in everything
+
+
+async def test_breakers_can_be_read_and_forced_and_bad_input_is_refused(client: httpx.AsyncClient) -> None:
+    states = (await client.get("/admin/breakers", headers=ADMIN)).json()
+    assert {b["name"] for b in states} >= {"embedder", "qdrant", "reranker", "llm"}
+    assert all(b["state"] == "closed" for b in states)
+    r = await client.post("/admin/breakers/qdrant", json={"state": "open"}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["state"] == "open"
+    body = (await client.post("/query", json={"query": "mice"}, headers=ACME)).json()
+    assert ("retrieve.dense", "breaker_open") in {(d["step"], d["code"]) for d in body["degraded"]}
+    r = await client.post("/admin/breakers/qdrant", json={"state": "closed"}, headers=ADMIN)
+    assert r.json()["state"] == "closed"
+    # unknown breaker → 404 naming the known ones; a state outside the allowed ones → 422 on the field
+    r = await client.post("/admin/breakers/nosuch", json={"state": "open"}, headers=ADMIN)
+    assert r.status_code == 404 and "qdrant" in r.json()["error"]["message"]
+    r = await client.post("/admin/breakers/qdrant", json={"state": "half-open"}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "body.state"
+    r = await client.post("/admin/breakers/qdrant", json={"state": "open"}, headers=ACME)
+    assert r.status_code == 403
+    states = (await client.get("/admin/breakers", headers=ADMIN)).json()
+    assert next(b for b in states if b["name"] == "qdrant")["state"] == "closed"  # the 403 changed nothing

@@ -26,7 +26,7 @@ from rag.dense.qdrant_store import QdrantStore, connect
 from rag.testing.fakes import HashEmbedder
 from rag.testing.faults import ChatServer, HangingReranker, UnreachableStore
 from rag.testing.servers import RedisServer
-from tests.api.conftest import ACME, ACME_DOCS, live_server, service_settings
+from tests.api.conftest import ACME, ACME_DOCS, ADMIN, live_server, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -104,14 +104,8 @@ def drive(
 
 
 def breaker(base: str, name: str) -> dict[str, Any]:
-    states = httpx.get(f"{base}/admin/breakers", headers=_admin()).json()
+    states = httpx.get(f"{base}/admin/breakers", headers=ADMIN).json()
     return next(b for b in states if b["name"] == name)  # type: ignore[no-any-return]
-
-
-def _admin() -> dict[str, str]:
-    from tests.api.conftest import ADMIN
-
-    return ADMIN
 
 
 def transitions(base: str, name: str) -> dict[tuple[str, str], float]:

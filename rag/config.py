@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(256, ge=1, le=32_768)
     llm_passages: int = Field(5, ge=1, le=50, description="passages given to the LLM as context")
     profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"
+    router_rerank_gate: float | None = Field(
+        0.5, ge=0, le=1, description="adaptive rerank: where BM25 and dense share this much of their top 10"
+    )
+    router_dims: Literal["auto", "always", "never"] = Field(
+        "auto", description="Matryoshka d per query: auto = with a Qdrant server (RAG_QDRANT_URL) only"
+    )
+    rollout_config: Path | None = Field(
+        None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"
+    )
     redis_url: str | None = None
     redis_timeout_ms: int = Field(50, ge=1, le=10_000, description="per Redis call (connect, command)")
     api_keys: str | None = Field(None, description="comma-separated tenant:key pairs")

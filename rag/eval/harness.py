@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from rag.dense.qdrant_store import QdrantStore, connect
 from rag.eval.metrics import evaluate_run, ranked_run
 from rag.index.ingest import Ingestor
 from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
-from rag.retrieval.plan import PipelineName, plan_for
+from rag.retrieval.plan import PipelineName, Profile, plan_for
+from rag.routing.analyzer import QueryAnalyzer
+from rag.routing.budgets import BudgetState
+from rag.routing.router import Routed, RouteInputs, Router
 from rag.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,20 @@ def open_dataset(settings: Settings, data: Path, *, load_reranker: bool, progres
         raise
 
 
+def _router(settings: Settings, runtime: Runtime, reranker_available: bool) -> Callable[[str], Routed]:
+    """The service's analyzer and rules router, with no budget pressure, flags or bandit."""
+    analyzer = QueryAnalyzer(runtime.snapshot.analyzer)
+    router = Router(settings, reranker_available=reranker_available)
+    profile = Profile(settings.profile)
+    unlimited = BudgetState.unlimited()
+
+    def route(text: str) -> Routed:
+        features = analyzer.analyze(text, runtime.snapshot.idf)
+        return router.route(RouteInputs(features, profile, unlimited, top_k=100))
+
+    return route
+
+
 def evaluate(
     settings: Settings,
     data: Path,
@@ -79,15 +97,22 @@ def evaluate(
         progress=progress,
     )
     try:
-        plan = plan_for(pipeline, settings, top_k=100, reranker_available=runtime.reranker is not None)
+        reranker_available = runtime.reranker is not None
+        plan = plan_for(pipeline, settings, top_k=100, reranker_available=reranker_available)
+        route = _router(settings, runtime, reranker_available) if pipeline is PipelineName.AUTO else None
         runtime.warm_up()  # model loading is not query latency
         runtime.pipeline.search(queries[qids[0]], plan)
         ranked: dict[str, list[str]] = {}
         latencies: list[float] = []
         rerank_pairs = 0
         degraded: dict[str, int] = {}
+        arms: dict[str, int] = {}
         for qid in tqdm(qids, desc=f"eval {pipeline.value}", disable=not progress):
             start = time.perf_counter()
+            if route is not None:  # the service's router, query by query (its time counts as latency)
+                routed = route(queries[qid])
+                plan = routed.plan
+                arms[routed.arm.value] = arms.get(routed.arm.value, 0) + 1
             outcome = runtime.pipeline.search(queries[qid], plan)
             latencies.append((time.perf_counter() - start) * 1000.0)
             ranked[qid] = [h.doc_id for h in outcome.hits[: plan.top_k]]
@@ -110,6 +135,7 @@ def evaluate(
             },
             "rerank_pairs": rerank_pairs,
             "degraded": degraded,
+            **({"arms": arms} if arms else {}),
             "index_version": runtime.snapshot.version,
             "collection": settings.collection,
             "plan": {

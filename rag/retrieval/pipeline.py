@@ -30,6 +30,8 @@ from rag.resilience.deadline import Deadline, StepCosts
 from rag.retrieval.filters import SearchFilter, row_mask
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
+from rag.routing.adaptive import MIN_USEFUL_DEPTH, affordable_pairs, agreement, gated_depth
+from rag.routing.costs import cpu_timed
 from rag.types import Hit, Result
 
 T = TypeVar("T")
@@ -56,6 +58,7 @@ class Guards:
     breakers: Mapping[str, Breaker] = field(default_factory=dict)
     costs: StepCosts | None = None
     reserve_s: float = 0.005  # kept back for fusion and the response
+    cpu: Callable[[str, float, int], None] | None = None  # told each CPU step's thread time (cost model)
 
 
 class RetrievalUnavailable(RuntimeError):
@@ -85,6 +88,7 @@ class SearchOutcome:
     rerank_pairs: int = 0
     embedded_texts: int = 0
     degraded: list[Degradation] = field(default_factory=list)
+    rerank_gate: dict[str, Any] | None = None  # the adaptive-depth decision, when the plan has a gate
 
 
 class StepFailed(RuntimeError):
@@ -261,20 +265,39 @@ class PipelineRun:
                 )
         if not lists:
             raise RetrievalUnavailable(outcome.degraded)
-        hits = await self._step("fuse", p.compute.run(_fuse, lists, plan))
-        if plan.rerank_depth > 0 and hits:
+        hits = await self._step("fuse", p.compute.run(self._cpu("fuse", partial(_fuse, lists, plan))))
+        depth = self._gated_depth(lists) if hits else 0
+        if depth > 0:
             if p.reranker is None:
                 outcome.degraded.append(
                     Degradation("rerank", "not_configured", "no reranker configured (RAG_RERANKER_MODEL)")
                 )
             else:
-                hits = await self._rerank(hits)
+                hits = await self._rerank(hits, depth)
         outcome.hits = hits
         return outcome
 
+    def _gated_depth(self, lists: dict[str, list[Hit]]) -> int:
+        """The plan's rerank depth, or 0 when its gate finds the retrievers disagreeing (adaptive)."""
+        plan = self.plan
+        if plan.rerank_depth == 0 or plan.rerank_gate is None:
+            return plan.rerank_depth
+        share = (
+            agreement([h.doc_id for h in lists["bm25"]], [h.doc_id for h in lists["dense"]])
+            if len(lists) == 2
+            else None
+        )
+        depth = gated_depth(share, plan.rerank_gate, plan.rerank_depth)
+        self.outcome.rerank_gate = {"agreement": share, "gate": plan.rerank_gate, "depth": depth}
+        if self.on_step is not None:
+            self.on_step(StepEvent("rerank.gate", 0.0, dict(self.outcome.rerank_gate)))
+        return depth
+
     # -- steps ---------------------------------------------------------------------------------------
     async def _bm25(self) -> list[Hit] | None:
-        retrieve = partial(self.p.bm25.retrieve, self.query, self.plan.candidates, mask=self.mask)
+        retrieve = self._cpu(
+            "retrieve.bm25", partial(self.p.bm25.retrieve, self.query, self.plan.candidates, mask=self.mask)
+        )
         return await self._guarded("retrieve.bm25", None, lambda: self.p.compute.run(retrieve))
 
     async def _dense(self) -> list[Hit] | None:
@@ -315,18 +338,20 @@ class PipelineRun:
                 mask=mask,
             )
 
+        timed_search = self._cpu("retrieve.dense", search)
         return await self._guarded(
             "retrieve.dense",
             "qdrant",
-            lambda: p.compute.run(search),
+            lambda: p.compute.run(timed_search),
             cost_key=search_key,
             dims=dims or "full",
         )
 
-    async def _rerank(self, hits: list[Hit]) -> list[Hit]:
+    async def _rerank(self, hits: list[Hit], depth: int) -> list[Hit]:
         p = self.p
         assert p.reranker is not None
-        head = hits[: self.plan.rerank_depth]
+        depth = self._fitted_depth(depth)
+        head = hits[:depth]
         pairs = [(self.query, p.passage(h)) for h in head]
         scores = await self._guarded(
             "rerank", "reranker", lambda: p.compute.score_pairs(pairs), units=len(pairs), pairs=len(pairs)
@@ -341,6 +366,34 @@ class PipelineRun:
             first_stage_weight=p.reranker.first_stage_weight,
             rrf_k=self.plan.rrf_k,
         )
+
+    def _fitted_depth(self, depth: int) -> int:
+        """``depth`` cut to the pairs that fit in the time left (when at least a useful few do; fewer
+        than that and the guarded step skips the rerank as ``deadline``)."""
+        g = self.guards
+        if g is None or g.deadline is None or g.costs is None:
+            return depth
+        per_pair = g.costs.estimate_s("rerank")
+        fit = affordable_pairs(g.deadline.remaining_s(), g.reserve_s, per_pair)
+        if fit is None or fit >= depth or fit < MIN_USEFUL_DEPTH:
+            return depth
+        self.outcome.degraded.append(
+            Degradation(
+                "rerank",
+                "shallower",
+                f"~{per_pair * 1000:.1f} ms per pair, {g.deadline.remaining_s() * 1000:.0f} ms left: "
+                f"reranked the top {fit} of {depth}",
+            )
+        )
+        return fit
+
+    def _cpu(self, step: str, fn: Callable[[], T]) -> Callable[[], T]:
+        """``fn`` with its thread CPU time reported to the cost model (when the guards have one)."""
+        g = self.guards
+        if g is None or g.cpu is None:
+            return fn
+        report = g.cpu
+        return cpu_timed(fn, lambda seconds: report(step, seconds, 1))
 
     # -- how every step runs -------------------------------------------------------------------------
     async def _guarded(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Literal
 
 from rag.config import MATRYOSHKA_DIMS, Settings
 from rag.fusion import FusionMethod
@@ -33,20 +34,35 @@ class Profile(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProfileLimits:
-    """Caps a profile puts on a plan (None = the settings' value stands)."""
+    """What a profile allows a plan (None = the settings' value stands). ``batching`` applies to the
+    deployment's profile (``RAG_PROFILE``): it sets the micro-batching window of the model calls."""
 
     max_candidates: int | None = None
     dims: int | None = None  # Matryoshka prefetch dimension (rescored at full dimension)
     max_rerank_depth: int | None = None
+    multi_query: bool = True  # decomposition + pseudo-relevance feedback for complex queries
+    batching: Literal["on", "off", "wide"] = "on"  # off: no waiting window; wide: 5 ms window
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "max_candidates": self.max_candidates,
+            "dims": self.dims,
+            "max_rerank_depth": self.max_rerank_depth,
+            "multi_query": self.multi_query,
+            "batching": self.batching,
+        }
 
 
-# balanced: the configured plan; latency: a 64-d funnel and a shallow rerank; throughput: less model work
-# per query; cost: no cross-encoder at all. (The cost-aware router refines these per query.)
+# balanced: the router's plan within the configured limits; latency: a 64-d funnel, a shallow rerank, no
+# multi-query, no batching wait; throughput: less model work per query and wide batches; cost: no
+# cross-encoder, no multi-query. Overridable per deployment in the rollout config (``[profiles.<name>]``).
 PROFILE_LIMITS: dict[Profile, ProfileLimits] = {
     Profile.BALANCED: ProfileLimits(),
-    Profile.LATENCY: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=20),
-    Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10),
-    Profile.COST: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=0),
+    Profile.LATENCY: ProfileLimits(
+        max_candidates=50, dims=64, max_rerank_depth=20, multi_query=False, batching="off"
+    ),
+    Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10, batching="wide"),
+    Profile.COST: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=0, multi_query=False),
 }
 
 
@@ -62,6 +78,10 @@ class QueryPlan:
     weights: dict[str, float] = field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
     rrf_k: int = 60
     rerank_depth: int = 0
+    # adaptive depth: rerank only when BM25 and dense agree on at least this share of their top 10
+    # (None = always); see :func:`rag.routing.adaptive.rerank_depth`
+    rerank_gate: float | None = None
+    multi_query: bool = False  # sub-queries (decomposition) and a PRF-expanded BM25 query, fused by RRF
 
     def __post_init__(self) -> None:
         unknown = set(self.retrievers) - {"bm25", "dense"}
@@ -77,6 +97,8 @@ class QueryPlan:
             raise ValueError(f"dims must be one of {list(MATRYOSHKA_DIMS)} or None (full), got {self.dims}")
         if self.rerank_depth < 0:
             raise ValueError(f"rerank_depth must be >= 0, got {self.rerank_depth}")
+        if self.rerank_gate is not None and not 0.0 <= self.rerank_gate <= 1.0:
+            raise ValueError(f"rerank_gate must be in [0, 1] or None, got {self.rerank_gate}")
 
     def with_(self, **changes: object) -> QueryPlan:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -99,11 +121,14 @@ class QueryPlan:
             "weights": dict(self.weights),
             "rrf_k": self.rrf_k,
             "rerank_depth": self.rerank_depth,
+            "rerank_gate": self.rerank_gate,
+            "multi_query": self.multi_query,
         }
 
 
-def apply_profile(plan: QueryPlan, profile: Profile) -> QueryPlan:
-    limits = PROFILE_LIMITS[profile]
+def apply_profile(plan: QueryPlan, profile: Profile, limits: ProfileLimits | None = None) -> QueryPlan:
+    """``plan`` within the limits of ``profile`` (``limits``: the deployment's, when overridden)."""
+    limits = limits or PROFILE_LIMITS[profile]
     changes: dict[str, object] = {}
     if limits.max_candidates is not None and plan.candidates > limits.max_candidates:
         changes["candidates"] = max(limits.max_candidates, plan.top_k)
@@ -115,6 +140,8 @@ def apply_profile(plan: QueryPlan, profile: Profile) -> QueryPlan:
         changes.update(dims=limits.dims, rescore=True)
     if limits.max_rerank_depth is not None and plan.rerank_depth > limits.max_rerank_depth:
         changes["rerank_depth"] = limits.max_rerank_depth
+    if plan.multi_query and not limits.multi_query:
+        changes["multi_query"] = False
     return plan.with_(**changes) if changes else plan
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -53,7 +54,9 @@ class MicroBatcher(Generic[I]):
         window_ms: float = 1.0,
         max_requests: int | None = None,
         name: str = "batch",
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``on_batch(items, cpu_s)`` is told the CPU time of every model call (see :func:`_cpu_of`)."""
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
         if window_ms < 0:
@@ -64,6 +67,7 @@ class MicroBatcher(Generic[I]):
         self.max_requests = max_requests
         self.window_s = window_ms / 1000.0
         self.name = name
+        self.on_batch = on_batch
         self._pending: deque[_Request[I]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -112,7 +116,7 @@ class MicroBatcher(Generic[I]):
                 continue
             items = [item for request in batch for item in request.items]
             try:
-                out = await loop.run_in_executor(self.executor, self.fn, items)
+                out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items)
             except Exception as exc:  # every submission of the batch gets the failure
                 for request in batch:
                     if not request.future.done():
@@ -121,6 +125,8 @@ class MicroBatcher(Generic[I]):
             self.batches += 1
             MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
             self.items_run += len(items)
+            if self.on_batch is not None:
+                self.on_batch(len(items), cpu_s)
             start = 0
             for request in batch:
                 end = start + len(request.items)
@@ -150,7 +156,10 @@ class BatchedCompute:
         max_queries: int = 64,
         max_pairs: int = 256,
         enabled: bool = True,
+        on_cpu: Callable[[str, float, int], None] | None = None,
     ) -> None:
+        """``on_cpu(step, cpu_s, units)`` receives the CPU time of each model call ("embed" per text,
+        "rerank" per pair)."""
         self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
         self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
         one = None if enabled else 1  # disabled: one request per model call, still off the event loop
@@ -164,6 +173,7 @@ class BatchedCompute:
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
                 name="embed",
+                on_batch=_reporter(on_cpu, "embed"),
             )
         if reranker is not None:
             self.rerank = MicroBatcher(
@@ -173,6 +183,7 @@ class BatchedCompute:
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
                 name="rerank",
+                on_batch=_reporter(on_cpu, "rerank"),
             )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -194,6 +205,30 @@ class BatchedCompute:
                 await batcher.close()
         for thread in (self.embed_thread, self.rerank_thread):
             thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _reporter(
+    on_cpu: Callable[[str, float, int], None] | None, step: str
+) -> Callable[[int, float], None] | None:
+    if on_cpu is None:
+        return None
+    return lambda items, cpu_s: on_cpu(step, cpu_s, items)
+
+
+def _cpu_of(fn: Callable[[list[I]], np.ndarray], items: list[I]) -> tuple[np.ndarray, float]:
+    """``fn(items)`` and its CPU seconds: the calling thread's CPU time times torch's intra-op threads
+    (a forward pass keeps all of them busy; the other threads' time is not visible to this one)."""
+    start = time.thread_time()
+    out = fn(items)
+    return out, (time.thread_time() - start) * _intra_op_threads()
+
+
+def _intra_op_threads() -> int:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; onnxruntime-only installs count 1
+        return 1
+    return max(int(torch.get_num_threads()), 1)
 
 
 def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:

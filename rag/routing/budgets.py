@@ -1,0 +1,165 @@
+"""Spend budgets: money per rolling hour, for the whole deployment and per tenant.
+
+Spend is kept in one-minute buckets over the last 60 minutes. As spend nears a budget (past
+``soft_fraction`` of it) the router picks cheaper plans; past the budget a tenant gets either a cheap
+plan or a refusal (``over_budget``), as configured. With Redis, replicas add their spend to shared
+per-minute counters, so a budget holds for the deployment, not per replica.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+OverBudget = Literal["cheap_plan", "reject"]
+WINDOW_MINUTES = 60
+GLOBAL = "*"
+
+
+class BudgetLevel(StrEnum):
+    OK = "ok"
+    SOFT = "soft"  # past the soft fraction: cheaper plans
+    OVER = "over"  # past the budget: cheap plan or refusal
+
+
+@dataclass(frozen=True, slots=True)
+class TenantBudget:
+    per_hour: float | None = None
+    over_budget: OverBudget | None = None  # None: the global setting
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPolicy:
+    global_per_hour: float | None = None  # None = unlimited
+    soft_fraction: float = 0.8
+    over_budget: OverBudget = "cheap_plan"
+    tenants: Mapping[str, TenantBudget] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.soft_fraction <= 1:
+            raise ValueError(f"soft_fraction must be in (0, 1], got {self.soft_fraction}")
+        for name, value in [("global_per_hour", self.global_per_hour)] + [
+            (f"tenants.{t}.per_hour", b.per_hour) for t, b in self.tenants.items()
+        ]:
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or unset (unlimited), got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    level: BudgetLevel
+    pressure: float  # the highest spend / budget share of the budgets that apply (0 when unlimited)
+    scope: str | None  # which budget is the tightest: "global" or "tenant"
+    spent: float  # in the scope's window
+    budget: float | None
+    action: OverBudget  # what happens when over
+
+    @classmethod
+    def unlimited(cls) -> BudgetState:
+        """The state where no budget applies (evaluation, or no budgets configured)."""
+        return cls(BudgetLevel.OK, 0.0, None, 0.0, None, "cheap_plan")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "level": self.level.value,
+            "pressure": round(self.pressure, 4),
+            "scope": self.scope,
+            "spent_last_hour": round(self.spent, 6),
+            "budget_per_hour": self.budget,
+        }
+
+
+def budget_level(pressure: float, soft_fraction: float) -> BudgetLevel:
+    if pressure >= 1.0:
+        return BudgetLevel.OVER
+    return BudgetLevel.SOFT if pressure >= soft_fraction else BudgetLevel.OK
+
+
+class SpendWindow:
+    """Money spent per scope over the last hour, in one-minute buckets. Thread-safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._buckets: dict[str, dict[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def _minute(self) -> int:
+        return int(self.clock() // 60)
+
+    def add(self, scope: str, amount: float) -> None:
+        if amount <= 0:
+            return
+        minute = self._minute()
+        with self._lock:
+            buckets = self._buckets.setdefault(scope, {})
+            buckets[minute] = buckets.get(minute, 0.0) + amount
+            for old in [m for m in buckets if m <= minute - WINDOW_MINUTES]:
+                del buckets[old]
+
+    def spent(self, scope: str) -> float:
+        oldest = self._minute() - WINDOW_MINUTES
+        with self._lock:
+            return sum(v for m, v in self._buckets.get(scope, {}).items() if m > oldest)
+
+    def merge(self, scope: str, minute_totals: Mapping[int, float]) -> None:
+        """Replace the buckets of ``scope`` with shared totals (read from Redis)."""
+        with self._lock:
+            self._buckets[scope] = dict(minute_totals)
+
+
+class Budgets:
+    """Tracks spend and answers the budget state of a tenant."""
+
+    def __init__(self, policy: BudgetPolicy, window: SpendWindow | None = None) -> None:
+        self.policy = policy
+        self.window = window or SpendWindow()
+
+    def record(self, tenant: str, amount: float) -> None:
+        self.window.add(GLOBAL, amount)
+        self.window.add(tenant, amount)
+
+    def state(self, tenant: str) -> BudgetState:
+        policy = self.policy
+        tenant_budget = policy.tenants.get(tenant, TenantBudget())
+        action = tenant_budget.over_budget or policy.over_budget
+        candidates: list[tuple[float, str, float, float]] = []
+        if policy.global_per_hour is not None:
+            spent = self.window.spent(GLOBAL)
+            candidates.append(
+                (_share(spent, policy.global_per_hour), "global", spent, policy.global_per_hour)
+            )
+        if tenant_budget.per_hour is not None:
+            spent = self.window.spent(tenant)
+            candidates.append(
+                (_share(spent, tenant_budget.per_hour), "tenant", spent, tenant_budget.per_hour)
+            )
+        if not candidates:
+            return BudgetState(BudgetLevel.OK, 0.0, None, self.window.spent(tenant), None, action)
+        pressure, scope, spent, budget = max(candidates)
+        return BudgetState(
+            budget_level(pressure, policy.soft_fraction), pressure, scope, spent, budget, action
+        )
+
+
+def _share(spent: float, budget: float) -> float:
+    if budget == 0:
+        return float("inf") if spent > 0 else 1.0  # a zero budget allows nothing
+    return spent / budget
+
+
+class OverBudgetError(RuntimeError):
+    """A tenant past its hard budget, configured to refuse (``over_budget = "reject"``)."""
+
+    def __init__(self, tenant: str, state: BudgetState) -> None:
+        budget = "unlimited" if state.budget is None else f"{state.budget:g}"
+        super().__init__(
+            f"tenant {tenant!r} is over its {state.scope} budget: spent {state.spent:.4f} of {budget} "
+            "per hour (rolling); queries resume as the hour's spend rolls off"
+        )
+        self.tenant = tenant
+        self.state = state
+        self.retry_after_s = 60

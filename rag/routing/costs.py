@@ -1,0 +1,133 @@
+"""The cost model: CPU-milliseconds per step (measured, kept as running averages per unit of work) and
+money per query from configurable unit prices.
+
+CPU is measured where the work runs: thread CPU time for the steps that run in one worker thread (BM25,
+the vector search, fusion), and for model calls the model thread's CPU time times its intra-op threads,
+shared over the items of the micro-batch (so a batched pair costs what it really costs). Money is
+``units × unit price`` for embeddings, reranked pairs and LLM tokens, plus CPU time at a core-hour price.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from rag.resilience.deadline import ewma
+
+T = TypeVar("T")
+
+# the cost model's steps and the unit each is counted in
+UNITS: dict[str, str] = {
+    "retrieve.bm25": "query",
+    "retrieve.dense": "query",
+    "fuse": "query",
+    "embed": "text",
+    "rerank": "pair",
+    "synthesize": "token",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Unit prices (money per 1,000 units). The defaults are illustrative, in the spirit of hosted
+    embedding/rerank APIs and a cloud core-hour; set your own (``RAG_PRICE_*`` or the rollout config)."""
+
+    embed_per_1k_texts: float = 0.002
+    rerank_per_1k_pairs: float = 0.02
+    llm_per_1k_prompt_tokens: float = 0.15
+    llm_per_1k_completion_tokens: float = 0.6
+    cpu_per_core_hour: float = 0.04
+    currency: str = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The work one query did, in units."""
+
+    steps: tuple[str, ...] = ()  # the per-query steps that ran (retrieve.bm25, retrieve.dense, fuse)
+    embedded_texts: int = 0
+    rerank_pairs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCost:
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # by step
+    money: dict[str, float] = field(default_factory=dict)  # by step (cpu included in each step's share)
+
+    @property
+    def cpu_ms_total(self) -> float:
+        return sum(self.cpu_ms.values())
+
+    @property
+    def money_total(self) -> float:
+        return sum(self.money.values())
+
+
+def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Prices) -> QueryCost:
+    """CPU and money of one query from its usage, the running CPU averages and the unit prices."""
+    units = {step: 1 for step in usage.steps}
+    if usage.embedded_texts:
+        units["embed"] = usage.embedded_texts
+    if usage.rerank_pairs:
+        units["rerank"] = usage.rerank_pairs
+    cpu = {step: n * cpu_per_unit_ms.get(step, 0.0) for step, n in units.items()}
+    per_cpu_ms = prices.cpu_per_core_hour / 3_600_000.0
+    money = {step: ms * per_cpu_ms for step, ms in cpu.items()}
+    money["embed"] = money.get("embed", 0.0) + usage.embedded_texts * prices.embed_per_1k_texts / 1000
+    money["rerank"] = money.get("rerank", 0.0) + usage.rerank_pairs * prices.rerank_per_1k_pairs / 1000
+    llm = (
+        usage.prompt_tokens * prices.llm_per_1k_prompt_tokens
+        + usage.completion_tokens * prices.llm_per_1k_completion_tokens
+    ) / 1000
+    if llm:
+        money["synthesize"] = llm
+    return QueryCost(cpu, {step: m for step, m in money.items() if m})
+
+
+def plan_units(*, retrievers: tuple[str, ...], rerank_depth: int, sub_queries: int = 1) -> Usage:
+    """The usage a plan is expected to have, for pricing plans before running them."""
+    dense = "dense" in retrievers
+    steps = tuple(f"retrieve.{r}" for r in retrievers) + (("fuse",) if len(retrievers) > 1 else ())
+    return Usage(steps=steps, embedded_texts=sub_queries if dense else 0, rerank_pairs=rerank_depth)
+
+
+class CpuCosts:
+    """Running averages of CPU-milliseconds per unit of each step. Thread-safe (steps report from
+    worker threads)."""
+
+    def __init__(self, alpha: float = 0.05, initial_ms: Mapping[str, float] | None = None) -> None:
+        self.alpha = alpha
+        self._per_unit_ms: dict[str, float] = dict(initial_ms or {})
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[str, float], None]] = []
+
+    def observe(self, step: str, cpu_s: float, units: int = 1) -> None:
+        if units <= 0 or cpu_s < 0:
+            return
+        with self._lock:
+            value = ewma(self._per_unit_ms.get(step), cpu_s * 1000.0 / units, self.alpha)
+            self._per_unit_ms[step] = value
+        for listener in self.listeners:
+            listener(step, value)
+
+    def per_unit_ms(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._per_unit_ms)
+
+
+def cpu_timed(fn: Callable[[], T], sink: Callable[[float], None]) -> Callable[[], T]:
+    """``fn`` measured in thread CPU time (the thread it runs in); the seconds go to ``sink``."""
+
+    def timed() -> T:
+        start = time.thread_time()
+        try:
+            return fn()
+        finally:
+            sink(time.thread_time() - start)
+
+    return timed

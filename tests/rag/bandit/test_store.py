@@ -1,0 +1,102 @@
+"""Bandit state stores: memory, an atomically replaced file, and one key in a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rag.bandit.linucb import LinUCB
+from rag.bandit.store import BanditStore, FileStore, MemoryStore, RedisStore
+from rag.service.redis_client import connect_redis
+
+pytestmark = pytest.mark.anyio
+
+
+def learnt_state() -> dict:
+    bandit = LinUCB(["bm25", "hybrid"], 2, epsilon=0.1)
+    bandit.update("hybrid", [1.0, 0.5], 0.8)
+    bandit.update("bm25", [1.0, -0.5], 0.6)
+    return bandit.to_state()
+
+
+async def round_trip(store: BanditStore) -> None:
+    assert await store.load() is None
+    state = learnt_state()
+    await store.save(state)
+    loaded = await store.load()
+    assert loaded == state and loaded is not state
+    assert LinUCB.from_state(loaded, arms=["bm25", "hybrid"], dim=2).to_state() == state
+    await store.save({**state, "counts": {"bm25": 5, "hybrid": 7}})
+    assert (await store.load())["counts"] == {"bm25": 5, "hybrid": 7}  # type: ignore[index]
+
+
+async def test_memory_store_round_trip_without_aliasing() -> None:
+    store = MemoryStore()
+    await round_trip(store)
+    state = await store.load()
+    assert state is not None
+    state["dim"] = 99
+    assert (await store.load())["dim"] == 2  # type: ignore[index]
+
+
+async def test_file_store_round_trip_leaves_only_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "bandit.json"
+    await round_trip(FileStore(path))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bandit.json"]
+    assert json.loads(path.read_text())["schema"] == 1
+
+
+async def test_a_failed_file_write_keeps_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileStore(tmp_path / "bandit.json")
+    await store.save(learnt_state())
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        await store.save({**learnt_state(), "dim": 3})
+    monkeypatch.undo()
+    assert (await store.load()) == learnt_state()
+    assert [p.name for p in tmp_path.iterdir()] == ["bandit.json"]  # the temp file was removed
+
+
+async def test_a_corrupt_file_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "bandit.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"bandit state in {path} is not valid JSON"):
+        await FileStore(path).load()
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a JSON object, got list"):
+        await FileStore(path).load()
+
+
+async def test_a_state_that_is_not_json_is_refused() -> None:
+    with pytest.raises(ValueError, match="not JSON-safe"):
+        await MemoryStore().save({"alpha": float("nan")})
+
+
+async def test_redis_store_round_trip(redis_url: str) -> None:
+    client = connect_redis(redis_url, timeout_s=0.5)
+    try:
+        await round_trip(RedisStore(client))
+        assert await client.exists("rag:bandit:state")
+        other = RedisStore(client, key="rag:bandit:other")
+        assert await other.load() is None  # keys are separate
+    finally:
+        await client.aclose()
+
+
+async def test_redis_errors_propagate_unchanged() -> None:
+    client = connect_redis("redis://127.0.0.1:1/0", timeout_s=0.05)
+    try:
+        with pytest.raises(Exception) as caught:
+            await RedisStore(client).load()
+        assert "redis" in type(caught.value).__module__
+    finally:
+        await client.aclose()

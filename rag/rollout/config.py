@@ -1,0 +1,229 @@
+"""The rollout configuration: prices, budgets, profile overrides, flags, shadow traffic, auto-fallback and
+the router. Hot-reloadable (see :mod:`rag.rollout.watcher`); every section has defaults, so an empty text
+is a valid config. Unknown fields are rejected, so a typo fails with its path instead of being ignored.
+
+:meth:`RolloutConfig.parse_text` turns TOML or JSON into a config, or raises :class:`ConfigError` with
+one line per problem: the field path (``budgets.tenants.acme.per_hour``), what was wrong, what is allowed,
+and the value given. ``rag/rollout/example.toml`` shows every section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rag.rollout.fallback import FallbackPolicy
+from rag.rollout.flags import Flag
+from rag.tenancy import TENANT_PATTERN
+
+Format = Literal["toml", "json"]
+OverBudget = Literal["cheap_plan", "reject"]
+Profile = Literal["latency", "throughput", "cost", "balanced"]
+TenantId = Annotated[str, Field(pattern=TENANT_PATTERN)]
+
+
+class ConfigError(ValueError):
+    """A rollout config that cannot be applied; the message says where and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Prices(_Section):
+    """Unit prices for cost accounting. The defaults are illustrative (roughly a hosted small embedder,
+    a hosted reranker, a small LLM and a cloud vCPU in 2024), not anyone's price list: set your own."""
+
+    embed_per_1k_texts: float = Field(default=0.002, ge=0)
+    rerank_per_1k_pairs: float = Field(default=0.02, ge=0)
+    llm_per_1k_prompt_tokens: float = Field(default=0.15, ge=0)
+    llm_per_1k_completion_tokens: float = Field(default=0.6, ge=0)
+    cpu_per_core_hour: float = Field(default=0.04, ge=0)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+
+
+class TenantBudget(_Section):
+    per_hour: float | None = Field(default=None, ge=0, description="money per hour; None = unlimited")
+    over_budget: OverBudget | None = Field(default=None, description="None = the global over_budget")
+
+
+class Budgets(_Section):
+    global_per_hour: float | None = Field(default=None, ge=0, description="money per hour for the deployment")
+    soft_fraction: float = Field(
+        default=0.8, ge=0, le=1, description="above this share, prefer cheaper plans"
+    )
+    over_budget: OverBudget = "cheap_plan"
+    tenants: dict[TenantId, TenantBudget] = Field(default_factory=dict)
+
+    def tenant_per_hour(self, tenant: str) -> float | None:
+        budget = self.tenants.get(tenant)
+        return budget.per_hour if budget else None
+
+    def tenant_over_budget(self, tenant: str) -> OverBudget:
+        budget = self.tenants.get(tenant)
+        return budget.over_budget if budget and budget.over_budget else self.over_budget
+
+
+class ProfileOverride(_Section):
+    """What a profile changes; None leaves the service's setting alone."""
+
+    max_candidates: int | None = Field(default=None, ge=1)
+    dims: Literal[64, 128, 256] | None = None
+    max_rerank_depth: int | None = Field(default=None, ge=0)
+    multi_query: bool | None = None
+    batching: bool | None = None
+
+
+class ShadowSection(_Section):
+    rate: float = Field(default=0.0, ge=0, le=1, description="share of requests also run on the candidate")
+    candidate: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="flag, pipeline or policy name"
+    )
+
+
+class FallbackSection(_Section):
+    window_s: float = Field(default=300.0, gt=0)
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    timeout_rate: float = Field(default=0.3, gt=0, le=1)
+    latency_ratio: float = Field(default=0.8, gt=0, description="of the request deadline")
+    min_samples: int = Field(default=20, ge=1)
+
+    def policy(self, timeout_s: float) -> FallbackPolicy:
+        """The policy for requests whose deadline is ``timeout_s``."""
+        return FallbackPolicy(timeout_s=timeout_s, **self.model_dump())
+
+
+class RouterSection(_Section):
+    policy: Literal["rules", "bandit"] = "rules"
+    bandit_alpha: float = Field(default=0.5, ge=0, description="exploration bonus of the bandit")
+    bandit_epsilon: float = Field(default=0.05, ge=0, le=1, description="share of random exploration")
+    cost_weight: float = Field(
+        default=1.0, ge=0, description="weight of cost against quality; 0 ignores cost"
+    )
+
+
+class RolloutConfig(_Section):
+    prices: Prices = Prices()
+    budgets: Budgets = Budgets()
+    profiles: dict[Profile, ProfileOverride] = Field(default_factory=dict)
+    flags: list[Flag] = Field(default_factory=list)
+    shadow: ShadowSection = ShadowSection()
+    fallback: FallbackSection = FallbackSection()
+    router: RouterSection = RouterSection()
+
+    @field_validator("flags")
+    @classmethod
+    def _unique_flag_names(cls, flags: list[Flag]) -> list[Flag]:
+        names = [f.name for f in flags]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"flag names must be unique, repeated: {repeated}")
+        return flags
+
+    def flag(self, name: str) -> Flag | None:
+        return next((f for f in self.flags if f.name == name), None)
+
+    def version(self) -> str:
+        """A short hash of the content (not the text: comments and key order do not change it)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @classmethod
+    def parse_text(cls, text: str, fmt: Format) -> RolloutConfig:
+        """Parse and validate TOML or JSON; :class:`ConfigError` says what is wrong and where."""
+        data = decode(text, fmt)
+        if not isinstance(data, dict):
+            raise ConfigError(f"rollout config must be a {fmt} table/object, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc)) from None
+
+
+def decode(text: str, fmt: Format) -> Any:
+    if fmt == "toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"rollout config is not valid TOML: {exc}") from None
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"rollout config is not valid JSON: {exc}") from None
+    raise ConfigError(f"unknown format {fmt!r}; allowed: 'toml', 'json'")
+
+
+# -- readable validation errors --------------------------------------------------------------------
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("flags", 0, "name")`` -> ``flags[0].name``; a dict key error reads ``profiles.fast (key)``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            path += " (key)"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> X (the first model or container among the union's members)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return members[0] if members else annotation
+    return annotation
+
+
+def model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that holds the location ``loc`` inside a :class:`RolloutConfig`, or None."""
+    current: Any = RolloutConfig
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_error(error: Any) -> str:
+    """One pydantic error as ``path: what is wrong / allowed (got value)``."""
+    loc = tuple(error["loc"])
+    path = field_path(loc)
+    if error["type"] == "extra_forbidden":
+        parent = model_at(loc[:-1])
+        allowed = f"; allowed: {', '.join(parent.model_fields)}" if parent else ""
+        return f"{path}: unknown field{allowed}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    shows_value = error["type"] not in ("missing", "value_error")  # our own messages quote the value
+    got = f" (got {_shown(error.get('input'))})" if shows_value else ""
+    return f"{path}: {message}{got}"
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = [describe_error(e) for e in exc.errors()]
+    head = f"invalid rollout config ({len(lines)} problem{'s' if len(lines) != 1 else ''})"
+    return head + ":\n  " + "\n  ".join(lines)

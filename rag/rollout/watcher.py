@@ -1,0 +1,211 @@
+"""Hot reload of the rollout configuration from a file and/or a Redis key, without a restart.
+
+Every ``interval_s`` (or on :meth:`ConfigWatcher.check_now`) the watcher reads its sources:
+
+- the **file** (``path``), re-read only when its modification time or size changed; ``.json`` is JSON,
+  anything else TOML;
+- the **Redis value** (``redis_get``, e.g. ``GET rag:rollout:config``), used when it changed; JSON when it
+  starts with ``{``, else TOML.
+
+**Redis wins over the file while it holds a value**: an admin sets it for all replicas at once, and a
+replica's file may lag behind. Deleting the Redis value hands control back to the file (re-applied
+at once), or to the initial config when there is no file. While Redis holds a value, file changes are
+read but not applied (even when the Redis value was rejected: fix or delete it). A Redis error keeps the
+config that is serving and the loop running.
+
+A text that fails to parse or validate is rejected: the old config keeps serving, ``last_error`` holds the
+reason (until that source yields a valid config again) and a warning is logged. A new config is applied
+only when its content changed (see :meth:`RolloutConfig.version`); listeners run after it is applied,
+and a listener that raises is logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Literal
+
+from rag.rollout.config import ConfigError, Format, RolloutConfig
+
+log = logging.getLogger(__name__)
+
+REDIS_KEY = "rag:rollout:config"  # where admin routes should write the config for every replica
+Source = Literal["redis-read", "redis", "file"]  # redis-read: Redis unreachable; redis: its value rejected
+Listener = Callable[[RolloutConfig], None]
+
+
+def file_format(path: Path) -> Format:
+    return "json" if path.suffix.lower() == ".json" else "toml"
+
+
+def text_format(text: str) -> Format:
+    return "json" if text.lstrip().startswith("{") else "toml"
+
+
+class ConfigWatcher:
+    def __init__(
+        self,
+        initial: RolloutConfig,
+        *,
+        path: Path | None = None,
+        redis_get: Callable[[], Awaitable[bytes | str | None]] | None = None,
+        interval_s: float = 2.0,
+    ) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self.initial = initial
+        self.path = path
+        self.redis_get = redis_get
+        self.interval_s = interval_s
+        self.listeners: list[Listener] = []
+        self.source = "initial"  # where the serving config came from: initial, file:<path>, redis, <admin>
+        self._current = initial
+        self._version = initial.version()
+        self._errors: dict[str, str] = {}  # source -> its outstanding error, in the order they happened
+        self._file_signature: tuple[int, int] | None = None
+        self._file_text: str | None = None
+        self._redis_text: str | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what is serving -----------------------------------------------------------------------------
+    @property
+    def current(self) -> RolloutConfig:
+        return self._current
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def last_error(self) -> str | None:
+        """The latest outstanding problem of a source (rejected text, unreadable file, Redis down)."""
+        return next(reversed(self._errors.values()), None)
+
+    def status(self) -> dict[str, object]:
+        """JSON-ready, for an admin route."""
+        return {"version": self._version, "source": self.source, "errors": dict(self._errors)}
+
+    # -- applying ------------------------------------------------------------------------------------
+    def apply_text(self, text: str, fmt: Format, source: str = "admin") -> str:
+        """Validate and apply ``text`` on this replica; returns the serving version or raises
+        :class:`ConfigError` (the old config keeps serving). To reach every replica, write the text to
+        Redis (:data:`REDIS_KEY`) instead; each replica applies it on its next check."""
+        return self._apply(RolloutConfig.parse_text(text, fmt), source)
+
+    def _apply(self, config: RolloutConfig, source: str) -> str:
+        version = config.version()
+        if version == self._version:
+            self.source = source
+            return version
+        old = self._version
+        self._current, self._version, self.source = config, version, source
+        log.info("rollout config %s -> %s applied from %s", old, version, source)
+        for listener in list(self.listeners):
+            try:
+                listener(config)
+            except Exception:
+                log.exception("rollout config listener %r failed on version %s", listener, version)
+        return version
+
+    def _fail(self, source: Source, message: str) -> None:
+        repeated = self._errors.pop(source, None) == message
+        self._errors[source] = message
+        if repeated:  # a Redis outage is logged once, not every interval
+            return
+        log.warning(
+            "rollout config source %s failed, version %s keeps serving: %s", source, self._version, message
+        )
+
+    def _try_apply(self, source: Source, text: str, fmt: Format, label: str) -> bool:
+        try:
+            config = RolloutConfig.parse_text(text, fmt)
+        except ConfigError as exc:
+            self._fail(source, f"{label}: {exc}")
+            return False
+        self._errors.pop(source, None)
+        before = self._version
+        return self._apply(config, label) != before
+
+    # -- polling -------------------------------------------------------------------------------------
+    async def check_now(self) -> bool:
+        """Read the sources now; True when a new config was applied."""
+        async with self._lock:
+            redis_changed = await self._read_redis()
+            file_changed = self._read_file()
+            if self._redis_text is not None:
+                if redis_changed:
+                    return self._try_apply("redis", self._redis_text, text_format(self._redis_text), "redis")
+                return False
+            if not (redis_changed or file_changed):
+                return False
+            if self.path is not None and self._file_text is not None:
+                label = f"file:{self.path}"
+                return self._try_apply("file", self._file_text, file_format(self.path), label)
+            if redis_changed:  # the Redis value was deleted and there is no file: back to the start
+                before = self._version
+                return self._apply(self.initial, "initial") != before
+            return False
+
+    async def _read_redis(self) -> bool:
+        """Fetch the Redis value; True when it differs from the last one read (deletion included)."""
+        if self.redis_get is None:
+            return False
+        try:
+            raw = await self.redis_get()
+        except Exception as exc:
+            self._fail("redis-read", f"redis: {type(exc).__name__}: {exc}"[:300])
+            return False
+        self._errors.pop("redis-read", None)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if text is not None and not text.strip():
+            text = None  # an empty value counts as no value
+        if text is None:
+            self._errors.pop("redis", None)
+        if text == self._redis_text:
+            return False
+        self._redis_text = text
+        return True
+
+    def _read_file(self) -> bool:
+        """Re-read the file when its modification time or size changed; True when it did."""
+        if self.path is None:
+            return False
+        try:
+            stat = os.stat(self.path)
+            signature = (stat.st_mtime_ns, stat.st_size)
+            if signature == self._file_signature:
+                return False
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            if self._redis_text is None:
+                self._fail("file", f"file:{self.path}: {exc}")
+            return False
+        self._file_signature, self._file_text = signature, text
+        return True
+
+    # -- background loop -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Poll every ``interval_s`` in a background task (call from a running event loop)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="rag-rollout-config")
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check_now()
+            except Exception:  # nothing here should raise; the loop must survive it if it does
+                log.exception("rollout config check failed")
+            await asyncio.sleep(self.interval_s)

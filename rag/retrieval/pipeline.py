@@ -28,6 +28,7 @@ from rag.rerank.cross_encoder import Pair, Reranker, rerank
 from rag.resilience.breaker import Breaker, BreakerOpen
 from rag.resilience.deadline import Deadline, StepCosts
 from rag.retrieval.filters import SearchFilter, row_mask
+from rag.retrieval.multiquery import decompose
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
 from rag.routing.adaptive import MIN_USEFUL_DEPTH, affordable_pairs, agreement, gated_depth
@@ -250,6 +251,8 @@ class PipelineRun:
                 )
             else:
                 retrievals["dense"] = self._dense()
+        if plan.multi_query:
+            retrievals.update(self._multi_query_retrievals("dense" in retrievals))
         done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
         lists = {name: hits for name, hits in done.items() if hits is not None}
         if "dense" in plan.retrievers and "dense" not in lists:
@@ -284,7 +287,7 @@ class PipelineRun:
             return plan.rerank_depth
         share = (
             agreement([h.doc_id for h in lists["bm25"]], [h.doc_id for h in lists["dense"]])
-            if len(lists) == 2
+            if "bm25" in lists and "dense" in lists
             else None
         )
         depth = gated_depth(share, plan.rerank_gate, plan.rerank_depth)
@@ -294,11 +297,54 @@ class PipelineRun:
         return depth
 
     # -- steps ---------------------------------------------------------------------------------------
-    async def _bm25(self) -> list[Hit] | None:
+    async def _bm25(self, text: str | None = None, step: str = "retrieve.bm25") -> list[Hit] | None:
         retrieve = self._cpu(
-            "retrieve.bm25", partial(self.p.bm25.retrieve, self.query, self.plan.candidates, mask=self.mask)
+            "retrieve.bm25",
+            partial(self.p.bm25.retrieve, text or self.query, self.plan.candidates, mask=self.mask),
         )
-        return await self._guarded("retrieve.bm25", None, lambda: self.p.compute.run(retrieve))
+        return await self._guarded(step, None, lambda: self.p.compute.run(retrieve), cost_key="retrieve.bm25")
+
+    def _multi_query_retrievals(self, dense: bool) -> dict[str, Awaitable[list[Hit] | None]]:
+        """Multi-query: a PRF-expanded BM25 query, and BM25 (and dense) for each sub-query of a
+        decomposable query; all fused with the original lists by weighted RRF (:func:`list_weights`)."""
+        p, plan = self.p, self.plan
+        out: dict[str, Awaitable[list[Hit] | None]] = {}
+        if "bm25" in plan.retrievers:
+            prf = self._cpu(
+                "retrieve.bm25.prf", partial(p.bm25.retrieve_prf, self.query, plan.candidates, mask=self.mask)
+            )
+            out["bm25.prf"] = self._guarded("retrieve.bm25.prf", None, lambda: p.compute.run(prf))
+        for i, part in enumerate(decompose(self.query, p.snapshot.analyzer)[1:], start=1):
+            if "bm25" in plan.retrievers:
+                out[f"bm25.q{i}"] = self._bm25(part, f"retrieve.bm25.q{i}")
+            if dense:
+                out[f"dense.q{i}"] = self._dense_part(i, part)
+        return out
+
+    async def _dense_part(self, i: int, text: str) -> list[Hit] | None:
+        p, plan = self.p, self.plan
+        vector = await self._guarded(
+            f"embed.q{i}", "embedder", lambda: p.compute.embed_query(text), cost_key="embed"
+        )
+        if vector is None:
+            return None
+        self.outcome.embedded_texts += 1
+        search = self._cpu("retrieve.dense", partial(self._search, vector, plan.dims, plan.rescore))
+        return await self._guarded(
+            f"retrieve.dense.q{i}", "qdrant", lambda: p.compute.run(search), cost_key=_dense_key(plan.dims)
+        )
+
+    def _search(self, vector: np.ndarray, dims: int | None, rescore: bool) -> list[Hit]:
+        assert self.p.dense is not None
+        return self.p.dense.retrieve(
+            vector,
+            self.plan.candidates,
+            dims=dims,
+            prefetch=self.plan.prefetch,
+            rescore=rescore,
+            flt=self.flt,
+            mask=self.mask,
+        )
 
     async def _dense(self) -> list[Hit] | None:
         p, plan = self.p, self.plan
@@ -325,20 +371,7 @@ class PipelineRun:
         vector = await self.embed(reserve_after_s=after_embed)
         if vector is None:
             return None
-        dense, flt, mask = p.dense, self.flt, self.mask
-
-        def search() -> list[Hit]:
-            return dense.retrieve(
-                vector,
-                plan.candidates,
-                dims=dims,
-                prefetch=plan.prefetch,
-                rescore=rescore,
-                flt=flt,
-                mask=mask,
-            )
-
-        timed_search = self._cpu("retrieve.dense", search)
+        timed_search = self._cpu("retrieve.dense", partial(self._search, vector, dims, rescore))
         return await self._guarded(
             "retrieve.dense",
             "qdrant",
@@ -474,12 +507,28 @@ async def _bounded(work: Awaitable[T], timeout_s: float | None) -> T:
     return await (work if timeout_s is None else asyncio.wait_for(work, timeout=timeout_s))
 
 
+PRF_WEIGHT = 0.5  # of the BM25 weight: the expanded query re-ranks what the original found
+
+
+def list_weights(names: Sequence[str], weights: Mapping[str, float]) -> dict[str, float]:
+    """Fusion weight of each ranked list: ``bm25`` / ``dense`` as planned; a PRF list half its
+    retriever's; each sub-query's list an equal share of its retriever's (``bm25.q1``, ``dense.q2``…)."""
+    parts = {name.split(".")[0]: 0 for name in names}
+    for name in names:
+        if ".q" in name:
+            parts[name.split(".")[0]] += 1
+    out = {}
+    for name in names:
+        base = name.split(".")[0]
+        w = weights.get(base, 1.0)
+        out[name] = w * PRF_WEIGHT if name.endswith(".prf") else w / parts[base] if ".q" in name else w
+    return out
+
+
 def _fuse(lists: dict[str, list[Hit]], plan: QueryPlan) -> list[Hit]:
-    return (
-        next(iter(lists.values()))
-        if len(lists) == 1
-        else fuse(plan.fusion, lists, plan.weights, rrf_k=plan.rrf_k)
-    )
+    if len(lists) == 1:
+        return next(iter(lists.values()))
+    return fuse(plan.fusion, lists, list_weights(list(lists), plan.weights), rrf_k=plan.rrf_k)
 
 
 async def _all(work: list[Awaitable[T]]) -> list[T]:

@@ -9,6 +9,7 @@ from rag.dense.matryoshka import rotate
 from rag.dense.qdrant_store import QdrantStore
 from rag.index.snapshot import IndexSnapshot
 from rag.retrieval.filters import SearchFilter, qdrant_filter
+from rag.retrieval.multiquery import prf_scores
 from rag.types import Hit
 
 
@@ -56,6 +57,18 @@ class BM25Retriever:
         if mask is not None:
             rows = rows[mask[rows]]
         return _doc_hits(self.snapshot, rows, scores[rows], k)
+
+    def retrieve_prf(self, query: str, k: int, *, mask: np.ndarray | None = None) -> list[Hit]:
+        """Top ``k`` documents for the query expanded by pseudo-relevance feedback (RM3, see
+        :func:`rag.retrieval.multiquery.prf_scores`): feedback from the best documents the mask allows."""
+        snapshot = self.snapshot
+        scores = prf_scores(
+            snapshot.bm25, snapshot.analyzer.tokens(query), mask=mask, chunk_doc=snapshot.chunk_doc
+        )
+        rows = np.flatnonzero(scores)
+        if mask is not None:
+            rows = rows[mask[rows]]
+        return _doc_hits(snapshot, rows, scores[rows], k)
 
 
 class DenseRetriever:

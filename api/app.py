@@ -10,7 +10,7 @@ from fastapi import FastAPI
 import rag
 from api.errors import install_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, health, query
+from api.routes import admin, feedback, health, query, rollout
 from rag.config import Settings, load_settings
 from rag.dense.embedder import Embedder
 from rag.dense.qdrant_store import QdrantStore
@@ -55,6 +55,8 @@ def create_app(
         max_admin_body=settings.max_ingest_body_bytes,
     )
     app.include_router(query.router)
+    app.include_router(feedback.router)
     app.include_router(admin.router)
+    app.include_router(rollout.router)
     app.include_router(health.router)
     return app

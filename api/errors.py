@@ -16,6 +16,7 @@ from rag.logs import request_id_var
 from rag.resilience.guarded_redis import RedisUnavailable
 from rag.retrieval.filters import FilterError
 from rag.retrieval.pipeline import RetrievalUnavailable, StepFailed
+from rag.routing.budgets import OverBudgetError
 from rag.service.service import NotReady
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,11 @@ async def redis_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "redis_unavailable", str(exc), headers={"Retry-After": "1"})
 
 
+async def over_budget_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OverBudgetError)
+    return error_response(429, "budget_exceeded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
+
 def install_handlers(app: FastAPI) -> None:
     """How each error the service raises becomes HTTP, in one place for every route."""
     app.add_exception_handler(ApiError, api_error_handler)
@@ -150,6 +156,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StepFailed, step_failed_handler)
     app.add_exception_handler(RetrievalUnavailable, retrieval_unavailable_handler)
     app.add_exception_handler(RedisUnavailable, redis_unavailable_handler)
+    app.add_exception_handler(OverBudgetError, over_budget_handler)
 
 
 def declared(*statuses: int, json_content: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -161,7 +168,7 @@ def declared(*statuses: int, json_content: bool = False) -> dict[int | str, dict
         404: "No such resource",
         413: "Request body over the size limit",
         422: "A field is invalid or over its limit (the response names the field and the limit)",
-        429: "Rate limit exceeded (see Retry-After)",
+        429: "Rate limit or hard spend budget exceeded (see Retry-After and error.code)",
         503: "Not ready: loading, or no index published yet",
     }
     out: dict[int | str, dict[str, Any]] = {}

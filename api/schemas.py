@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, String
 
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
 from rag.retrieval.plan import Profile
+from rag.tenancy import TENANT_PATTERN as TENANT_RE
 
 MAX_QUERY_CHARS = 2048
 MAX_TOP_K = 100
@@ -45,6 +46,9 @@ class QueryBody(BaseModel):
     answer: bool = Field(
         False, description="also synthesise an answer from the passages (needs RAG_LLM_URL; else degraded)"
     )
+    session_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
+    ) = Field(None, description="the unit of per-session feature flags (A/B by session); default: the tenant")
 
 
 class ResultOut(BaseModel):
@@ -66,6 +70,74 @@ class DegradationOut(BaseModel):
     reason: str
 
 
+class CostOut(BaseModel):
+    embedded_texts: int
+    rerank_pairs: int
+    candidates: int
+    cpu_ms: float | None = Field(None, description="CPU-milliseconds (running averages per unit of work)")
+    money: float | None = Field(None, description="at the rollout config's unit prices")
+    currency: str | None = None
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="the request_id of the /query response being rated"
+    )
+    rating: Annotated[float, Field(ge=1, le=5)] | None = Field(None, description="1 (useless) … 5 (perfect)")
+    clicked: (
+        Annotated[
+            list[Annotated[str, StringConstraints(min_length=1, max_length=256)]], Field(max_length=100)
+        ]
+        | None
+    ) = Field(None, description="doc ids the user opened ([] = saw the results, opened none)")
+    relevance: (
+        Annotated[
+            dict[
+                Annotated[str, StringConstraints(min_length=1, max_length=256)],
+                Annotated[float, Field(ge=0, le=3)],
+            ],
+            Field(min_length=1, max_length=100),
+        ]
+        | None
+    ) = Field(None, description="doc id -> graded relevance 0..3 (strongest signal)")
+
+
+class FeedbackOut(BaseModel):
+    request_id: str
+    arm: str = Field(description="the plan arm that served the request")
+    quality: float = Field(description="reward before cost, in [0, 1]")
+    reward: float = Field(description="quality - cost_weight x CPU-seconds: what the bandit learns")
+
+
+class RolloutOut(BaseModel):
+    version: str
+    source: str
+    errors: dict[str, str]
+    config: dict[str, Any]
+
+
+class FallbackKeyOut(BaseModel):
+    tenant: str
+    flag: str
+    tripped: bool = Field(description="true: this tenant is served the baseline for this flag until reset")
+    window: dict[str, float] = Field(description="count, errors, timeouts, rates and mean latency")
+    reason: str | None = Field(None, description="which threshold tripped, its value and limit")
+    tripped_for_s: float | None = None
+
+
+class FallbackResetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: Annotated[str, StringConstraints(pattern=TENANT_RE)] | None = None
+    flag: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]{1,64}$")] | None = None
+
+
+class FallbackResetOut(BaseModel):
+    reset: int = Field(description="how many tripped paths were put back in service")
+
+
 class AnswerOut(BaseModel):
     text: str
     model: str
@@ -84,7 +156,7 @@ class QueryResponse(BaseModel):
         "of an identical query in flight; miss: computed; off: no cache"
     )
     timings_ms: dict[str, float] = Field(description="wall time of each pipeline step, in order")
-    cost: dict[str, float]
+    cost: CostOut
     index_version: str
     took_ms: float
     answer: AnswerOut | None = Field(None, description="the synthesised answer, when asked for and available")

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     router_dims: Literal["auto", "always", "never"] = Field(
         "auto", description="Matryoshka d per query: auto = with a Qdrant server (RAG_QDRANT_URL) only"
     )
+    bandit_log: Path | None = Field(
+        None, description="JSONL log of routing decisions, propensities and rewards (offline replay)"
+    )
     rollout_config: Path | None = Field(
         None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"
     )

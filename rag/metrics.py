@@ -68,3 +68,82 @@ CACHE_COALESCED = Counter(
     "rag_cache_coalesced_total", "Queries that waited for an identical query in flight (single-flight)."
 )
 LLM_REQUESTS = Counter("rag_llm_requests_total", "Answer synthesis calls by outcome.", ["status"])
+
+# -- routing, cost, budgets ---------------------------------------------------------------------------
+ROUTER_DECISIONS = Counter(
+    "rag_router_decisions_total",
+    "Plans chosen by the router, by arm, policy (rules, bandit) and query complexity.",
+    ["arm", "policy", "complexity"],
+)
+STEP_CPU = Gauge(
+    "rag_step_cpu_seconds_per_unit",
+    "Running average of CPU time per unit of work of a step (per query, per embedded text, per pair).",
+    ["step"],
+)
+COST_CPU = Counter(
+    "rag_cost_cpu_seconds_total", "CPU time spent answering, by step and tenant.", ["step", "tenant"]
+)
+COST_MONEY = Counter(
+    "rag_cost_total",
+    "Money spent answering (unit prices, the rollout config's currency).",
+    ["step", "tenant"],
+)
+QUERY_COST = Histogram(
+    "rag_query_cost",
+    "Money per computed query, by router arm.",
+    ["arm"],
+    buckets=(1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2),
+)
+BUDGET_PRESSURE = Gauge("rag_budget_pressure", "Spend over the last hour / the tightest budget.", ["tenant"])
+BUDGET_EXCEEDED = Counter(
+    "rag_budget_exceeded_total", "Queries past a hard budget, by the action taken.", ["tenant", "action"]
+)
+
+# -- rollout: flags, A/B, shadow, auto-fallback, config -------------------------------------------------
+ROLLOUT_ASSIGNMENTS = Counter(
+    "rag_rollout_assignments_total", "Requests by feature flag and variant served.", ["flag", "variant"]
+)
+ROLLOUT_CONFIG = Gauge("rag_rollout_config_info", "1 for the rollout config version serving.", ["version"])
+CONFIG_RELOADS = Counter("rag_rollout_config_reloads_total", "Rollout config reloads by result.", ["result"])
+FALLBACK_TRIPPED = Gauge(
+    "rag_fallback_tripped",
+    "1 while a flag's candidate path is switched back to the baseline.",
+    ["tenant", "flag"],
+)
+FALLBACK_EVENTS = Counter("rag_fallback_events_total", "Auto-fallback trips and resets.", ["flag", "kind"])
+SHADOW_RUNS = Counter(
+    "rag_shadow_runs_total", "Shadow runs of the candidate plan by outcome.", ["flag", "status"]
+)
+SHADOW_OVERLAP = Histogram(
+    "rag_shadow_overlap_at_10",
+    "Top-10 overlap between the served and the shadow ranking.",
+    ["flag"],
+    buckets=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+SHADOW_RANK_CORR = Histogram(
+    "rag_shadow_rank_correlation",
+    "Kendall tau-b between the served and the shadow top 10.",
+    ["flag"],
+    buckets=(-0.5, 0.0, 0.25, 0.5, 0.75, 0.9, 1.0),
+)
+SHADOW_LATENCY_DELTA = Histogram(
+    "rag_shadow_latency_delta_seconds",
+    "Shadow minus served latency.",
+    ["flag"],
+    buckets=(-1.0, -0.25, -0.1, -0.025, 0.0, 0.025, 0.1, 0.25, 1.0, 2.5),
+)
+SHADOW_COST_DELTA = Histogram(
+    "rag_shadow_cost_delta",
+    "Shadow minus served money per request (negative: the candidate is cheaper).",
+    ["flag"],
+    buckets=(-1e-3, -1e-4, -1e-5, 0.0, 1e-5, 1e-4, 1e-3),
+)
+
+# -- feedback and the bandit ---------------------------------------------------------------------------
+FEEDBACK = Counter("rag_feedback_total", "Feedback applied to the bandit, by the arm that served.", ["arm"])
+BANDIT_REWARD = Histogram(
+    "rag_bandit_reward",
+    "Net reward (quality - cost weight x CPU-seconds) per feedback.",
+    ["arm"],
+    buckets=(-0.5, 0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+)

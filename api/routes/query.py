@@ -17,6 +17,7 @@ from api.schemas import QueryBody, QueryResponse
 from api.security import Tenant, service_of
 from rag.logs import request_id_var
 from rag.retrieval.pipeline import RetrievalUnavailable, StepEvent, StepFailed
+from rag.routing.budgets import OverBudgetError
 from rag.service.service import NotReady, QueryAnswer, QueryRequest, RetrievalService
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def to_response(answer: QueryAnswer, request_id: str) -> QueryResponse:
 
 async def admit(service: RetrievalService, tenant: str, body: QueryBody) -> QueryRequest:
     """Everything that can refuse a query before work starts: readiness, rate limit, filter shape."""
-    request = QueryRequest(tenant, body.query, body.top_k, body.filters, body.profile, body.answer)
+    request = QueryRequest(
+        tenant, body.query, body.top_k, body.filters, body.profile, body.answer, body.session_id
+    )
     service.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
     decision = await service.rate_limit(tenant)
     if not decision.allowed:
@@ -147,6 +150,9 @@ async def _events(
             yield sse(
                 "error", {"code": "retrieval_unavailable", "message": str(exc), "request_id": request_id}
             )
+            return
+        except OverBudgetError as exc:
+            yield sse("error", {"code": "budget_exceeded", "message": str(exc), "request_id": request_id})
             return
         except Exception as exc:  # reported in the stream: the 200 status line has already gone out
             log.exception("query failed")

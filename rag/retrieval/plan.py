@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Literal
 
 from rag.config import MATRYOSHKA_DIMS, Settings
 from rag.fusion import FusionMethod
@@ -41,7 +41,7 @@ class ProfileLimits:
     dims: int | None = None  # Matryoshka prefetch dimension (rescored at full dimension)
     max_rerank_depth: int | None = None
     multi_query: bool = True  # decomposition + pseudo-relevance feedback for complex queries
-    batching: Literal["on", "off", "wide"] = "on"  # off: no waiting window; wide: 5 ms window
+    batching: bool = True  # False: model calls do not wait for company (no micro-batching window)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -54,14 +54,14 @@ class ProfileLimits:
 
 
 # balanced: the router's plan within the configured limits; latency: a 64-d funnel, a shallow rerank, no
-# multi-query, no batching wait; throughput: less model work per query and wide batches; cost: no
+# multi-query, no batching wait; throughput: less model work per query, batched; cost: no
 # cross-encoder, no multi-query. Overridable per deployment in the rollout config (``[profiles.<name>]``).
 PROFILE_LIMITS: dict[Profile, ProfileLimits] = {
     Profile.BALANCED: ProfileLimits(),
     Profile.LATENCY: ProfileLimits(
-        max_candidates=50, dims=64, max_rerank_depth=20, multi_query=False, batching="off"
+        max_candidates=50, dims=64, max_rerank_depth=20, multi_query=False, batching=False
     ),
-    Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10, batching="wide"),
+    Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10),
     Profile.COST: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=0, multi_query=False),
 }
 
@@ -124,6 +124,13 @@ class QueryPlan:
             "rerank_gate": self.rerank_gate,
             "multi_query": self.multi_query,
         }
+
+
+def profile_limits(profile: Profile, override: Mapping[str, object] | None = None) -> ProfileLimits:
+    """The built-in limits of ``profile`` with the fields of ``override`` that are set (not None)."""
+    limits = PROFILE_LIMITS[profile]
+    changes = {k: v for k, v in (override or {}).items() if v is not None}
+    return replace(limits, **changes) if changes else limits  # type: ignore[arg-type]
 
 
 def apply_profile(plan: QueryPlan, profile: Profile, limits: ProfileLimits | None = None) -> QueryPlan:

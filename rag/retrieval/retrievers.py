@@ -40,6 +40,7 @@ def _doc_hits(snapshot: IndexSnapshot, rows: np.ndarray, scores: np.ndarray, k: 
     ]
 
 
+PRF_ORIGINAL_WEIGHT = 0.8  # chosen on SciFact train (benchmarks/results/multiquery.md)
 MAX_OVERFETCH = 1000  # bound on extra points fetched to make up for stale ones (garbage-collected on publish)
 
 
@@ -63,7 +64,11 @@ class BM25Retriever:
         :func:`rag.retrieval.multiquery.prf_scores`): feedback from the best documents the mask allows."""
         snapshot = self.snapshot
         scores = prf_scores(
-            snapshot.bm25, snapshot.analyzer.tokens(query), mask=mask, chunk_doc=snapshot.chunk_doc
+            snapshot.bm25,
+            snapshot.analyzer.tokens(query),
+            original_weight=PRF_ORIGINAL_WEIGHT,
+            mask=mask,
+            chunk_doc=snapshot.chunk_doc,
         )
         rows = np.flatnonzero(scores)
         if mask is not None:

@@ -28,9 +28,8 @@ _QUESTION_START = frozenset(
     "what which who whom whose when where why how is are was were do does did can could should would "
     "will has have had may might must".split()
 )
-_CLAUSE_BREAK = re.compile(
-    r";|\?(?=.)|\b(?:whereas|while|versus|vs\.?|but|compared (?:to|with))\b", re.IGNORECASE
-)
+_STRONG_BREAK = re.compile(r";|\?(?=\s*\S)")  # several questions or statements in one query
+_CLAUSE_BREAK = re.compile(r"\b(?:whereas|while|versus|vs\.?|but|compared (?:to|with))\b", re.IGNORECASE)
 
 # a handful of frequent function words per language: enough to tell the common Latin-script languages
 # apart on a short query; anything else is reported by script, or "und" (undetermined)
@@ -77,6 +76,7 @@ class QueryFeatures:
     has_identifier: bool
     has_quoted_phrase: bool
     clauses: int  # parts separated by ';', '?', 'whereas', 'vs', 'compared to', …
+    sub_questions: int  # parts separated by ';' or '?' alone (what multi-query decomposes well)
     idf_mean: float  # over the known terms; 0 when none is known
     idf_max: float
     idf_min: float
@@ -172,7 +172,8 @@ class QueryAnalyzer:
         terms = self.analyzer.tokens(text)
         idfs = [v for v in (idf(t) for t in terms) if v is not None]
         unknown = len(terms) - len(idfs)
-        clauses = 1 + len(_CLAUSE_BREAK.findall(text))
+        strong = len(_STRONG_BREAK.findall(text))
+        clauses = 1 + strong + len(_CLAUSE_BREAK.findall(text))
         function_words = sum(w in self.analyzer.stopwords for w in words)
         idf_max = max(idfs, default=0.0)
         rare = sum(v >= self.rare_idf for v in idfs)
@@ -197,6 +198,7 @@ class QueryAnalyzer:
             has_identifier=_IDENTIFIER.search(text) is not None,
             has_quoted_phrase=_QUOTED.search(text) is not None,
             clauses=clauses,
+            sub_questions=1 + strong,
             idf_mean=math.fsum(idfs) / len(idfs) if idfs else 0.0,
             idf_max=idf_max,
             idf_min=min(idfs, default=0.0),

@@ -23,7 +23,7 @@ from rag.retrieval.plan import (
     apply_profile,
     plan_for,
 )
-from rag.routing.analyzer import Complexity, QueryFeatures
+from rag.routing.analyzer import QueryFeatures
 from rag.routing.budgets import BudgetLevel, BudgetState
 
 CONTROL = "control"  # the variant of a flag that keeps the baseline behaviour
@@ -116,11 +116,16 @@ class Router:
             arms.remove(Arm.MULTI)
         return tuple(arms)
 
-    def route(self, inputs: RouteInputs) -> Routed:
+    def route(self, inputs: RouteInputs, *, bandit: bool = False) -> Routed:
+        """The plan for one query: the bandit picks the arm when ``bandit`` (the deployment's policy)
+        and the ``bandit`` flag, where configured, is not ``control`` for this unit; else the rules."""
         reasons: list[str] = []
         allowed = self.allowed_arms(inputs)
         policy, propensity = "rules", None
-        if self.chooser is not None and inputs.flags.get(Flag.BANDIT, "on") != CONTROL:
+        flag = inputs.flags.get(Flag.BANDIT)
+        if flag is not None:
+            bandit = flag != CONTROL
+        if bandit and self.chooser is not None:
             arm, propensity = self.chooser(inputs.features.vector(), allowed)
             policy = "bandit"
             reasons.append(f"bandit chose {arm.value} (p={propensity:.2f})")
@@ -133,8 +138,10 @@ class Router:
     # -- the rules policy ----------------------------------------------------------------------------
     def _rules_arm(self, inputs: RouteInputs, allowed: tuple[Arm, ...], reasons: list[str]) -> Arm:
         f = inputs.features
-        if Arm.MULTI in allowed and f.complexity is Complexity.COMPLEX and f.clauses > 1:
-            reasons.append(f"{f.clauses} clauses: multi-query")
+        # decomposition pays on several questions in one query; on single claims with a contrast
+        # ("X compared to Y") it lost nDCG on SciFact (benchmarks/results/multiquery.md)
+        if Arm.MULTI in allowed and f.sub_questions > 1:
+            reasons.append(f"{f.sub_questions} questions in one: multi-query")
             return Arm.MULTI
         if Arm.GATED in allowed:
             if inputs.flags.get(Flag.ADAPTIVE_RERANK) == CONTROL:

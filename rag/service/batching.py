@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -224,11 +225,8 @@ def _cpu_of(fn: Callable[[list[I]], np.ndarray], items: list[I]) -> tuple[np.nda
 
 
 def _intra_op_threads() -> int:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency; onnxruntime-only installs count 1
-        return 1
-    return max(int(torch.get_num_threads()), 1)
+    torch = sys.modules.get("torch")  # not imported: no torch model is running (a test fake, onnxruntime)
+    return max(int(torch.get_num_threads()), 1) if torch is not None else 1
 
 
 def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:

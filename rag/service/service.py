@@ -31,6 +31,7 @@ from rag.index.ingest import Ingestor, IngestReport
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.llm import ChatClient
+from rag.logs import request_id_var
 from rag.rerank.cross_encoder import Reranker
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import BreakerPolicy
@@ -42,18 +43,21 @@ from rag.retrieval.pipeline import (
     Degradation,
     Guards,
     RetrievalUnavailable,
+    SearchOutcome,
     SearchPipeline,
     StepEvent,
     StepListener,
     failure_degradation,
 )
-from rag.retrieval.plan import PipelineName, Profile, QueryPlan, plan_for
+from rag.retrieval.plan import Profile, ProfileLimits, QueryPlan, profile_limits
+from rag.routing.costs import Usage
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
 from rag.service.batching import BatchedCompute
 from rag.service.jobs import IngestJobs, Job, ProgressFn
 from rag.service.ratelimit import Decision, InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from rag.service.redis_client import connect_redis
+from rag.service.routing import QueryRouting, RoutingDecision
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
 from rag.types import Document, Result
@@ -80,6 +84,7 @@ class QueryRequest:
     filters: dict[str, Any] | None = None
     profile: Profile | None = None
     answer: bool = False  # synthesise an answer through the LLM, when one is configured
+    session_id: str | None = None  # the unit of per-session flags (A/B by session)
 
 
 @dataclass(slots=True)
@@ -90,7 +95,7 @@ class QueryAnswer:
     degraded: list[dict[str, str]]
     cache: str
     timings_ms: dict[str, float]
-    cost: dict[str, float]
+    cost: dict[str, Any]
     index_version: str
     took_ms: float = 0.0
     answer: dict[str, Any] | None = None
@@ -107,6 +112,7 @@ class _Query:
     ns: Namespace
     deadline: Deadline
     record: StepListener
+    decision: RoutingDecision
 
 
 @dataclass(slots=True)
@@ -118,8 +124,9 @@ class Computed:
     plan: dict[str, Any]
     degraded: list[Degradation]
     cache: str
-    cost: dict[str, float]
+    cost: dict[str, Any]
     index_version: str
+    usage: Usage | None = None  # the work done (None: answered from the cache)
 
     def cacheable(self) -> dict[str, Any]:
         return {
@@ -172,6 +179,13 @@ class RetrievalService:
         self.cache: QueryCache | None = None  # built once the embedder is loaded (it sets the dimension)
         self.redis: GuardedRedis | None = None
         self.shared_breakers: SharedBreakerState | None = None
+        self.routing = QueryRouting(  # a bad rollout config file fails here, at startup
+            settings,
+            reranker_available=reranker is not None or settings.reranker_model is not None,
+            decision_log=settings.bandit_log,
+        )
+        self._shadow_slot = asyncio.Lock()
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.llm = (
             ChatClient(
                 settings.llm_url,
@@ -198,6 +212,7 @@ class RetrievalService:
                 self.breakers, self.redis, replica, interval_s=settings.breaker_sync_ms / 1000
             )
             self.shared_breakers.start()
+        await self.routing.start(self.redis, settings.data_dir / "bandit" / f"{settings.collection}.json")
         if settings.rate_limit_qps > 0:
             rate, burst = settings.rate_limit_qps, settings.rate_limit_burst
             self.limiter = (
@@ -224,7 +239,8 @@ class RetrievalService:
                 window_ms=self.settings.batch_window_ms,
                 max_queries=self.settings.batch_max_queries,
                 max_pairs=self.settings.batch_max_pairs,
-                enabled=self.settings.micro_batching,
+                enabled=self.settings.micro_batching and self._deployment_limits().batching,
+                on_cpu=self.routing.cpu.observe,
             )
             await asyncio.to_thread(self._open_index)
         except Exception as exc:
@@ -232,6 +248,11 @@ class RetrievalService:
             log.exception("loading failed")
             return
         log.info("loaded in %.1f s: %s", time.perf_counter() - started, self.phase.value)
+
+    def _deployment_limits(self) -> ProfileLimits:
+        profile = Profile(self.settings.profile)
+        override = self.routing.config.profiles.get(profile.value)
+        return profile_limits(profile, override.model_dump() if override is not None else None)
 
     def _load_models(self) -> None:
         self._embedder = self._embedder or build_embedder(self.settings)
@@ -267,6 +288,9 @@ class RetrievalService:
     async def stop(self) -> None:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        for task in list(self._shadow_tasks):
+            task.cancel()
+        await self.routing.close()
         if self.compute is not None:
             await self.compute.close()
         if self.shared_breakers is not None:
@@ -349,16 +373,23 @@ class RetrievalService:
                 on_step(event)
 
         t0 = time.perf_counter()
-        plan = plan_for(
-            PipelineName.AUTO,
-            self.settings,
-            top_k=request.top_k,
-            reranker_available=pipeline.reranker is not None,
-            profile=request.profile,
-        )
         profile = request.profile or Profile(self.settings.profile)
+        decision = self.routing.decide(  # raises OverBudgetError (a tenant refused past its budget)
+            request.tenant,
+            request.query,
+            idf=pipeline.snapshot.idf,
+            profile=profile,
+            top_k=request.top_k,
+            session_id=request.session_id,
+        )
+        plan = decision.plan
+        routed = decision.routed
         record(
-            StepEvent("plan", (time.perf_counter() - t0) * 1000.0, {"route": plan.route, "profile": profile})
+            StepEvent(
+                "plan",
+                (time.perf_counter() - t0) * 1000.0,
+                {"route": plan.route, "profile": profile, "arm": routed.arm.value, "policy": routed.policy},
+            )
         )
         ns = Namespace.of(
             request.tenant,
@@ -366,11 +397,13 @@ class RetrievalService:
             pipeline.embedder.name if pipeline.embedder is not None else "-",
             {"plan": plan.as_dict(), "filters": request.filters or {}},
         )
+        request_id = request_id_var.get() or ""
         metrics.INFLIGHT.inc()
         status = "error"
+        computed: Computed | None = None
         try:
             computed = await self._cached_or_computed(
-                _Query(request, pipeline, plan, flt, ns, deadline, record)
+                _Query(request, pipeline, plan, flt, ns, deadline, record, decision)
             )
             status = "degraded" if computed.degraded else "ok"
         except asyncio.CancelledError:
@@ -379,6 +412,9 @@ class RetrievalService:
         finally:
             metrics.INFLIGHT.dec()
             metrics.QUERIES.labels(request.tenant, plan.route, status).inc()
+            if status != "cancelled":
+                self._settle(request, decision, computed, request_id, status, time.perf_counter() - started)
+        assert computed is not None
         degraded = list(computed.degraded)
         synthesis = None
         if request.answer:
@@ -387,10 +423,12 @@ class RetrievalService:
             metrics.DEGRADATIONS.labels(d.step, d.code).inc()
         took = (time.perf_counter() - started) * 1000.0
         metrics.QUERY_LATENCY.labels(plan.route).observe(took / 1000.0)
+        if computed.usage is not None and status == "ok":
+            self._maybe_shadow(request, pipeline, decision, computed, request_id, took)
         return QueryAnswer(
             results=computed.results,
             route=computed.route,
-            plan={**computed.plan, "profile": profile.value},
+            plan={**computed.plan, **decision.plan_dict()},
             degraded=[{"step": d.step, "code": d.code, "reason": d.reason} for d in degraded],
             cache=computed.cache,
             timings_ms={e.step: round(e.ms, 3) for e in steps},
@@ -399,6 +437,95 @@ class RetrievalService:
             took_ms=round(took, 3),
             answer=synthesis,
         )
+
+    def _settle(
+        self,
+        request: QueryRequest,
+        decision: RoutingDecision,
+        computed: Computed | None,
+        request_id: str,
+        status: str,
+        latency_s: float,
+    ) -> None:
+        """Book the request with the routing state: cost and budget, auto-fallback windows, and the
+        decision the feedback route will look up. The answer's ``cost`` gains CPU-ms and money."""
+        timed_out = computed is not None and any(d.code in ("timeout", "deadline") for d in computed.degraded)
+        cost = self.routing.settle(
+            decision,
+            tenant=request.tenant,
+            request_id=request_id,
+            usage=computed.usage if computed is not None else None,
+            ok=status == "ok",
+            timed_out=timed_out,
+            latency_s=latency_s,
+            served_ids=[r.doc_id for r in computed.results] if computed is not None else [],
+        )
+        if computed is not None and cost is not None:
+            computed.cost = {
+                **computed.cost,
+                "cpu_ms": round(cost.cpu_ms_total, 3),
+                "money": round(cost.money_total, 8),
+                "currency": self.routing.prices.currency,
+            }
+
+    def _maybe_shadow(
+        self,
+        request: QueryRequest,
+        pipeline: SearchPipeline,
+        decision: RoutingDecision,
+        computed: Computed,
+        request_id: str,
+        took_ms: float,
+    ) -> None:
+        """For a sampled request, run the shadow candidate's plan after the answer, in the background."""
+        shadow = self.routing.shadow_plan(decision, request_id)
+        if shadow is None:
+            return
+        flag, plan = shadow
+        if self._shadow_slot.locked():  # one shadow run at a time: shadows never queue up behind users
+            metrics.SHADOW_RUNS.labels(flag, "skipped_busy").inc()
+            return
+        task = asyncio.create_task(
+            self._run_shadow(flag, plan, request, pipeline, computed, request_id, took_ms),
+            name=f"shadow:{request_id}",
+        )
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _run_shadow(
+        self,
+        flag: str,
+        plan: QueryPlan,
+        request: QueryRequest,
+        pipeline: SearchPipeline,
+        baseline: Computed,
+        request_id: str,
+        baseline_ms: float,
+    ) -> None:
+        async with self._shadow_slot:
+            started = time.perf_counter()
+            # its own deadline and no breakers: a shadow's failures must not open the users' breakers
+            guards = Guards(Deadline.after_ms(self.settings.deadline_ms), {}, self.costs)
+            try:
+                outcome = await pipeline.run(
+                    request.query, plan, SearchFilter.of(request.tenant, request.filters), None, guards
+                )
+            except Exception as exc:
+                metrics.SHADOW_RUNS.labels(flag, "error").inc()
+                log.info("shadow %s for %s failed: %s", flag, request_id, exc)
+                return
+            took_ms = (time.perf_counter() - started) * 1000.0
+            results = pipeline.results(outcome.hits, request.top_k)
+            self.routing.record_shadow(
+                flag,
+                request_id,
+                baseline_ids=[r.doc_id for r in baseline.results],
+                candidate_ids=[r.doc_id for r in results],
+                baseline_ms=baseline_ms,
+                candidate_ms=took_ms,
+                baseline_usage=baseline.usage,
+                candidate_usage=usage_of(outcome),
+            )
 
     async def _cached_or_computed(self, q: _Query) -> Computed:
         cache = self.cache
@@ -425,7 +552,7 @@ class RetrievalService:
     async def _compute(self, q: _Query) -> Computed:
         """L2 (after embedding the query once), else the pipeline; a full answer is cached."""
         request, pipeline, plan, ns, record = q.request, q.pipeline, q.plan, q.ns, q.record
-        guards = Guards(q.deadline, self.breakers, self.costs)
+        guards = Guards(q.deadline, self.breakers, self.costs, cpu=self.routing.cpu.observe)
         run = pipeline.prepare(request.query, plan, q.flt, record, guards)
         cache, snapshot = self.cache, pipeline.snapshot
         vector = await run.embed() if cache is not None else None
@@ -465,6 +592,7 @@ class RetrievalService:
                 "candidates": plan.candidates * len(plan.retrievers),
             },
             index_version=snapshot.version,
+            usage=usage_of(outcome),
         )
         if cache is not None and not outcome.degraded:  # a degraded answer is never cached
             try:
@@ -516,6 +644,20 @@ class RetrievalService:
             "completion_tokens": out.completion_tokens,
         }
 
+    async def feedback(
+        self,
+        tenant: str,
+        request_id: str,
+        *,
+        rating: float | None = None,
+        clicked: Sequence[str] | None = None,
+        relevance: dict[str, float] | None = None,
+    ) -> dict[str, Any] | None:
+        """Feedback on an answered request (see :meth:`QueryRouting.feedback`)."""
+        return await self.routing.feedback(
+            tenant, request_id, rating=rating, clicked=clicked, relevance=relevance
+        )
+
     async def purge_cache(self, tenant: str) -> None:
         """Forget ``tenant``'s cached answers (every replica, with Redis). Raises ``RedisUnavailable``
         when the purge could not reach Redis (this replica has forgotten them already)."""
@@ -545,6 +687,22 @@ class RetrievalService:
         job, future = self.jobs.submit(tenant, len(documents), len(delete_ids), work)
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
         return job, future
+
+
+def usage_of(outcome: SearchOutcome) -> Usage:
+    """The work a pipeline run did, in the cost model's units: the CPU steps that ran (a sub-query's
+    search counts as one more search), texts embedded and pairs reranked."""
+    steps = tuple(cost_step(step) for step in outcome.timings_ms if cost_step(step) in CPU_STEPS)
+    return Usage(steps=steps, embedded_texts=outcome.embedded_texts, rerank_pairs=outcome.rerank_pairs)
+
+
+CPU_STEPS = frozenset({"retrieve.bm25", "retrieve.bm25.prf", "retrieve.dense", "fuse"})
+
+
+def cost_step(step: str) -> str:
+    """The cost model's step for a pipeline step name (``retrieve.bm25.q2`` → ``retrieve.bm25``)."""
+    head, _, last = step.rpartition(".")
+    return head if head and last.startswith("q") and last[1:].isdigit() else step
 
 
 def breaker_policies(settings: Settings) -> dict[str, BreakerPolicy]:

@@ -76,6 +76,7 @@ def service_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **override
         "rate_limit_burst": 1000,
         "ingest_sync_max_docs": 50,
         "log_json": True,
+        "router_rerank_gate": 0.0,  # rerank every query to the fixed depth (the gate has tests of its own)
     }
     values.update(overrides)
     return load_settings(**values)

@@ -42,8 +42,8 @@ async def test_stream_reports_each_step_in_order_then_the_result(
             events = parse_sse((await r.aread()).decode())
     names = [name for name, _ in events]
     assert names[:4] == ["plan", "cache.l1", "embed", "cache.l2"]
-    assert names[-3:] == ["fuse", "rerank", "result"]
-    assert set(names[4:-3]) == {"retrieve.bm25", "retrieve.dense"}
+    assert names[-4:] == ["fuse", "rerank.gate", "rerank", "result"]
+    assert set(names[4:-4]) == {"retrieve.bm25", "retrieve.dense"}
     for name, data in events[:-1]:
         assert data["step"] == name and data["ms"] >= 0
     assert events[-2][1]["pairs"] == 3  # all of acme's documents went to the reranker

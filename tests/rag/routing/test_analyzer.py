@@ -7,7 +7,15 @@ import pytest
 from rag.routing.analyzer import FEATURE_NAMES, Complexity, QueryAnalyzer, detect_language, difficulty
 from rag.text.analyzer import Analyzer
 
-WORD_IDF = {"vitamin": 6.5, "d": 2.0, "deficiency": 4.0, "rickets": 9.0, "cause": 1.2, "bm25": 8.5, "p53": 7.0}
+WORD_IDF = {
+    "vitamin": 6.5,
+    "d": 2.0,
+    "deficiency": 4.0,
+    "rickets": 9.0,
+    "cause": 1.2,
+    "bm25": 8.5,
+    "p53": 7.0,
+}
 IDF = {Analyzer().tokens(word)[0]: value for word, value in WORD_IDF.items()}  # keyed by index terms
 
 
@@ -40,7 +48,13 @@ def test_keyword_query_with_identifier_number_and_quotes(qa: QueryAnalyzer) -> N
 
 @pytest.mark.parametrize(
     ("text", "identifier"),
-    [("os.path.join", True), ("snake_case_name", True), ("CamelCase", True), ("IL-6", True), ("plain words", False)],
+    [
+        ("os.path.join", True),
+        ("snake_case_name", True),
+        ("CamelCase", True),
+        ("IL-6", True),
+        ("plain words", False),
+    ],
 )
 def test_identifiers(qa: QueryAnalyzer, text: str, identifier: bool) -> None:
     assert qa.analyze(text, idf).has_identifier is identifier
@@ -48,8 +62,10 @@ def test_identifiers(qa: QueryAnalyzer, text: str, identifier: bool) -> None:
 
 def test_clauses_make_a_query_complex(qa: QueryAnalyzer) -> None:
     f = qa.analyze("vitamin D deficiency causes rickets whereas calcium excess causes stones", idf)
-    assert f.clauses == 2
+    assert f.clauses == 2 and f.sub_questions == 1
     assert f.complexity is Complexity.COMPLEX
+    g = qa.analyze("what causes rickets? how is it treated; and by whom?", idf)
+    assert g.sub_questions == 3 and g.clauses == 3
 
 
 def test_empty_and_stopword_only_queries_are_hardest(qa: QueryAnalyzer) -> None:

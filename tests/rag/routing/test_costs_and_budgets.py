@@ -31,7 +31,13 @@ def test_query_cost_prices_units_and_cpu() -> None:
     usage = Usage(steps=("retrieve.bm25", "retrieve.dense", "fuse"), embedded_texts=1, rerank_pairs=20)
     cpu = {"retrieve.bm25": 2.0, "retrieve.dense": 40.0, "fuse": 0.5, "embed": 10.0, "rerank": 25.0}
     cost = query_cost(usage, cpu, prices)
-    assert cost.cpu_ms == {"retrieve.bm25": 2.0, "retrieve.dense": 40.0, "fuse": 0.5, "embed": 10.0, "rerank": 500.0}
+    assert cost.cpu_ms == {
+        "retrieve.bm25": 2.0,
+        "retrieve.dense": 40.0,
+        "fuse": 0.5,
+        "embed": 10.0,
+        "rerank": 500.0,
+    }
     assert cost.cpu_ms_total == pytest.approx(552.5)
     assert cost.money["rerank"] == pytest.approx(500.0e-6 + 20 * 10.0 / 1000)
     assert cost.money["embed"] == pytest.approx(10.0e-6 + 1.0 / 1000)
@@ -98,7 +104,9 @@ def test_spend_window_is_thread_safe() -> None:
 def test_budget_levels_and_the_tightest_scope() -> None:
     clock = Clock()
     policy = BudgetPolicy(
-        global_per_hour=100.0, soft_fraction=0.8, tenants={"acme": TenantBudget(per_hour=1.0, over_budget="reject")}
+        global_per_hour=100.0,
+        soft_fraction=0.8,
+        tenants={"acme": TenantBudget(per_hour=1.0, over_budget="reject")},
     )
     budgets = Budgets(policy, SpendWindow(clock))
     assert budgets.state("acme").level is BudgetLevel.OK

@@ -52,9 +52,11 @@ def test_without_a_reranker_no_rerank_arm(settings: Settings) -> None:
     assert routed.arm is Arm.HYBRID and routed.plan.rerank_depth == 0
 
 
-def test_complex_query_goes_multi_query_unless_the_profile_or_flag_forbids(settings: Settings) -> None:
+def test_several_questions_go_multi_query_unless_the_profile_or_flag_forbids(settings: Settings) -> None:
     router = Router(settings, reranker_available=True)
-    text = "vitamin D deficiency causes rickets whereas calcium excess causes kidney stones"
+    contrast = "vitamin D deficiency causes rickets whereas calcium excess causes kidney stones"
+    assert router.route(inputs(contrast)).arm is Arm.GATED  # one claim with a contrast: not decomposed
+    text = "what causes rickets in children? how is kidney stone risk treated?"
     assert router.route(inputs(text)).arm is Arm.MULTI
     assert router.route(inputs(text)).plan.multi_query
     assert router.route(inputs(text, profile=Profile.LATENCY)).arm is not Arm.MULTI
@@ -94,10 +96,12 @@ def test_bandit_chooser_picks_among_allowed_arms(settings: Settings) -> None:
         return Arm.BM25, 0.25
 
     router = Router(settings, reranker_available=True, chooser=chooser)
-    routed = router.route(inputs(profile=Profile.COST))
+    routed = router.route(inputs(profile=Profile.COST), bandit=True)
     assert routed.policy == "bandit" and routed.arm is Arm.BM25 and routed.propensity == 0.25
     assert Arm.RERANK not in offered[0] and Arm.MULTI not in offered[0]  # the cost profile has no rerank
-    assert router.route(inputs(flags={Flag.BANDIT: "control"})).policy == "rules"
+    assert router.route(inputs()).policy == "rules"  # the deployment's policy is rules
+    assert router.route(inputs(flags={Flag.BANDIT: "control"}), bandit=True).policy == "rules"
+    assert router.route(inputs(flags={Flag.BANDIT: "on"})).policy == "bandit"  # the flag's unit is in
 
 
 def test_dims_per_query_only_with_a_qdrant_server(settings: Settings) -> None:

@@ -1,0 +1,32 @@
+"""POST /feedback: a user's verdict on an answered query, fed to the router's bandit."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from api.errors import ApiError, declared
+from api.schemas import FeedbackBody, FeedbackOut
+from api.security import Tenant, service_of
+
+router = APIRouter(tags=["feedback"])
+
+
+@router.post("/feedback", response_model=FeedbackOut, responses=declared(401, 403, 404, 413, 422))
+async def feedback(body: FeedbackBody, request: Request, tenant: Tenant) -> FeedbackOut:
+    """Rate the answer of ``request_id`` (one feedback per request, within an hour, on the replica that
+    answered it): graded ``relevance`` per doc id, else ``clicked`` doc ids, else a 1-5 ``rating``."""
+    if body.rating is None and body.clicked is None and body.relevance is None:
+        raise ApiError(
+            422, "invalid_request", "feedback needs one of rating (1-5), clicked ([doc_id]) or relevance"
+        )
+    applied = await service_of(request).feedback(
+        tenant, body.request_id, rating=body.rating, clicked=body.clicked, relevance=body.relevance
+    )
+    if applied is None:
+        raise ApiError(
+            404,
+            "unknown_request",
+            f"no routed answer {body.request_id!r} awaits feedback for this tenant: unknown, already rated, "
+            "older than an hour, answered by another replica, or served from the cache",
+        )
+    return FeedbackOut(request_id=body.request_id, **applied)

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--reranker", required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--qids", type=Path, help="only these query ids (one per line)")
     parser.add_argument("--depth", type=int, default=40)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -39,7 +40,11 @@ def main() -> None:
     settings = settings.model_copy(update={"collection": dataset_collection(args.data, settings)})
     qrels = read_qrels(args.data / "qrels" / f"{args.split}.tsv")
     queries = read_queries(args.data / "queries.jsonl")
-    qids = [q for q in qrels if q in queries][: args.limit or None]
+    qids = [q for q in qrels if q in queries]
+    if args.qids is not None:
+        wanted = set(args.qids.read_text().split())
+        qids = [q for q in qids if q in wanted]
+    qids = qids[: args.limit or None]
     runtime = open_dataset(settings, args.data, load_reranker=True, progress=False)
     runtime.warm_up()
     pipeline, snapshot, reranker = runtime.pipeline, runtime.snapshot, runtime.reranker

@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     llm_passages: int = Field(5, ge=1, le=50, description="passages given to the LLM as context")
     profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"
     router_rerank_gate: float | None = Field(
-        0.5, ge=0, le=1, description="adaptive rerank: where BM25 and dense share this much of their top 10"
+        0.6, ge=0, le=1, description="adaptive rerank: where BM25 and dense share this much of their top 10"
     )
     router_dims: Literal["auto", "always", "never"] = Field(
         "auto", description="Matryoshka d per query: auto = with a Qdrant server (RAG_QDRANT_URL) only"

@@ -79,7 +79,7 @@ class Routed:
 class RouterConfig:
     """The rules policy's thresholds (defaults chosen on SciFact *train* queries; see the README)."""
 
-    rerank_gate: float | None = 0.5  # rerank when BM25 and dense share at least this much of their top 10
+    rerank_gate: float | None = 0.6  # rerank when BM25 and dense share at least this much of their top 10
     easy_difficulty: float = 0.2  # below: a rare anchor term carries the query (cheaper dense search)
     soft_budget_depth: int = 10  # rerank depth cap when spend is past the soft fraction
 

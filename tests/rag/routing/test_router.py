@@ -44,7 +44,7 @@ def test_default_plan_is_hybrid_with_a_gated_rerank(settings: Settings) -> None:
     routed = Router(settings, reranker_available=True).route(inputs())
     assert routed.arm is Arm.GATED and routed.policy == "rules"
     assert routed.plan.retrievers == ("bm25", "dense")
-    assert routed.plan.rerank_depth == settings.rerank_depth and routed.plan.rerank_gate == 0.5
+    assert routed.plan.rerank_depth == settings.rerank_depth and routed.plan.rerank_gate == 0.6
 
 
 def test_without_a_reranker_no_rerank_arm(settings: Settings) -> None:

@@ -21,8 +21,8 @@ def test_the_shipped_example_parses_and_exercises_every_section() -> None:
     assert config.budgets.tenant_over_budget("globex") == "reject"
     assert config.budgets.tenant_over_budget("acme") == "cheap_plan"  # inherited
     assert config.budgets.tenant_per_hour("acme") == 1.0 and config.budgets.tenant_per_hour("x") is None
-    assert config.flag("rerank.v2") is not None and config.flag("nope") is None
-    assert config.shadow.candidate == "rerank.v2"
+    assert config.flag("adaptive_rerank") is not None and config.flag("nope") is None
+    assert config.shadow.candidate == "adaptive_rerank"
 
 
 def test_an_empty_text_is_the_defaults() -> None:

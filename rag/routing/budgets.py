@@ -105,6 +105,10 @@ class SpendWindow:
         with self._lock:
             return sum(v for m, v in self._buckets.get(scope, {}).items() if m > oldest)
 
+    def scopes(self) -> list[str]:
+        with self._lock:
+            return list(self._buckets)
+
     def merge(self, scope: str, minute_totals: Mapping[int, float]) -> None:
         """Replace the buckets of ``scope`` with shared totals (read from Redis)."""
         with self._lock:
@@ -112,15 +116,17 @@ class SpendWindow:
 
 
 class Budgets:
-    """Tracks spend and answers the budget state of a tenant."""
+    """Tracks spend and answers the budget state of a tenant. ``add`` records spend (default: into the
+    window; :class:`rag.routing.shared_spend.SharedSpend.add` when replicas share it through Redis)."""
 
     def __init__(self, policy: BudgetPolicy, window: SpendWindow | None = None) -> None:
         self.policy = policy
         self.window = window or SpendWindow()
+        self.add: Callable[[str, float], None] = self.window.add
 
     def record(self, tenant: str, amount: float) -> None:
-        self.window.add(GLOBAL, amount)
-        self.window.add(tenant, amount)
+        self.add(GLOBAL, amount)
+        self.add(tenant, amount)
 
     def state(self, tenant: str) -> BudgetState:
         policy = self.policy

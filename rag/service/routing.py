@@ -34,6 +34,7 @@ from rag.routing.analyzer import FEATURE_NAMES, QueryAnalyzer, QueryFeatures
 from rag.routing.budgets import BudgetLevel, BudgetPolicy, Budgets, BudgetState, OverBudgetError, TenantBudget
 from rag.routing.costs import CpuCosts, Prices, QueryCost, Usage, query_cost
 from rag.routing.router import ARMS, CONTROL, Arm, Routed, RouteInputs, Router
+from rag.routing.shared_spend import SharedSpend
 from rag.text.analyzer import Analyzer
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class QueryRouting:
         self._rng = np.random.default_rng(seed)
         self._updates_since_save = 0
         self._redis: GuardedRedis | None = None
+        self.shared_spend: SharedSpend | None = None
         self._costs: OrderedDict[str, float] = OrderedDict()  # request id → CPU-seconds, for the reward
         self.router = Router(settings, reranker_available=reranker_available, chooser=self._choose)
         self.watcher.listeners.append(self._on_config)
@@ -144,6 +146,9 @@ class QueryRouting:
         self._redis = redis
         if redis is not None:
             guarded = redis
+            self.shared_spend = SharedSpend(self.budgets.window, redis)
+            self.budgets.add = self.shared_spend.add
+            self.shared_spend.start()
 
             async def redis_get() -> bytes | str | None:
                 return await guarded.run(lambda r: r.get(REDIS_KEY))
@@ -161,6 +166,8 @@ class QueryRouting:
 
     async def close(self) -> None:
         await self.watcher.close()
+        if self.shared_spend is not None:
+            await self.shared_spend.close()
         await self.save_bandit()
         self.decisions.close()
 

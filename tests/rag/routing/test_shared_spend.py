@@ -1,0 +1,80 @@
+"""Budget spend shared between two replicas through a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.resilience.breaker import Breaker, BreakerPolicy
+from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.routing.budgets import GLOBAL, BudgetLevel, BudgetPolicy, Budgets, SpendWindow, TenantBudget
+from rag.routing.shared_spend import SharedSpend
+from rag.service.redis_client import connect_redis
+from rag.testing.servers import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def replica(url: str, clock: Clock) -> tuple[Budgets, SharedSpend, GuardedRedis]:
+    redis = GuardedRedis(connect_redis(url, timeout_s=0.5), Breaker("redis", BreakerPolicy()), timeout_s=0.5)
+    budgets = Budgets(BudgetPolicy(tenants={"acme": TenantBudget(per_hour=1.0)}), SpendWindow(clock))
+    shared = SharedSpend(budgets.window, redis)
+    budgets.add = shared.add
+    return budgets, shared, redis
+
+
+async def test_two_replicas_see_each_others_spend(redis_url: str) -> None:
+    clock = Clock()
+    a, sa, ra = replica(redis_url, clock)
+    b, sb, rb = replica(redis_url, clock)
+    try:
+        a.record("acme", 0.5)
+        b.record("acme", 0.2)
+        assert a.state("acme").level is BudgetLevel.OK  # 0.5 of 1.0 on its own
+        await sa.sync()
+        await sb.sync()
+        await sa.sync()
+        for budgets in (a, b):
+            assert budgets.window.spent("acme") == pytest.approx(0.7)
+            assert budgets.window.spent(GLOBAL) == pytest.approx(0.7)
+        b.record("acme", 0.2)  # 0.9 of 1.0 across the deployment: soft on both once synced
+        await sb.sync()
+        await sa.sync()
+        assert a.state("acme").level is BudgetLevel.SOFT and b.state("acme").level is BudgetLevel.SOFT
+        clock.t += 3601  # an hour later the spend has rolled off everywhere
+        await sa.sync()
+        assert a.window.spent("acme") == 0.0
+    finally:
+        await ra.close()
+        await rb.close()
+
+
+async def test_redis_down_keeps_local_spend_and_pushes_it_later(redis_process: RedisServer) -> None:
+    clock = Clock()
+    a, sa, ra = replica(redis_process.url, clock)
+    try:
+        redis_process.kill()
+        a.record("acme", 0.4)
+        with pytest.raises(RedisUnavailable):
+            await sa.sync()
+        assert a.window.spent("acme") == pytest.approx(0.4)  # budgets still see this replica's spend
+        redis_process.restart()
+        a.record("acme", 0.1)
+        for _ in range(50):  # the redis breaker may be open for a moment after the outage
+            try:
+                await sa.sync()
+                break
+            except RedisUnavailable:
+                import asyncio
+
+                await asyncio.sleep(0.2)
+        value = await ra.run(lambda r: r.get(f"rag:spend:acme:{int(clock.t // 60)}"))
+        assert float(value) == pytest.approx(0.5)
+    finally:
+        await ra.close()

@@ -109,6 +109,7 @@ class FeedbackOut(BaseModel):
     arm: str = Field(description="the plan arm that served the request")
     quality: float = Field(description="reward before cost, in [0, 1]")
     reward: float = Field(description="quality - cost_weight x CPU-seconds: what the bandit learns")
+    cpu_s: float = Field(description="the CPU-seconds the answer cost")
 
 
 class RolloutOut(BaseModel):

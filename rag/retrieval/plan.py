@@ -160,11 +160,9 @@ def plan_for(
     reranker_available: bool,
     profile: Profile | None = None,
 ) -> QueryPlan:
-    """The fixed plan of a named pipeline under ``settings``.
-
-    ``auto`` is the plan the service serves by default: hybrid, reranked when a reranker is configured.
-    (The cost-aware router replaces this when it lands.)
-    """
+    """The fixed plan of a named pipeline under ``settings``. ``auto`` here is hybrid, reranked when a
+    reranker is configured; the service and ``rag eval --pipeline auto`` plan each query with the router
+    (:mod:`rag.routing.router`) instead."""
     if pipeline is PipelineName.AUTO:
         pipeline = PipelineName.HYBRID_RERANK if reranker_available else PipelineName.HYBRID
     retrievers = {

@@ -160,7 +160,7 @@ class Router:
             Arm.HYBRID: PipelineName.HYBRID,
             Arm.GATED: PipelineName.HYBRID_RERANK,
             Arm.RERANK: PipelineName.HYBRID_RERANK,
-            Arm.MULTI: PipelineName.HYBRID_RERANK,
+            Arm.MULTI: PipelineName.HYBRID_RERANK if self.reranker_available else PipelineName.HYBRID,
         }[arm]
         plan = plan_for(
             pipeline, settings, top_k=inputs.top_k, reranker_available=self.reranker_available, profile=None

@@ -110,3 +110,8 @@ def test_dims_per_query_only_with_a_qdrant_server(settings: Settings) -> None:
     server = settings.model_copy(update={"qdrant_url": "http://qdrant:6333"})
     planned = Router(server, reranker_available=True).route(inputs()).plan
     assert planned.dims in (64, 128) and planned.rescore
+
+
+def test_multi_query_without_a_reranker_plans_no_rerank(settings: Settings) -> None:
+    routed = Router(settings, reranker_available=False).route(inputs("what causes rickets? how is it treated?"))
+    assert routed.arm is Arm.MULTI and routed.plan.multi_query and routed.plan.rerank_depth == 0

@@ -38,10 +38,10 @@ format: install
 	$(BIN)/ruff check --fix rag api tests benchmarks
 
 bench-bm25: install
-	$(BIN)/python benchmarks/bm25_speed.py --data ../shared/data/scifact
+	$(BIN)/python -m benchmarks.bm25_speed --data ../shared/data/scifact
 
 bench-quality: install
-	$(BIN)/python benchmarks/quality.py --data ../shared/data/scifact
+	$(BIN)/python -m benchmarks.quality --data ../shared/data/scifact
 
 clean:
 	rm -rf $(VENV) .rag-data

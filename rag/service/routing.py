@@ -287,7 +287,7 @@ class QueryRouting:
             metrics.COST_MONEY.labels(step, tenant).inc(money)
         metrics.QUERY_COST.labels(decision.routed.arm.value).observe(cost.money_total)
         self.budgets.record(tenant, cost.money_total)
-        if ok:
+        if ok and request_id:  # (a call outside HTTP has no request id: nothing can rate it)
             routed = decision.routed
             self.decisions.record(
                 request_id,

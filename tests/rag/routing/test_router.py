@@ -113,5 +113,7 @@ def test_dims_per_query_only_with_a_qdrant_server(settings: Settings) -> None:
 
 
 def test_multi_query_without_a_reranker_plans_no_rerank(settings: Settings) -> None:
-    routed = Router(settings, reranker_available=False).route(inputs("what causes rickets? how is it treated?"))
+    routed = Router(settings, reranker_available=False).route(
+        inputs("what causes rickets? how is it treated?")
+    )
     assert routed.arm is Arm.MULTI and routed.plan.multi_query and routed.plan.rerank_depth == 0

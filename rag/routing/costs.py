@@ -19,16 +19,6 @@ from rag.resilience.deadline import ewma
 
 T = TypeVar("T")
 
-# the cost model's steps and the unit each is counted in
-UNITS: dict[str, str] = {
-    "retrieve.bm25": "query",
-    "retrieve.dense": "query",
-    "fuse": "query",
-    "embed": "text",
-    "rerank": "pair",
-    "synthesize": "token",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Prices:
@@ -87,13 +77,6 @@ def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Price
     if llm:
         money["synthesize"] = llm
     return QueryCost(cpu, {step: m for step, m in money.items() if m})
-
-
-def plan_units(*, retrievers: tuple[str, ...], rerank_depth: int, sub_queries: int = 1) -> Usage:
-    """The usage a plan is expected to have, for pricing plans before running them."""
-    dense = "dense" in retrievers
-    steps = tuple(f"retrieve.{r}" for r in retrievers) + (("fuse",) if len(retrievers) > 1 else ())
-    return Usage(steps=steps, embedded_texts=sub_queries if dense else 0, rerank_pairs=rerank_depth)
 
 
 class CpuCosts:

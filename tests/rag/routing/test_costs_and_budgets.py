@@ -15,7 +15,7 @@ from rag.routing.budgets import (
     TenantBudget,
     budget_level,
 )
-from rag.routing.costs import CpuCosts, Prices, Usage, cpu_timed, plan_units, query_cost
+from rag.routing.costs import CpuCosts, Prices, Usage, cpu_timed, query_cost
 
 
 class Clock:
@@ -47,13 +47,6 @@ def test_query_cost_prices_units_and_cpu() -> None:
 def test_llm_tokens_are_priced() -> None:
     cost = query_cost(Usage(prompt_tokens=1000, completion_tokens=500), {}, Prices())
     assert cost.money["synthesize"] == pytest.approx(0.15 + 0.3)
-
-
-def test_plan_units() -> None:
-    assert plan_units(retrievers=("bm25",), rerank_depth=0) == Usage(steps=("retrieve.bm25",))
-    hybrid = plan_units(retrievers=("bm25", "dense"), rerank_depth=40, sub_queries=3)
-    assert hybrid.steps == ("retrieve.bm25", "retrieve.dense", "fuse")
-    assert hybrid.embedded_texts == 3 and hybrid.rerank_pairs == 40
 
 
 def test_cpu_costs_running_average_per_unit() -> None:

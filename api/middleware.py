@@ -107,10 +107,11 @@ class RequestContextMiddleware:
                 return
             try:
                 await self.app(scope, counted_receive, app_send)
-            except Exception:
+            except Exception as exc:
                 if too_large:
                     return
                 log.exception("unhandled error")
+                metrics.ERRORS.labels("api", type(exc).__name__).inc()
                 if not response_started:
                     await respond(500, "internal", "internal error; the request id identifies it in the logs")
         finally:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    if args.workers > 1:
+        if settings.qdrant_url is None:
+            print(
+                f"--workers {args.workers} needs a Qdrant server (RAG_QDRANT_URL): embedded Qdrant locks its "
+                "folder to one process",
+                file=sys.stderr,
+            )
+            return 2
+        # each worker builds the app from the environment; /metrics aggregates them (rag.metrics)
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="rag-metrics-"))
+        os.environ["RAG_COLLECTION"] = settings.collection
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     return 0
@@ -206,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="default: RAG_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, help="default: RAG_PORT or 8000")
     p.add_argument("--collection")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes (needs RAG_QDRANT_URL; metrics aggregated)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("keys", help="API key helpers")

@@ -2,11 +2,25 @@
 
 Labels are bounded: routes are the app's route templates, tenants are the configured tenants, steps and
 reasons come from the pipeline's fixed vocabulary. Query text and ids never become labels.
+
+Multi-process mode (``rag serve --workers N``): with ``PROMETHEUS_MULTIPROC_DIR`` set before this module
+is imported, every worker writes its samples there and ``/metrics`` aggregates them
+(:func:`exposition`); each gauge says how (``multiprocess_mode``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 5.0, 10.0)
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -24,8 +38,15 @@ HTTP_LATENCY = Histogram(
 )
 QUERIES = Counter(
     "rag_queries_total",
-    "Queries answered, by tenant, route (pipeline) and outcome.",
-    ["tenant", "route", "status"],
+    "Queries by tenant, route (pipeline), outcome (ok, degraded, error, cancelled) and cache result "
+    "(l1, l2, coalesced, miss, off; none when no answer).",
+    ["tenant", "route", "status", "cache"],
+)
+ERRORS = Counter(
+    "rag_errors_total",
+    "Failures by component (embedder, qdrant, reranker, redis, llm, api) and type (error, timeout, "
+    "breaker_open, or the exception class for unhandled API errors).",
+    ["component", "type"],
 )
 QUERY_LATENCY = Histogram(
     "rag_query_duration_seconds",
@@ -36,7 +57,7 @@ QUERY_LATENCY = Histogram(
 STEP_LATENCY = Histogram(
     "rag_step_duration_seconds", "Pipeline step latency.", ["step"], buckets=STEP_BUCKETS
 )
-INFLIGHT = Gauge("rag_inflight_queries", "Queries being answered now.")
+INFLIGHT = Gauge("rag_inflight_queries", "Queries being answered now.", multiprocess_mode="livesum")
 DEGRADATIONS = Counter(
     "rag_degradations_total", "Answers served with a step degraded, by step and reason.", ["step", "reason"]
 )
@@ -51,10 +72,13 @@ MODEL_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 INGEST_JOBS = Counter("rag_ingest_jobs_total", "Ingest jobs by final state.", ["state"])
-INDEX_INFO = Gauge("rag_index_chunks", "Chunks in the index version being served.")
-READY = Gauge("rag_ready", "1 when the service is ready to answer queries.")
+INDEX_INFO = Gauge("rag_index_chunks", "Chunks in the index version being served.", multiprocess_mode="max")
+READY = Gauge("rag_ready", "1 when the service is ready to answer queries.", multiprocess_mode="livemin")
 BREAKER_STATE = Gauge(
-    "rag_breaker_state", "1 for each breaker's current state (closed, open, half-open).", ["breaker", "state"]
+    "rag_breaker_state",
+    "1 for each breaker's current state (closed, open, half-open).",
+    ["breaker", "state"],
+    multiprocess_mode="max",
 )
 BREAKER_TRANSITIONS = Counter(
     "rag_breaker_transitions_total", "Breaker state transitions.", ["breaker", "from_state", "to_state"]
@@ -79,6 +103,7 @@ STEP_CPU = Gauge(
     "rag_step_cpu_seconds_per_unit",
     "Running average of CPU time per unit of work of a step (per query, per embedded text, per pair).",
     ["step"],
+    multiprocess_mode="max",
 )
 COST_CPU = Counter(
     "rag_cost_cpu_seconds_total", "CPU time spent answering, by step and tenant.", ["step", "tenant"]
@@ -94,7 +119,12 @@ QUERY_COST = Histogram(
     ["arm"],
     buckets=(1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2),
 )
-BUDGET_PRESSURE = Gauge("rag_budget_pressure", "Spend over the last hour / the tightest budget.", ["tenant"])
+BUDGET_PRESSURE = Gauge(
+    "rag_budget_pressure",
+    "Spend over the last hour / the tightest budget.",
+    ["tenant"],
+    multiprocess_mode="max",
+)
 BUDGET_EXCEEDED = Counter(
     "rag_budget_exceeded_total", "Queries past a hard budget, by the action taken.", ["tenant", "action"]
 )
@@ -103,12 +133,18 @@ BUDGET_EXCEEDED = Counter(
 ROLLOUT_ASSIGNMENTS = Counter(
     "rag_rollout_assignments_total", "Requests by feature flag and variant served.", ["flag", "variant"]
 )
-ROLLOUT_CONFIG = Gauge("rag_rollout_config_info", "1 for the rollout config version serving.", ["version"])
+ROLLOUT_CONFIG = Gauge(
+    "rag_rollout_config_info",
+    "1 for the rollout config version serving.",
+    ["version"],
+    multiprocess_mode="max",
+)
 CONFIG_RELOADS = Counter("rag_rollout_config_reloads_total", "Rollout config reloads by result.", ["result"])
 FALLBACK_TRIPPED = Gauge(
     "rag_fallback_tripped",
     "1 while a flag's candidate path is switched back to the baseline.",
     ["tenant", "flag"],
+    multiprocess_mode="max",
 )
 FALLBACK_EVENTS = Counter("rag_fallback_events_total", "Auto-fallback trips and resets.", ["flag", "kind"])
 SHADOW_RUNS = Counter(
@@ -147,3 +183,13 @@ BANDIT_REWARD = Histogram(
     ["arm"],
     buckets=(-0.5, 0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
 )
+
+
+def exposition() -> tuple[bytes, str]:
+    """The ``/metrics`` body and content type: this process's registry, or every worker's samples
+    aggregated when ``PROMETHEUS_MULTIPROC_DIR`` is set (multi-process mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

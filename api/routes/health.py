@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.schemas import HealthOut, ReadyOut
 from api.security import service_of
+from rag import metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -35,5 +36,6 @@ async def ready(request: Request) -> JSONResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
 )
 async def prometheus_metrics() -> Response:
-    """Prometheus text exposition."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition (every worker's samples under ``rag serve --workers N``)."""
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)

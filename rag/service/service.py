@@ -411,7 +411,8 @@ class RetrievalService:
             raise
         finally:
             metrics.INFLIGHT.dec()
-            metrics.QUERIES.labels(request.tenant, plan.route, status).inc()
+            cache_result = computed.cache if computed is not None else "none"
+            metrics.QUERIES.labels(request.tenant, plan.route, status, cache_result).inc()
             if status != "cancelled":
                 self._settle(request, decision, computed, request_id, status, time.perf_counter() - started)
         assert computed is not None
@@ -421,6 +422,8 @@ class RetrievalService:
             synthesis = await self._synthesize(request, computed.results, deadline, degraded, record)
         for d in degraded:
             metrics.DEGRADATIONS.labels(d.step, d.code).inc()
+            if d.code in FAILURE_CODES:
+                metrics.ERRORS.labels(component_of(d.step), d.code).inc()
         took = (time.perf_counter() - started) * 1000.0
         metrics.QUERY_LATENCY.labels(plan.route).observe(took / 1000.0)
         if computed.usage is not None and status == "ok":
@@ -687,6 +690,16 @@ class RetrievalService:
         job, future = self.jobs.submit(tenant, len(documents), len(delete_ids), work)
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
         return job, future
+
+
+FAILURE_CODES = frozenset({"error", "timeout", "breaker_open", "redis_unavailable"})
+_COMPONENTS = {"embed": "embedder", "retrieve.dense": "qdrant", "rerank": "reranker", "cache": "redis"}
+
+
+def component_of(step: str) -> str:
+    """The dependency behind a pipeline step (``embed.q1`` → embedder), for ``rag_errors_total``."""
+    base = cost_step(step)
+    return _COMPONENTS.get(base, "llm" if base == "synthesize" else base)
 
 
 def usage_of(outcome: SearchOutcome) -> Usage:

@@ -1,4 +1,5 @@
-"""Real servers for tests, started on loopback in a temp folder: ``redis-server`` (Debian's package).
+"""Real servers for tests, started on loopback in a temp folder: ``redis-server``, ``prometheus`` and
+``prometheus-alertmanager`` (Debian's packages), and a webhook receiver for Alertmanager.
 
 A missing program is a skip on a developer machine and a failure under ``CI=true`` (CI installs it).
 """
@@ -113,3 +114,125 @@ def redis_server(folder: Path) -> Iterator[RedisServer]:
         server.resume()  # a paused server ignores SIGKILL until continued on some systems
         if server.process.poll() is None:
             server.kill()
+
+
+# -- monitoring: Prometheus, Alertmanager and a webhook receiver --------------------------------------
+@dataclass
+class MonitoringProcess:
+    """A started ``prometheus`` or ``prometheus-alertmanager`` (Debian's packages) on a loopback port."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@contextmanager
+def prometheus_server(folder: Path, config_yaml: str) -> Iterator[MonitoringProcess]:
+    """Prometheus with ``config_yaml`` (rule files relative to ``folder`` or absolute), fresh storage."""
+    binary = require_program("prometheus", "prometheus")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prometheus.yml").write_text(config_yaml)
+    port = free_port()
+    log = folder / "prometheus.log"
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = MonitoringProcess(port, process, log)
+    try:
+        wait_for_port(port, timeout_s=30)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def alertmanager_server(folder: Path, config_yaml: str) -> Iterator[MonitoringProcess]:
+    binary = require_program("prometheus-alertmanager", "prometheus-alertmanager")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "alertmanager.yml").write_text(config_yaml)
+    port, cluster_port = free_port(), free_port()
+    log = folder / "alertmanager.log"
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={folder / 'alertmanager.yml'}",
+            f"--storage.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = MonitoringProcess(port, process, log)
+    try:
+        wait_for_port(port, timeout_s=30)
+        yield server
+    finally:
+        server.stop()
+
+
+class WebhookReceiver:
+    """An HTTP server in a thread that keeps every JSON body POSTed to it (Alertmanager's webhooks)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received: list[dict[str, object]] = []
+        self.received = received
+        self._lock = threading.Lock()
+        lock = self._lock
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with lock:
+                    received.append({"path": self.path, **json.loads(body or b"{}")})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alerts(self) -> list[dict[str, object]]:
+        """Every alert received so far, with the path it was posted to and the notification's status."""
+        with self._lock:
+            return [
+                {**alert, "path": body["path"]}
+                for body in self.received
+                for alert in body.get("alerts", [])  # type: ignore[attr-defined]
+            ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,4 +1,4 @@
-"""The `rag` command line: ingest, delete, query, serve, keys, eval, train-reranker."""
+"""The `rag` command line: ingest, delete, query, serve, stats, keys, eval, train-reranker."""
 
 from __future__ import annotations
 
@@ -195,6 +195,12 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from rag.ops.stats import run
+
+    return run(args.url, interval_s=args.interval, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -236,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn worker processes (needs RAG_QDRANT_URL; metrics aggregated)",
     )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("stats", help="summarise a running service's /metrics against the alert thresholds")
+    p.add_argument("url", help="the service's base URL (or its /metrics URL), e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--interval", type=float, metavar="S", help="report the difference of two scrapes S seconds apart"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("keys", help="API key helpers")
     keys = p.add_subparsers(dest="keys_command", required=True)

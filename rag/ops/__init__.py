@@ -1,0 +1,1 @@
+"""Operating a running service: `rag stats` (a terminal summary of /metrics)."""

@@ -29,13 +29,13 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check rag api tests benchmarks
-	$(BIN)/ruff format --check rag api tests benchmarks
+	$(BIN)/ruff check rag api tests benchmarks monitoring
+	$(BIN)/ruff format --check rag api tests benchmarks monitoring
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format rag api tests benchmarks
-	$(BIN)/ruff check --fix rag api tests benchmarks
+	$(BIN)/ruff format rag api tests benchmarks monitoring
+	$(BIN)/ruff check --fix rag api tests benchmarks monitoring
 
 bench-bm25: install
 	$(BIN)/python -m benchmarks.bm25_speed --data ../shared/data/scifact

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from rag.text.analyzer import Analyzer
@@ -86,10 +86,10 @@ class QueryFeatures:
     complexity: Complexity
 
     def as_dict(self) -> dict[str, object]:
-        out = asdict(self)
+        out: dict[str, object] = {name: getattr(self, name) for name in _FIELD_NAMES}  # no deep copy
         out["complexity"] = self.complexity.value
         for key in ("idf_mean", "idf_max", "idf_min", "difficulty"):
-            out[key] = round(float(out[key]), 3)
+            out[key] = round(float(getattr(self, key)), 3)
         return out
 
     def vector(self) -> list[float]:
@@ -108,6 +108,8 @@ class QueryFeatures:
         ]
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(QueryFeatures))
+
 FEATURE_NAMES = (
     "bias",
     "terms",
@@ -124,17 +126,18 @@ FEATURE_NAMES = (
 
 def detect_language(words: list[str], text: str) -> str:
     """The language of a short text: by script for non-Latin scripts, else by function-word votes."""
-    counts = [0] * len(_SCRIPTS)
-    letters = 0
-    for ch in text:
-        if ch.isalpha():
-            letters += 1
-            for i, (lo, hi) in enumerate(_SCRIPTS):
-                if lo <= ch <= hi:
-                    counts[i] += 1
-                    break
-    if letters and max(counts) * 2 > letters:
-        return _SCRIPT_LANG[counts.index(max(counts))]
+    if not text.isascii():  # ASCII is Latin script: the per-character scan only for other texts
+        counts = [0] * len(_SCRIPTS)
+        letters = 0
+        for ch in text:
+            if ch.isalpha():
+                letters += 1
+                for i, (lo, hi) in enumerate(_SCRIPTS):
+                    if lo <= ch <= hi:
+                        counts[i] += 1
+                        break
+        if letters and max(counts) * 2 > letters:
+            return _SCRIPT_LANG[counts.index(max(counts))]
     votes = {lang: sum(w in vocab for w in words) for lang, vocab in _LANGUAGE_WORDS.items()}
     best = max(votes, key=lambda lang: votes[lang])
     if votes[best] == 0:

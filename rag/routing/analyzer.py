@@ -138,7 +138,8 @@ def detect_language(words: list[str], text: str) -> str:
                         break
         if letters and max(counts) * 2 > letters:
             return _SCRIPT_LANG[counts.index(max(counts))]
-    votes = {lang: sum(w in vocab for w in words) for lang, vocab in _LANGUAGE_WORDS.items()}
+    present = set(words)
+    votes = {lang: len(vocab & present) for lang, vocab in _LANGUAGE_WORDS.items()}
     best = max(votes, key=lambda lang: votes[lang])
     if votes[best] == 0:
         return "en" if words and all(w.isascii() for w in words) else "und"

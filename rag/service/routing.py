@@ -104,6 +104,7 @@ class QueryRouting:
         self._redis: GuardedRedis | None = None
         self.shared_spend: SharedSpend | None = None
         self._costs: OrderedDict[str, float] = OrderedDict()  # request id → CPU-seconds, for the reward
+        self._feature_memo: OrderedDict[tuple[str, str], QueryFeatures] = OrderedDict()
         self.router = Router(settings, reranker_available=reranker_available, chooser=self._choose)
         self.watcher.listeners.append(self._on_config)
         self.watcher.listeners.append(lambda _: metrics.CONFIG_RELOADS.labels("reloaded").inc())
@@ -219,6 +220,7 @@ class QueryRouting:
         profile: Profile,
         top_k: int,
         session_id: str | None = None,
+        version: str = "",
     ) -> RoutingDecision:
         """The plan for one request. Raises :class:`OverBudgetError` for a tenant past a hard budget
         whose action is ``reject``."""
@@ -232,13 +234,27 @@ class QueryRouting:
         if budget.level is BudgetLevel.OVER:
             metrics.BUDGET_EXCEEDED.labels(tenant, "cheap_plan").inc()
         variants, fallen_back, candidates = self._variants(tenant, session_id)
-        features = self.analyzer.analyze(text, idf)
+        features = self._features_of(text, idf, version)
         override = self.config.profiles.get(profile.value)
         limits = profile_limits(profile, override.model_dump() if override is not None else None)
         inputs = RouteInputs(features, profile, budget, top_k, variants, limits)
         routed = self.router.route(inputs, bandit=self.config.router.policy == "bandit")
         metrics.ROUTER_DECISIONS.labels(routed.arm.value, routed.policy, features.complexity.value).inc()
         return RoutingDecision(features, routed, budget, profile, variants, fallen_back, candidates)
+
+    def _features_of(self, text: str, idf: IdfLookup, version: str) -> QueryFeatures:
+        """The query's features, memoised per index version (they depend only on the text and the
+        version's vocabulary): a repeated query, the cache path, skips the analysis."""
+        key = (version, text)
+        features = self._feature_memo.get(key)
+        if features is None:
+            features = self.analyzer.analyze(text, idf)
+            self._feature_memo[key] = features
+            if len(self._feature_memo) > FEATURE_MEMO_ENTRIES:
+                self._feature_memo.popitem(last=False)
+        else:
+            self._feature_memo.move_to_end(key)
+        return features
 
     def _variants(
         self, tenant: str, session_id: str | None
@@ -406,6 +422,7 @@ class QueryRouting:
         return {"arm": decision.arm, "quality": quality, "reward": reward, "cpu_s": cpu_s}
 
 
+FEATURE_MEMO_ENTRIES = 10_000
 SAVE_EVERY = 20  # bandit updates between saves of its state (and at shutdown)
 
 

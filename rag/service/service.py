@@ -381,6 +381,7 @@ class RetrievalService:
             profile=profile,
             top_k=request.top_k,
             session_id=request.session_id,
+            version=pipeline.snapshot.version,
         )
         plan = decision.plan
         routed = decision.routed

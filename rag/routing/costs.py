@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from rag.resilience.deadline import ewma
 
@@ -56,6 +56,30 @@ class QueryCost:
     @property
     def money_total(self) -> float:
         return sum(self.money.values())
+
+
+class RunOutcome(Protocol):
+    """What the cost model reads from a pipeline run (:class:`rag.retrieval.pipeline.SearchOutcome`)."""
+
+    timings_ms: dict[str, float]
+    embedded_texts: int
+    rerank_pairs: int
+
+
+CPU_STEPS = frozenset({"retrieve.bm25", "retrieve.bm25.prf", "retrieve.dense", "fuse"})
+
+
+def cost_step(step: str) -> str:
+    """The cost model's step for a pipeline step name (``retrieve.bm25.q2`` → ``retrieve.bm25``)."""
+    head, _, last = step.rpartition(".")
+    return head if head and last.startswith("q") and last[1:].isdigit() else step
+
+
+def usage_of(outcome: RunOutcome) -> Usage:
+    """The work a pipeline run did, in the cost model's units: the CPU steps that ran (a sub-query's
+    search counts as one more search), texts embedded and pairs reranked."""
+    steps = tuple(cost_step(step) for step in outcome.timings_ms if cost_step(step) in CPU_STEPS)
+    return Usage(steps=steps, embedded_texts=outcome.embedded_texts, rerank_pairs=outcome.rerank_pairs)
 
 
 def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Prices) -> QueryCost:

@@ -43,14 +43,13 @@ from rag.retrieval.pipeline import (
     Degradation,
     Guards,
     RetrievalUnavailable,
-    SearchOutcome,
     SearchPipeline,
     StepEvent,
     StepListener,
     failure_degradation,
 )
 from rag.retrieval.plan import Profile, ProfileLimits, QueryPlan, profile_limits
-from rag.routing.costs import Usage
+from rag.routing.costs import Usage, cost_step, usage_of
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
 from rag.service.batching import BatchedCompute
@@ -58,6 +57,7 @@ from rag.service.jobs import IngestJobs, Job, ProgressFn
 from rag.service.ratelimit import Decision, InProcessRateLimiter, RateLimiter, RedisRateLimiter
 from rag.service.redis_client import connect_redis
 from rag.service.routing import QueryRouting, RoutingDecision
+from rag.service.shadow import ShadowRunner
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
 from rag.types import Document, Result
@@ -184,8 +184,7 @@ class RetrievalService:
             reranker_available=reranker is not None or settings.reranker_model is not None,
             decision_log=settings.bandit_log,
         )
-        self._shadow_slot = asyncio.Lock()
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self.shadows = ShadowRunner(self.routing, self.costs, deadline_ms=settings.deadline_ms)
         self.llm = (
             ChatClient(
                 settings.llm_url,
@@ -288,8 +287,7 @@ class RetrievalService:
     async def stop(self) -> None:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
-        for task in list(self._shadow_tasks):
-            task.cancel()
+        self.shadows.cancel_all()
         await self.routing.close()
         if self.compute is not None:
             await self.compute.close()
@@ -428,7 +426,18 @@ class RetrievalService:
         took = (time.perf_counter() - started) * 1000.0
         metrics.QUERY_LATENCY.labels(plan.route).observe(took / 1000.0)
         if computed.usage is not None and status == "ok":
-            self._maybe_shadow(request, pipeline, decision, computed, request_id, took)
+            self.shadows.maybe_run(
+                tenant=request.tenant,
+                query=request.query,
+                filters=request.filters,
+                top_k=request.top_k,
+                pipeline=pipeline,
+                decision=decision,
+                request_id=request_id,
+                baseline_ids=[r.doc_id for r in computed.results],
+                baseline_ms=took,
+                baseline_usage=computed.usage,
+            )
         return QueryAnswer(
             results=computed.results,
             route=computed.route,
@@ -471,65 +480,6 @@ class RetrievalService:
                 "money": round(cost.money_total, 8),
                 "currency": self.routing.prices.currency,
             }
-
-    def _maybe_shadow(
-        self,
-        request: QueryRequest,
-        pipeline: SearchPipeline,
-        decision: RoutingDecision,
-        computed: Computed,
-        request_id: str,
-        took_ms: float,
-    ) -> None:
-        """For a sampled request, run the shadow candidate's plan after the answer, in the background."""
-        shadow = self.routing.shadow_plan(decision, request_id)
-        if shadow is None:
-            return
-        flag, plan = shadow
-        if self._shadow_slot.locked():  # one shadow run at a time: shadows never queue up behind users
-            metrics.SHADOW_RUNS.labels(flag, "skipped_busy").inc()
-            return
-        task = asyncio.create_task(
-            self._run_shadow(flag, plan, request, pipeline, computed, request_id, took_ms),
-            name=f"shadow:{request_id}",
-        )
-        self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
-
-    async def _run_shadow(
-        self,
-        flag: str,
-        plan: QueryPlan,
-        request: QueryRequest,
-        pipeline: SearchPipeline,
-        baseline: Computed,
-        request_id: str,
-        baseline_ms: float,
-    ) -> None:
-        async with self._shadow_slot:
-            started = time.perf_counter()
-            # its own deadline and no breakers: a shadow's failures must not open the users' breakers
-            guards = Guards(Deadline.after_ms(self.settings.deadline_ms), {}, self.costs)
-            try:
-                outcome = await pipeline.run(
-                    request.query, plan, SearchFilter.of(request.tenant, request.filters), None, guards
-                )
-            except Exception as exc:
-                metrics.SHADOW_RUNS.labels(flag, "error").inc()
-                log.info("shadow %s for %s failed: %s", flag, request_id, exc)
-                return
-            took_ms = (time.perf_counter() - started) * 1000.0
-            results = pipeline.results(outcome.hits, request.top_k)
-            self.routing.record_shadow(
-                flag,
-                request_id,
-                baseline_ids=[r.doc_id for r in baseline.results],
-                candidate_ids=[r.doc_id for r in results],
-                baseline_ms=baseline_ms,
-                candidate_ms=took_ms,
-                baseline_usage=baseline.usage,
-                candidate_usage=usage_of(outcome),
-            )
 
     async def _cached_or_computed(self, q: _Query) -> Computed:
         cache = self.cache
@@ -701,22 +651,6 @@ def component_of(step: str) -> str:
     """The dependency behind a pipeline step (``embed.q1`` → embedder), for ``rag_errors_total``."""
     base = cost_step(step)
     return _COMPONENTS.get(base, "llm" if base == "synthesize" else base)
-
-
-def usage_of(outcome: SearchOutcome) -> Usage:
-    """The work a pipeline run did, in the cost model's units: the CPU steps that ran (a sub-query's
-    search counts as one more search), texts embedded and pairs reranked."""
-    steps = tuple(cost_step(step) for step in outcome.timings_ms if cost_step(step) in CPU_STEPS)
-    return Usage(steps=steps, embedded_texts=outcome.embedded_texts, rerank_pairs=outcome.rerank_pairs)
-
-
-CPU_STEPS = frozenset({"retrieve.bm25", "retrieve.bm25.prf", "retrieve.dense", "fuse"})
-
-
-def cost_step(step: str) -> str:
-    """The cost model's step for a pipeline step name (``retrieve.bm25.q2`` → ``retrieve.bm25``)."""
-    head, _, last = step.rpartition(".")
-    return head if head and last.startswith("q") and last[1:].isdigit() else step
 
 
 def breaker_policies(settings: Settings) -> dict[str, BreakerPolicy]:

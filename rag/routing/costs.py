@@ -4,7 +4,8 @@ money per query from configurable unit prices.
 CPU is measured where the work runs: thread CPU time for the steps that run in one worker thread (BM25,
 the vector search, fusion), and for model calls the model thread's CPU time times its intra-op threads,
 shared over the items of the micro-batch (so a batched pair costs what it really costs). Money is
-``units × unit price`` for embeddings, reranked pairs and LLM tokens, plus CPU time at a core-hour price.
+``units × unit price`` for embeddings, reranked pairs and LLM tokens, plus CPU time at a core-hour price
+(:class:`rag.rollout.config.Prices`, hot-reloaded with the rollout config).
 """
 
 from __future__ import annotations
@@ -16,21 +17,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from rag.resilience.deadline import ewma
+from rag.rollout.config import Prices  # the unit prices of the rollout config: one definition
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """Unit prices (money per 1,000 units). The defaults are illustrative, in the spirit of hosted
-    embedding/rerank APIs and a cloud core-hour; set your own (``RAG_PRICE_*`` or the rollout config)."""
-
-    embed_per_1k_texts: float = 0.002
-    rerank_per_1k_pairs: float = 0.02
-    llm_per_1k_prompt_tokens: float = 0.15
-    llm_per_1k_completion_tokens: float = 0.6
-    cpu_per_core_hour: float = 0.04
-    currency: str = "USD"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,15 +24,15 @@ from rag.bandit.reward import feedback_reward, net_reward
 from rag.bandit.store import BanditStore, FileStore, RedisStore
 from rag.config import Settings
 from rag.resilience.guarded_redis import GuardedRedis
-from rag.retrieval.plan import Profile, QueryPlan, profile_limits
-from rag.rollout.config import Format, RolloutConfig
+from rag.retrieval.plan import Profile, ProfileLimits, QueryPlan, profile_limits
+from rag.rollout.config import Format, Prices, RolloutConfig
 from rag.rollout.fallback import AutoFallback, FallbackEvent
 from rag.rollout.flags import Assignment, assign_all
 from rag.rollout.shadow import ShadowComparison, ShadowSampler, compare
 from rag.rollout.watcher import REDIS_KEY, ConfigWatcher
 from rag.routing.analyzer import FEATURE_NAMES, QueryAnalyzer, QueryFeatures
 from rag.routing.budgets import BudgetLevel, BudgetPolicy, Budgets, BudgetState, OverBudgetError, TenantBudget
-from rag.routing.costs import CpuCosts, Prices, QueryCost, Usage, query_cost
+from rag.routing.costs import CpuCosts, QueryCost, Usage, query_cost
 from rag.routing.router import ARMS, CONTROL, Arm, Routed, RouteInputs, Router
 from rag.routing.shared_spend import SharedSpend
 from rag.text.analyzer import Analyzer
@@ -117,15 +117,12 @@ class QueryRouting:
 
     @property
     def prices(self) -> Prices:
-        p = self.config.prices
-        return Prices(
-            p.embed_per_1k_texts,
-            p.rerank_per_1k_pairs,
-            p.llm_per_1k_prompt_tokens,
-            p.llm_per_1k_completion_tokens,
-            p.cpu_per_core_hour,
-            p.currency,
-        )
+        return self.config.prices
+
+    def limits(self, profile: Profile) -> ProfileLimits:
+        """``profile``'s plan limits: the built-in ones with the rollout config's overrides."""
+        override = self.config.profiles.get(profile.value)
+        return profile_limits(profile, override.model_dump() if override is not None else None)
 
     def _on_config(self, config: RolloutConfig) -> None:
         self.budgets.policy = budget_policy(config)
@@ -235,9 +232,7 @@ class QueryRouting:
             metrics.BUDGET_EXCEEDED.labels(tenant, "cheap_plan").inc()
         variants, fallen_back, candidates = self._variants(tenant, session_id)
         features = self._features_of(text, idf, version)
-        override = self.config.profiles.get(profile.value)
-        limits = profile_limits(profile, override.model_dump() if override is not None else None)
-        inputs = RouteInputs(features, profile, budget, top_k, variants, limits)
+        inputs = RouteInputs(features, profile, budget, top_k, variants, self.limits(profile))
         routed = self.router.route(inputs, bandit=self.config.router.policy == "bandit")
         metrics.ROUTER_DECISIONS.labels(routed.arm.value, routed.policy, features.complexity.value).inc()
         return RoutingDecision(features, routed, budget, profile, variants, fallen_back, candidates)
@@ -332,15 +327,13 @@ class QueryRouting:
         spec = self.config.flag(flag)
         variant = spec.first_variant if spec is not None else "on"
         routed = decision.routed
-        override = self.config.profiles.get(decision.profile.value)
-        limits = profile_limits(decision.profile, override.model_dump() if override is not None else None)
         inputs = RouteInputs(
             decision.features,
             decision.profile,
             decision.budget,
             routed.plan.top_k,
             {**decision.variants, flag: variant},
-            limits,
+            self.limits(decision.profile),
         )
         candidate = self.router.route(inputs).plan
         if candidate == routed.plan:

@@ -48,7 +48,7 @@ from rag.retrieval.pipeline import (
     StepListener,
     failure_degradation,
 )
-from rag.retrieval.plan import Profile, ProfileLimits, QueryPlan, profile_limits
+from rag.retrieval.plan import Profile, QueryPlan
 from rag.routing.costs import Usage, cost_step, usage_of
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
@@ -238,7 +238,8 @@ class RetrievalService:
                 window_ms=self.settings.batch_window_ms,
                 max_queries=self.settings.batch_max_queries,
                 max_pairs=self.settings.batch_max_pairs,
-                enabled=self.settings.micro_batching and self._deployment_limits().batching,
+                enabled=self.settings.micro_batching
+                and self.routing.limits(Profile(self.settings.profile)).batching,
                 on_cpu=self.routing.cpu.observe,
             )
             await asyncio.to_thread(self._open_index)
@@ -247,11 +248,6 @@ class RetrievalService:
             log.exception("loading failed")
             return
         log.info("loaded in %.1f s: %s", time.perf_counter() - started, self.phase.value)
-
-    def _deployment_limits(self) -> ProfileLimits:
-        profile = Profile(self.settings.profile)
-        override = self.routing.config.profiles.get(profile.value)
-        return profile_limits(profile, override.model_dump() if override is not None else None)
 
     def _load_models(self) -> None:
         self._embedder = self._embedder or build_embedder(self.settings)

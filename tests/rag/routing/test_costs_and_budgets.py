@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from rag.rollout.config import Prices
 from rag.routing.budgets import (
     BudgetLevel,
     BudgetPolicy,
@@ -15,7 +16,7 @@ from rag.routing.budgets import (
     TenantBudget,
     budget_level,
 )
-from rag.routing.costs import CpuCosts, Prices, Usage, cpu_timed, query_cost
+from rag.routing.costs import CpuCosts, Usage, cpu_timed, query_cost
 
 
 class Clock:

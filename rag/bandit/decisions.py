@@ -45,6 +45,7 @@ class Decision:
     served_doc_ids: tuple[str, ...]
     ts: float  # clock time it was recorded
     allowed: tuple[str, ...] | None = None  # the arms the policy chose among (None: all)
+    cost: float = 0.0  # what serving it cost (e.g. CPU-seconds): the reward is net of it
 
 
 class DecisionLog:
@@ -80,6 +81,7 @@ class DecisionLog:
         served_doc_ids: Sequence[str],
         *,
         allowed: Sequence[str] | None = None,
+        cost: float = 0.0,
     ) -> Decision:
         """Remember a served decision until its feedback (or ``ttl_s``) and log it."""
         if not request_id:
@@ -96,6 +98,7 @@ class DecisionLog:
             served_doc_ids=tuple(served_doc_ids),
             ts=now,
             allowed=None if allowed is None else tuple(allowed),
+            cost=float(cost),
         )
         self._pending.pop(request_id, None)  # a repeated id replaces the earlier decision, as the newest
         self._pending[request_id] = decision

@@ -69,6 +69,10 @@ class StepCosts:
     def estimate_s(self, step: str, units: int = 1) -> float:
         return self._per_unit_s.get(step, 0.0) * units
 
+    def steps(self) -> list[str]:
+        with self._lock:
+            return list(self._per_unit_s)
+
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return {step: round(s * 1000.0, 3) for step, s in self._per_unit_s.items()}

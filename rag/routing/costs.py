@@ -10,13 +10,12 @@ shared over the items of the micro-batch (so a batched pair costs what it really
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from rag.resilience.deadline import ewma
+from rag.resilience.deadline import StepCosts
 from rag.rollout.config import Prices  # the unit prices of the rollout config: one definition
 
 T = TypeVar("T")
@@ -92,28 +91,24 @@ def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Price
     return QueryCost(cpu, {step: m for step, m in money.items() if m})
 
 
-class CpuCosts:
-    """Running averages of CPU-milliseconds per unit of each step. Thread-safe (steps report from
-    worker threads)."""
+class CpuCosts(StepCosts):
+    """Running averages of CPU time per unit of each step (the deadline's :class:`StepCosts`, fed with
+    CPU rather than wall time), with listeners told each new average in milliseconds (metrics)."""
 
-    def __init__(self, alpha: float = 0.05, initial_ms: Mapping[str, float] | None = None) -> None:
-        self.alpha = alpha
-        self._per_unit_ms: dict[str, float] = dict(initial_ms or {})
-        self._lock = threading.Lock()
+    def __init__(self, alpha: float = 0.05) -> None:
+        super().__init__(alpha)
         self.listeners: list[Callable[[str, float], None]] = []
 
-    def observe(self, step: str, cpu_s: float, units: int = 1) -> None:
-        if units <= 0 or cpu_s < 0:
+    def observe(self, step: str, seconds: float, units: int = 1) -> None:
+        if units <= 0 or seconds < 0:
             return
-        with self._lock:
-            value = ewma(self._per_unit_ms.get(step), cpu_s * 1000.0 / units, self.alpha)
-            self._per_unit_ms[step] = value
+        super().observe(step, seconds, units)
+        value_ms = self.estimate_s(step) * 1000.0
         for listener in self.listeners:
-            listener(step, value)
+            listener(step, value_ms)
 
     def per_unit_ms(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self._per_unit_ms)
+        return {step: self.estimate_s(step) * 1000.0 for step in self.steps()}
 
 
 def cpu_timed(fn: Callable[[], T], sink: Callable[[float], None]) -> Callable[[], T]:

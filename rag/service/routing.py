@@ -103,7 +103,6 @@ class QueryRouting:
         self._updates_since_save = 0
         self._redis: GuardedRedis | None = None
         self.shared_spend: SharedSpend | None = None
-        self._costs: OrderedDict[str, float] = OrderedDict()  # request id → CPU-seconds, for the reward
         self._feature_memo: OrderedDict[tuple[str, str], QueryFeatures] = OrderedDict()
         self.router = Router(settings, reranker_available=reranker_available, chooser=self._choose)
         self.watcher.listeners.append(self._on_config)
@@ -307,10 +306,8 @@ class QueryRouting:
                 decision.features.vector(),
                 routed.propensity if routed.propensity is not None else 1.0,
                 served_ids,
+                cost=cost.cpu_ms_total / 1000.0,  # CPU-seconds: what the reward is net of
             )
-            self._costs[request_id] = cost.cpu_ms_total / 1000.0
-            while len(self._costs) > self.decisions.max_entries:
-                self._costs.popitem(last=False)
         return cost
 
     # -- shadow ----------------------------------------------------------------------------------------
@@ -403,7 +400,7 @@ class QueryRouting:
         quality = feedback_reward(
             decision.served_doc_ids, relevance=relevance, clicked=clicked, rating=rating
         )
-        cpu_s = self._costs.pop(request_id, 0.0)
+        cpu_s = decision.cost
         reward = net_reward(quality, cpu_s, self.config.router.cost_weight)
         self.bandit.update(decision.arm, decision.features, reward)
         self.decisions.log_reward(decision, reward, quality=quality, cpu_s=cpu_s)

@@ -141,47 +141,52 @@ class MonitoringProcess:
 @contextmanager
 def prometheus_server(folder: Path, config_yaml: str) -> Iterator[MonitoringProcess]:
     """Prometheus with ``config_yaml`` (rule files relative to ``folder`` or absolute), fresh storage."""
-    binary = require_program("prometheus", "prometheus")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "prometheus.yml").write_text(config_yaml)
     port = free_port()
-    log = folder / "prometheus.log"
-    process = subprocess.Popen(
+    with _monitoring_process(
+        require_program("prometheus", "prometheus"),
+        folder,
+        "prometheus",
+        config_yaml,
+        port,
         [
-            binary,
-            f"--config.file={folder / 'prometheus.yml'}",
             f"--storage.tsdb.path={folder / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
         ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    server = MonitoringProcess(port, process, log)
-    try:
-        wait_for_port(port, timeout_s=30)
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextmanager
 def alertmanager_server(folder: Path, config_yaml: str) -> Iterator[MonitoringProcess]:
-    binary = require_program("prometheus-alertmanager", "prometheus-alertmanager")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "alertmanager.yml").write_text(config_yaml)
+    """Alertmanager with ``config_yaml``, fresh storage, its cluster port on loopback too."""
     port, cluster_port = free_port(), free_port()
-    log = folder / "alertmanager.log"
-    process = subprocess.Popen(
+    with _monitoring_process(
+        require_program("prometheus-alertmanager", "prometheus-alertmanager"),
+        folder,
+        "alertmanager",
+        config_yaml,
+        port,
         [
-            binary,
-            f"--config.file={folder / 'alertmanager.yml'}",
             f"--storage.path={folder / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             f"--cluster.listen-address=127.0.0.1:{cluster_port}",
         ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+    ) as server:
+        yield server
+
+
+@contextmanager
+def _monitoring_process(
+    binary: str, folder: Path, name: str, config_yaml: str, port: int, args: list[str]
+) -> Iterator[MonitoringProcess]:
+    """``binary --config.file=<folder>/<name>.yml ARGS``, logging to ``<name>.log``; stopped on exit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / f"{name}.yml"
+    config.write_text(config_yaml)
+    log = folder / f"{name}.log"
+    process = subprocess.Popen(
+        [binary, f"--config.file={config}", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
     server = MonitoringProcess(port, process, log)
     try:

@@ -13,8 +13,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from api.app import create_app
+from monitoring import stack as stack_files
+from monitoring.config import CONFIG
 from monitoring.dashboard import panel_queries
 from rag.testing.faults import ChatServer
 from rag.testing.servers import (
@@ -31,7 +34,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_RULES = REPO / "monitoring" / "prometheus" / "rules.fast.yml"
-ALERTMANAGER_CONFIG = REPO / "monitoring" / "alertmanager" / "alertmanager.yml"
 ROLLOUT = """
 [profiles.balanced]
 max_rerank_depth = 0       # balanced answers skip the reranker (ok, cached, shadowed); latency ones use it
@@ -85,34 +87,37 @@ def programs() -> None:
 
 
 def prometheus_config(rag_url: str, alertmanager: str) -> str:
-    target = rag_url.removeprefix("http://")
-    return f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: ["{FAST_RULES}"]
-alerting:
-  alertmanagers:
-    - static_configs: [{{targets: ["{alertmanager}"]}}]
-scrape_configs:
-  - job_name: rag
-    static_configs: [{{targets: ["{target}"]}}]
-"""
+    """The generator's Prometheus config, scraping the test's service every second with the fast rules."""
+    return str(
+        yaml.safe_dump(
+            stack_files.prometheus_config(
+                CONFIG,
+                targets=[rag_url.removeprefix("http://")],
+                rule_files=[str(FAST_RULES)],
+                scrape_interval="1s",
+                evaluation_interval="1s",
+                alertmanagers=[alertmanager],
+                self_target=None,
+            )
+        )
+    )
 
 
 def alertmanager_config(receiver: WebhookReceiver) -> str:
-    """The committed routing tree, with its webhook URLs pointed at the test's receiver and short waits."""
-    import yaml
-
-    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
-    for r in config["receivers"]:
-        for hook in r.get("webhook_configs", []):
-            hook["url"] = f"{receiver.url}/{r['name']}"
-    route = config["route"]
-    route.update(group_wait="1s", group_interval="1s", repeat_interval="1m")
-    for child in route.get("routes", []):
-        child.update(group_wait="1s", group_interval="1s")
-    return str(yaml.safe_dump(config))
+    """The generator's routing tree (the committed alertmanager.yml), its webhooks pointed at the test's
+    receiver and its waits short."""
+    return str(
+        yaml.safe_dump(
+            stack_files.alertmanager_config(
+                CONFIG,
+                pager_url=f"{receiver.url}/pager",
+                chat_url=f"{receiver.url}/chat",
+                group_wait="1s",
+                group_interval="1s",
+                repeat_interval="1m",
+            )
+        )
+    )
 
 
 @pytest.fixture

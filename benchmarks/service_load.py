@@ -116,10 +116,10 @@ def run_scenario(
         url = f"http://127.0.0.1:{port}"
         wrk = ["wrk", "-t1", f"-c{connections}", "--latency", "--timeout", "60s", "-s", script, url]
         subprocess.run([*wrk[:-1], "-d3s", url], capture_output=True, check=True)  # warm-up
-        server_cpu0, wrk_cpu0 = cpu_seconds(server.pid), _children_cpu()
+        server_cpu0, wrk_cpu0 = cpu_seconds(server.pid), children_cpu()
         timed = [*wrk[:-1], f"-d{args.duration}s", url]
         out = subprocess.run(timed, capture_output=True, text=True, check=True)
-        server_cpu, wrk_cpu = cpu_seconds(server.pid) - server_cpu0, _children_cpu() - wrk_cpu0
+        server_cpu, wrk_cpu = cpu_seconds(server.pid) - server_cpu0, children_cpu() - wrk_cpu0
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
@@ -135,7 +135,8 @@ def run_scenario(
     return result
 
 
-def _children_cpu() -> float:
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (the load generator)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 

@@ -26,7 +26,6 @@ import csv
 import json
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -41,15 +40,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, write_results
-from benchmarks.service_load import KEY, cpu_seconds, start_server
+from benchmarks.service_load import KEY, children_cpu, cpu_seconds, start_server
 from rag.config import Settings
 
 LOCUSTFILE = Path(__file__).resolve().parent / "load" / "locustfile.py"
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def ask(url: str, text: str) -> int:

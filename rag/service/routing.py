@@ -393,7 +393,8 @@ class QueryRouting:
     ) -> dict[str, Any] | None:
         """Apply feedback on a served request to the bandit. None when the request is unknown to this
         replica, expired, already rated, or was served from the cache (no plan ran). Raises ValueError
-        when the feedback carries no signal."""
+        when the feedback carries no signal (the decision then stays, for a valid feedback)."""
+        feedback_reward((), relevance=relevance, clicked=clicked, rating=rating)  # refuse before taking
         decision = self.decisions.take(request_id, tenant)
         if decision is None:
             return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rag.config import Settings
 from rag.retrieval.plan import Profile
 from rag.service import routing as routing_module
@@ -31,3 +33,12 @@ def test_features_are_memoised_per_version_and_bounded(settings: Settings, monke
     decide("b")  # the memo keeps 2 entries: the oldest went
     decide("who hunts mice")
     assert calls[-1] == "who hunts mice" and len(calls) == 5
+
+
+@pytest.mark.anyio
+async def test_feedback_without_a_signal_is_refused_and_the_decision_stays(settings: Settings) -> None:
+    r = QueryRouting(settings, reranker_available=False)
+    r.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
+    with pytest.raises(ValueError, match="feedback must carry"):
+        await r.feedback("acme", "req-1")
+    assert (await r.feedback("acme", "req-1", rating=5)) is not None

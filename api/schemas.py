@@ -225,11 +225,16 @@ class ProgressOut(BaseModel):
 class JobOut(BaseModel):
     id: str
     tenant: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed", "reload_failed"] = Field(
+        description="failed: nothing was published; reload_failed: index_version was published, but this "
+        "replica could not switch to it and keeps serving the version it had (see error)"
+    )
     documents: int
     deletes: int
     progress: ProgressOut
-    index_version: str | None = Field(description="the version the job published (once succeeded)")
+    index_version: str | None = Field(
+        description="the version the job published (once succeeded or reload_failed)"
+    )
     report: dict[str, Any] | None
     error: str | None
     created_at: float

@@ -18,7 +18,7 @@ from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
 from rag.dense.qdrant_store import QdrantStore
-from rag.index.snapshot import ChunkRecord, IndexSnapshot, write_chunks
+from rag.index.snapshot import ChunkRecord, IndexSnapshot, read_chunks, write_chunks
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
@@ -28,6 +28,7 @@ from rag.types import Document
 log = logging.getLogger(__name__)
 
 UPSERT_GROUP = 256  # chunks embedded and upserted together (bounds memory, sets progress granularity)
+KEEP_VERSIONS = 2  # published versions kept on disk (with their points): the new one and the one it replaced
 ROTATION_SAMPLE = 20_000  # chunks whose embeddings fit the Matryoshka rotation on a collection's first ingest
 
 
@@ -168,7 +169,9 @@ class Ingestor:
         # read (and so validate) every document before touching the collection: bad input writes nothing
         incoming = {doc.key: doc for doc in documents}  # the last occurrence of an id wins
         with self.versions.lock():
-            self.versions.discard_staging()
+            discarded = self.versions.discard_unpublished()
+            if discarded:
+                log.warning("removed version folders that were never published: %s", ", ".join(discarded))
             self._check_collection()
             self.store.ensure_collection(self.embedder.dim)
             previous = IndexSnapshot.load(self.versions) or IndexSnapshot.empty(self.analyzer)
@@ -188,8 +191,8 @@ class Ingestor:
             embedded = self._embed_and_upsert(fresh)
             terms = previous.terms.select(keep_rows).append([self.analyzer.tokens(c.passage) for c in fresh])
             name = self._publish(chunks, terms, previous.version)
-            self._collect_garbage({c.point_id for c in chunks} | {c.point_id for c in previous.chunks})
-            self.versions.prune(keep=2)
+            self.versions.prune(keep=KEEP_VERSIONS)
+            self._collect_garbage(self._live_points({name: chunks, previous.version: previous.chunks}))
             return changes.report(name, previous.version or None, len(chunks), embedded, started)
 
     def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
@@ -280,8 +283,21 @@ class Ingestor:
             self.on_progress(done + len(group), total)
         return len(group)
 
+    def _live_points(self, loaded: dict[str, list[ChunkRecord]]) -> set[str]:
+        """The point ids of every published version still on disk (after pruning): those may be serving.
+        ``loaded`` gives the chunks of versions already in memory (read from disk otherwise)."""
+        live: set[str] = set()
+        for name in self.versions.published():
+            chunks = loaded.get(name)
+            if chunks is None:
+                chunks = read_chunks(self.versions.path(name) / "chunks.jsonl")
+            live.update(c.point_id for c in chunks)
+        return live
+
     def _collect_garbage(self, live: set[str]) -> int:
-        """Delete points used by neither the new nor the previous version (left by edits or crashed runs)."""
+        """Delete points that no published version on disk uses (left by edits, pruned versions or crashed
+        runs). ``live`` must come from :meth:`_live_points` *after* pruning, so the points of a version
+        still kept (the one serving before this ingest among them) are never deleted."""
         stale = self.store.all_ids() - live
         if stale:
             self.store.delete(stale)

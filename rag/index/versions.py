@@ -10,6 +10,20 @@ Layout under ``<data_dir>/versions/<collection>/``::
 
 A version is published only after its vectors are in Qdrant and its BM25 files are on disk, so an ingest
 that dies at any point leaves the previous version serving.
+
+Invariants:
+
+- **The published versions are a chain**: ``CURRENT`` names the newest, and each manifest's ``parent``
+  names the version that was ``CURRENT`` when it was published (ingests hold the lock, so there is one
+  writer). The chain ends at a ``parent`` of ``None`` or at a folder already pruned.
+- **Numbers grow along the chain**: a new version is numbered above every folder on disk, so above
+  ``CURRENT``. Folder names alone say nothing about publication, though: a crash between the folder
+  rename and ``CURRENT`` leaves a folder that sorts after the serving one but was never published.
+- **A folder numbered above ``CURRENT`` was never published** (``CURRENT`` only moves up); the next ingest
+  removes it when it takes the lock (:meth:`VersionStore.discard_unpublished`), so its number is given
+  again. Nothing ever served it, so no cache key or replica knows that name.
+- **Pruning walks the chain**, never the folder names: it keeps the newest ``keep`` published versions and
+  removes the rest, with any folder off the chain numbered below the oldest one kept (left by older code).
 """
 
 from __future__ import annotations
@@ -83,14 +97,40 @@ class VersionStore:
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def published(self) -> list[str]:
+    def folders(self) -> list[str]:
+        """Every version folder on disk, published or not, by number."""
         if not self.root.exists():
             return []
-        names = [p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(VERSION_PREFIX)]
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and _is_version_name(p.name)]
         return sorted(names, key=version_number)
 
+    def parent(self, name: str) -> str | None:
+        """The version ``name`` was published on top of (its manifest's ``parent``), or None."""
+        try:
+            manifest = json.loads((self.path(name) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        parent = manifest.get("parent") if isinstance(manifest, dict) else None
+        return parent if isinstance(parent, str) and _is_version_name(parent) else None
+
+    def published(self) -> list[str]:
+        """The published versions still on disk, oldest first: ``CURRENT`` and its ancestors."""
+        chain: list[str] = []
+        name = self.current()
+        while name is not None and name not in chain and self.path(name).is_dir():
+            chain.append(name)
+            name = self.parent(name)
+        return chain[::-1]
+
+    def unpublished(self) -> list[str]:
+        """Version folders numbered above ``CURRENT`` (all of them when nothing is published): an ingest
+        died between renaming its folder into place and switching ``CURRENT``."""
+        current = self.current()
+        floor = version_number(current) if current is not None else 0
+        return [n for n in self.folders() if version_number(n) > floor]
+
     def next_name(self) -> str:
-        existing = self.published()
+        existing = self.folders()
         return version_name(version_number(existing[-1]) + 1 if existing else 1)
 
     @contextmanager
@@ -116,6 +156,15 @@ class VersionStore:
         for path in self.root.glob(".staging-*"):
             shutil.rmtree(path, ignore_errors=True)
 
+    def discard_unpublished(self) -> list[str]:
+        """Remove staging folders and version folders that were never published (call under
+        :meth:`lock`). Returns the version names removed."""
+        self.discard_staging()
+        doomed = self.unpublished()
+        for name in doomed:
+            shutil.rmtree(self.path(name), ignore_errors=True)
+        return doomed
+
     def publish(self, staging: Path, name: str) -> None:
         """Move a complete staging folder into place, then switch ``CURRENT`` to it (atomic)."""
         for file in staging.iterdir():
@@ -127,10 +176,21 @@ class VersionStore:
         write_json_atomic(self.current_file, {"version": name})
 
     def prune(self, keep: int = 2) -> list[str]:
-        """Remove published versions older than the newest ``keep`` (never the current one)."""
-        current = self.current()
-        names = self.published()
-        doomed = [n for n in names[:-keep] if n != current] if keep > 0 else []
+        """Remove the published versions older than the newest ``keep`` along the published chain (so
+        never ``CURRENT``), and any folder off the chain numbered below the oldest one kept. Returns the
+        names removed, by number. Folders above ``CURRENT`` are :meth:`discard_unpublished`'s business."""
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        chain = self.published()
+        if not chain:
+            return []
+        kept = chain[-keep:]
+        oldest_kept = version_number(kept[0])
+        doomed = [n for n in self.folders() if n not in kept and version_number(n) < oldest_kept]
         for name in doomed:
             shutil.rmtree(self.path(name), ignore_errors=True)
         return doomed
+
+
+def _is_version_name(name: str) -> bool:
+    return name.startswith(VERSION_PREFIX) and name[1:].isdigit()

@@ -1,7 +1,10 @@
 """Ingest jobs: every HTTP ingest runs on one ingest thread, in submission order, through the same
 :class:`~rag.index.ingest.Ingestor` as ``rag ingest``. Small batches are awaited by the request; large ones
 answer 202 and are followed at ``GET /jobs/{id}``. A job that fails publishes nothing, so the previous
-index version keeps serving. The job table is in memory (the index itself is durable)."""
+index version keeps serving. A job whose version was published but whose switch to it (``switch``, the
+service's reload) raised ends ``reload_failed``: the version is durable and is what ``CURRENT`` names, but
+this process keeps serving the one it had until a later reload succeeds. The job table is in memory (the
+index itself is durable)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,18 @@ class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # nothing was published
+    RELOAD_FAILED = "reload_failed"  # published (``report`` says which version), but not served here
+
+
+def reload_failure(report: IngestReport, exc: BaseException) -> str:
+    """What a ``reload_failed`` job says: the version that is published, then why the switch failed."""
+    published = (
+        f"published version {report.version}"
+        if report.version != report.previous_version
+        else f"version {report.version} unchanged"
+    )
+    return f"{published}; reload failed: {type(exc).__name__}: {exc}"
 
 
 @dataclass(slots=True)
@@ -74,7 +88,16 @@ class IngestJobs:
         self._keep = keep
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-ingest")
 
-    def submit(self, tenant: str, documents: int, deletes: int, work: IngestFn) -> tuple[Job, Future[Job]]:
+    def submit(
+        self,
+        tenant: str,
+        documents: int,
+        deletes: int,
+        work: IngestFn,
+        switch: Callable[[], None] | None = None,
+    ) -> tuple[Job, Future[Job]]:
+        """Run ``work`` (the ingest: publishes or raises) on the ingest thread, then ``switch`` (start
+        serving what was published); a failure of ``switch`` is reported apart from one of ``work``."""
         job = Job(uuid.uuid4().hex, tenant, documents, deletes)
         with self._lock:
             self._jobs[job.id] = job
@@ -83,24 +106,35 @@ class IngestJobs:
                 if oldest is None:
                     break
                 del self._jobs[oldest.id]
-        return job, self._thread.submit(self._run, job, work)
+        return job, self._thread.submit(self._run, job, work, switch)
 
-    def _run(self, job: Job, work: IngestFn) -> Job:
+    def _run(self, job: Job, work: IngestFn, switch: Callable[[], None] | None) -> Job:
         job.state, job.started_at = JobState.RUNNING, time.time()
 
         def progress(done: int, total: int) -> None:
             job.chunks_done, job.chunks_total = done, total
 
         try:
-            job.report = work(progress)
-            job.chunks_total = max(job.chunks_total, job.report.chunks_embedded)
-            job.chunks_done = job.chunks_total
-            job.state = JobState.SUCCEEDED
-            log.info("job %s: %s published", job.id, job.report.version)
+            report = work(progress)
         except Exception as exc:
             job.error = f"{type(exc).__name__}: {exc}"
             job.state = JobState.FAILED
+            job.finished_at = time.time()
             log.exception("job %s failed; the previous index version keeps serving", job.id)
+            return job
+        job.report = report
+        job.chunks_total = max(job.chunks_total, report.chunks_embedded)
+        job.chunks_done = job.chunks_total
+        try:
+            if switch is not None:
+                switch()
+        except Exception as exc:
+            job.error = reload_failure(report, exc)
+            job.state = JobState.RELOAD_FAILED
+            log.exception("job %s: %s", job.id, job.error)
+        else:
+            job.state = JobState.SUCCEEDED
+            log.info("job %s: %s published", job.id, report.version)
         finally:
             job.finished_at = time.time()
         return job

@@ -630,11 +630,11 @@ class RetrievalService:
 
         def work(progress: ProgressFn) -> IngestReport:
             ingestor = Ingestor(self.settings, embedder, store, progress=False, on_progress=progress)
-            report = ingestor.ingest(documents, scoped_deletes)
-            self._open_index()  # switch queries to the new version (or become ready on the first one)
-            return report
+            return ingestor.ingest(documents, scoped_deletes)
 
-        job, future = self.jobs.submit(tenant, len(documents), len(delete_ids), work)
+        # then switch queries to the new version (or become ready on the first one); if that raises, the
+        # job ends reload_failed (the version is published) rather than failed
+        job, future = self.jobs.submit(tenant, len(documents), len(delete_ids), work, switch=self._open_index)
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
         return job, future
 

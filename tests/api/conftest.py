@@ -105,7 +105,7 @@ async def ingest(
 async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
     for _ in range(int(timeout_s / 0.05)):
         job = (await client.get(f"/jobs/{job_id}", headers=ADMIN)).json()
-        if job["state"] in ("succeeded", "failed"):
+        if job["state"] in ("succeeded", "failed", "reload_failed"):
             return job  # type: ignore[no-any-return]
         await asyncio.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish")

@@ -97,8 +97,14 @@ _OPPOSITES = [
     ("absolute", "relative"),
 ]
 OPPOSITE_GROUPS = tuple(frozenset(g) for g in _OPPOSITES if not set(g) & {"in", "with"})
-_IDENTIFIER = re.compile(r"[a-z]+[A-Z]|[_.]|\d")  # camelCase, snake_case, dotted.names, anything with digits
-_NUMERAL = re.compile(r"^[\d.,:/\-]*\d[\d.,:/\-]*%?$")
+# Both see words of the query text, a word up to the whole query: linear by construction (no quantified
+# part can be re-split on a failure), checked by tests/rag/test_regex_linearity.py.
+# camelCase ("[a-z][A-Z]": any lower-upper pair, a search needs no run before it), snake_case,
+# dotted.names, anything with digits
+_IDENTIFIER = re.compile(r"[a-z][A-Z]|[_.]|\d")
+# a numeral: separators, a first digit, then digits and separators, an optional '%'; the possessive runs
+# never give characters back (the runs before the first digit hold no digit, so nothing is lost)
+_NUMERAL = re.compile(r"^[.,:/\-]*+\d[\d.,:/\-]*+%?\Z")
 
 
 @dataclass(frozen=True, slots=True)

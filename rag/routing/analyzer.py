@@ -23,7 +23,9 @@ _IDENTIFIER = re.compile(
     r"\b\w+_\w+\b|\b[a-z]+[A-Z]\w*\b|\b[A-Z][a-z]+[A-Z]\w*\b|\b\w+\.\w+(?:\.\w+)*\(?\)?|"
     r"\b(?=\w*[A-Za-z])(?=\w*\d)[A-Za-z\d]+(?:-[A-Za-z\d]+)*\b|\b[A-Z]{2,}(?:-\d+)?\b"
 )
-_QUOTED = re.compile(r"\"[^\"]{2,}\"|“[^”]{2,}”|'[^']{3,}'")
+# a quoted phrase; the run inside a curly quote stops at the next opening quote too, so a text of many
+# opening quotes is scanned once, not once per quote (tests/rag/test_regex_linearity.py)
+_QUOTED = re.compile(r"\"[^\"]{2,}\"|“[^“”]{2,}”|'[^']{3,}'")
 _QUESTION_START = frozenset(
     "what which who whom whose when where why how is are was were do does did can could should would "
     "will has have had may might must".split()

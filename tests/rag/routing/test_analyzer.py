@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import random
+import sys
+from collections.abc import Callable
+from types import FrameType
+
 import pytest
 
-from rag.routing.analyzer import FEATURE_NAMES, Complexity, QueryAnalyzer, detect_language, difficulty
+from rag.routing.analyzer import (
+    _SCRIPT_LANG as SCRIPT_LANG,
+)
+from rag.routing.analyzer import (
+    _SCRIPTS as SCRIPTS,
+)
+from rag.routing.analyzer import (
+    FEATURE_NAMES,
+    Complexity,
+    QueryAnalyzer,
+    detect_language,
+    difficulty,
+)
 from rag.text.analyzer import Analyzer
 
 WORD_IDF = {
@@ -112,3 +129,56 @@ def test_as_dict_is_json_ready(qa: QueryAnalyzer) -> None:
 
     d = qa.analyze("Does vitamin D deficiency cause rickets?", idf).as_dict()
     assert json.loads(json.dumps(d))["complexity"] == "simple"
+
+
+def _lines_run(fn: Callable[[], object]) -> int:
+    """Python lines executed by ``fn()``: a deterministic measure of interpreted work (no timing)."""
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        nonlocal count
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+@pytest.mark.parametrize("unit", ["é", "中", "“", "Ж", "٣", "a"])
+def test_query_analysis_does_no_per_character_python_work(qa: QueryAnalyzer, unit: str) -> None:
+    """The analysis runs on the event loop: its interpreted work may grow with the number of words, not
+    with the number of characters (those passes run in C: regex scans, str methods). One word of 1k
+    and of 2k characters must take the same number of Python lines."""
+    lines = [_lines_run(lambda n=n: qa.analyze(unit * n, idf)) for n in (1024, 2048)]  # type: ignore[misc]
+    assert lines[0] == lines[1], f"analyze: {lines[0]} -> {lines[1]} Python lines"
+
+
+def test_language_by_script_counts_letters_as_the_reference_loop(qa: QueryAnalyzer) -> None:
+    """The C-level script count equals the per-character loop it replaces (the reference)."""
+
+    def reference(text: str) -> str | None:
+        counts = [0] * len(SCRIPTS)
+        letters = 0
+        for ch in text:
+            if ch.isalpha():
+                letters += 1
+                for i, (lo, hi) in enumerate(SCRIPTS):
+                    if lo <= ch <= hi:
+                        counts[i] += 1
+                        break
+        if letters and max(counts) * 2 > letters:
+            return SCRIPT_LANG[counts.index(max(counts))]
+        return None
+
+    rng = random.Random(7)
+    pool = "aé中日ひカ한ЖҐ҂ع٣אहअ ,.-1" + "".join(lo + hi for lo, hi in SCRIPTS)
+    for _ in range(5_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 12)))
+        expected = reference(text)
+        got = detect_language([], text)
+        assert got == (expected or detect_language([], "")), text

@@ -20,7 +20,8 @@ from rag.service.service import RetrievalService
 DESCRIPTION = """Hybrid retrieval (BM25 + dense, fused, reranked) scoped per tenant.
 
 Queries need a tenant API key (`Authorization: Bearer <key>`); `/admin` routes and `/jobs` need the admin
-token. Every error has the same shape: `{"error": {"code", "message", "fields": [{"field", "message",
+token (checked before the request body is read); `/metrics` needs the metrics token when `RAG_METRICS_TOKEN`
+is set. Every error has the same shape: `{"error": {"code", "message", "fields": [{"field", "message",
 "limit"}]}, "request_id"}`."""
 
 
@@ -44,15 +45,24 @@ def create_app(
         finally:
             await service.stop()
 
+    docs = settings.docs_enabled  # off: /docs, /redoc and /openapi.json are 404 (production)
     app = FastAPI(
-        title="rag retrieval service", version=rag.__version__, description=DESCRIPTION, lifespan=lifespan
+        title="rag retrieval service",
+        version=rag.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.service = service
     install_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,
+        keys=service.keys,
         max_body=settings.max_body_bytes,
-        max_admin_body=settings.max_ingest_body_bytes,
+        max_admin_body=settings.max_admin_body_bytes,
+        max_ingest_body=settings.max_ingest_body_bytes,
     )
     app.include_router(query.router)
     app.include_router(feedback.router)

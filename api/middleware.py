@@ -1,4 +1,13 @@
-"""Pure-ASGI middleware: request ids, the body-size cap, one structured log line and metrics per request."""
+"""Pure-ASGI middleware: request ids, admin authentication, body-size caps, one structured log line and
+metrics per request.
+
+Order (invariants): a request to ``/admin`` or ``/jobs`` is authenticated (the admin token, through
+:func:`api.security.principal_of`) before a byte of its body is read, so an unauthenticated client cannot
+make the server read or buffer a body; only then is the declared length checked against the route's cap,
+and the body counted against it while the app reads it. Caps: document ingest
+(``POST /admin/tenants/{tenant}/documents``) ``max_ingest_body_bytes``; every other admin route
+``max_admin_body_bytes``; everything else ``max_body_bytes``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,26 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import ErrorBody, ErrorDetail, FieldError
+from api.errors import ApiError, ErrorBody, ErrorDetail, FieldError
+from api.security import check_admin, principal_of
 from rag import metrics
 from rag.logs import request_id_var, tenant_var
+from rag.service.auth import KeyRing
 
 log = logging.getLogger("rag.http")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # checked with fullmatch: nothing after it, not even "\n"
+ADMIN_PREFIXES = ("/admin", "/jobs")  # every route behind require_admin lives under these (a test checks)
+_INGEST = re.compile(r"/admin/tenants/[^/]+/documents")
+
+
+def needs_admin(path: str) -> bool:
+    """Whether ``path`` is an admin route (``/admin``, ``/admin/…``, ``/jobs``, ``/jobs/…``)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in ADMIN_PREFIXES)
+
+
+def is_ingest(method: str, path: str) -> bool:
+    """The one route that takes large bodies: ``POST /admin/tenants/{tenant}/documents``."""
+    return method == "POST" and _INGEST.fullmatch(path) is not None
 
 
 def _error_body(code: str, message: str, request_id: str, limit: int | None = None) -> bytes:
@@ -25,13 +48,23 @@ def _error_body(code: str, message: str, request_id: str, limit: int | None = No
 
 
 class RequestContextMiddleware:
-    """Takes ``X-Request-ID`` (if well-formed) or makes one; returns it on every response; caps the body
-    at ``max_body`` bytes (``max_admin_body`` under ``/admin``) with a 413 naming the limit."""
+    """Takes ``X-Request-ID`` (if well-formed) or makes one; returns it on every response; refuses an admin
+    request without the admin token (401/403) before reading its body; caps the body at the route's limit
+    with a 413 naming the limit."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, max_admin_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, keys: KeyRing, max_body: int, max_admin_body: int, max_ingest_body: int
+    ) -> None:
         self.app = app
+        self.keys = keys
         self.max_body = max_body
         self.max_admin_body = max_admin_body
+        self.max_ingest_body = max_ingest_body
+
+    def limit_for(self, method: str, path: str) -> int:
+        if is_ingest(method, path):
+            return self.max_ingest_body
+        return self.max_admin_body if needs_admin(path) else self.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,11 +72,11 @@ class RequestContextMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         tenant_token = tenant_var.set(None)
         path: str = scope["path"]
-        limit = self.max_admin_body if path.startswith("/admin") else self.max_body
+        limit = self.limit_for(scope["method"], path)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -57,7 +90,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        async def respond(code: int, error: str, text: str, cap: int | None = None) -> None:
+        async def respond(
+            code: int, error: str, text: str, cap: int | None = None, extra: dict[str, str] | None = None
+        ) -> None:
             body = _error_body(error, text, request_id, cap)
             await send_with_id(
                 {
@@ -66,6 +101,7 @@ class RequestContextMiddleware:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
+                        *((k.lower().encode(), v.encode()) for k, v in (extra or {}).items()),
                     ],
                 }
             )
@@ -99,6 +135,12 @@ class RequestContextMiddleware:
                 await send_with_id(message)
 
         try:
+            if needs_admin(path):
+                try:  # before the body: nothing of an unauthenticated request is read
+                    check_admin(principal_of(self.keys, headers.get("authorization")))
+                except ApiError as exc:
+                    await respond(exc.status, exc.code, exc.message, extra=exc.headers)
+                    return
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 await respond(

@@ -1,15 +1,20 @@
-"""Bearer-token dependencies: a tenant key for queries, the admin token for admin routes."""
+"""Bearer tokens: a tenant key for queries, the admin token for ``/admin`` and ``/jobs``, the metrics token
+for ``/metrics`` (when ``RAG_METRICS_TOKEN`` is set). ``principal_of`` is the one resolution; the
+middleware calls it before reading an admin request's body, the dependencies call it again per route."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from api.errors import ApiError
 from rag.logs import tenant_var
-from rag.service.auth import Principal, Scope
+from rag.service.auth import KeyRing, Principal, Scope
 from rag.service.service import RetrievalService
 
 bearer = HTTPBearer(auto_error=False, description="a tenant API key, or the admin token for /admin routes")
@@ -21,36 +26,75 @@ def service_of(request: Request) -> RetrievalService:
     return service
 
 
-def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+def principal_of(keys: KeyRing, authorization: str | None) -> Principal:
+    """The principal of an ``Authorization`` header value, or :class:`ApiError` 401. The one place a bearer
+    token is resolved: the middleware (before the body is read) and the route dependencies both call it."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiError(
             401,
             "unauthorized",
             "missing credentials: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = service_of(request).keys.resolve(credentials.credentials)
+    principal = keys.resolve(token)
     if principal is None:
         raise ApiError(401, "unauthorized", "unknown API key", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
-async def tenant_of(request: Request, credentials: Credentials) -> str:
+def check_admin(principal: Principal) -> None:
+    """:class:`ApiError` 403 unless ``principal`` holds the admin token."""
+    if principal.scope is not Scope.ADMIN:
+        raise ApiError(
+            403, "forbidden", "this route needs the admin token (RAG_ADMIN_TOKEN), not a tenant key"
+        )
+
+
+def check_metrics_token(expected: SecretStr | None, authorization: str | None) -> None:
+    """:class:`ApiError` 401 unless ``authorization`` is ``Bearer <expected>`` (compared in constant
+    time); nothing to check when no metrics token is configured."""
+    if expected is None:
+        return
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else ""
+    # digests of equal length: the comparison time says nothing about the token, not even its length
+    if not hmac.compare_digest(_sha256(given), _sha256(expected.get_secret_value())):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "/metrics needs the metrics token (RAG_METRICS_TOKEN): send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _principal(request: Request) -> Principal:
+    return principal_of(service_of(request).keys, request.headers.get("authorization"))
+
+
+async def tenant_of(request: Request, _credentials: Credentials) -> str:
     """The tenant of a tenant API key; the admin token has no tenant to query as (403)."""
-    principal = _principal(request, credentials)
+    principal = _principal(request)
     if principal.scope is not Scope.TENANT or principal.tenant is None:
         raise ApiError(403, "forbidden", "this route needs a tenant API key; the admin token cannot query")
     tenant_var.set(principal.tenant)
     return principal.tenant
 
 
-async def require_admin(request: Request, credentials: Credentials) -> None:
-    principal = _principal(request, credentials)
-    if principal.scope is not Scope.ADMIN:
-        raise ApiError(
-            403, "forbidden", "this route needs the admin token (RAG_ADMIN_TOKEN), not a tenant key"
-        )
+async def require_admin(request: Request, _credentials: Credentials) -> None:
+    """Defence in depth: the middleware has already refused a request to ``/admin`` or ``/jobs`` without
+    the admin token, before reading its body; this holds if a route is ever mounted elsewhere."""
+    check_admin(_principal(request))
     tenant_var.set("admin")
+
+
+async def require_metrics_token(request: Request) -> None:
+    check_metrics_token(service_of(request).settings.metrics_token, request.headers.get("authorization"))
 
 
 Tenant = Annotated[str, Depends(tenant_of)]

@@ -111,8 +111,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from rag.logs import configure_logging
 
-    settings = _settings(args, host=args.host, port=args.port)
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        serve_limit_concurrency=args.limit_concurrency,
+        serve_timeout_keep_alive_s=args.timeout_keep_alive,
+        serve_h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+    )
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    limits: dict[str, Any] = {
+        "http": "h11",  # the header-size limit below is h11's; never silently another parser
+        "limit_concurrency": settings.serve_limit_concurrency,  # beyond it uvicorn answers 503
+        "timeout_keep_alive": settings.serve_timeout_keep_alive_s,
+        "h11_max_incomplete_event_size": settings.serve_h11_max_incomplete_event_size,
+    }
     if args.workers > 1:
         if settings.qdrant_url is None:
             print(
@@ -132,22 +145,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=None,
             access_log=False,
+            **limits,
         )
         return 0
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, **limits)
     return 0
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from rag.service.auth import digest, new_key
+    from rag.service.auth import hashed_line, new_key
 
     tenant = check_tenant(args.tenant)
     if not tenant:
         raise ValueError("give a tenant name")
+    pepper = _settings(args).key_pepper
     key = new_key()
     print(f"key (give it to the tenant; it is not stored):  {key}")
-    print(f"line for RAG_API_KEYS_FILE (hashed):              {tenant}:sha256:{digest(key)}")
+    print(f"line for RAG_API_KEYS_FILE (hashed):              {tenant}:{hashed_line(key, pepper)}")
+    if pepper is None:
+        print("(set RAG_KEY_PEPPER, a server secret, to get an hmac-sha256 line instead)", file=sys.stderr)
     return 0
 
 
@@ -240,6 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="uvicorn worker processes (needs RAG_QDRANT_URL; metrics aggregated)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        metavar="N",
+        help="connections + tasks per worker before a 503 (default: RAG_SERVE_LIMIT_CONCURRENCY, 1024)",
+    )
+    p.add_argument(
+        "--timeout-keep-alive",
+        type=int,
+        metavar="S",
+        help="close idle keep-alive connections after S seconds (default: RAG_SERVE_TIMEOUT_KEEP_ALIVE_S, 5)",
+    )
+    p.add_argument(
+        "--h11-max-incomplete-event-size",
+        type=int,
+        metavar="BYTES",
+        help="cap on request line + headers (default: RAG_SERVE_H11_MAX_INCOMPLETE_EVENT_SIZE, 16384)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MATRYOSHKA_DIMS: tuple[int, ...] = (64, 128, 256)
@@ -39,7 +39,10 @@ def _settings_file_values() -> dict[str, Any]:
 class Settings(BaseSettings):
     """Every knob of the service and the CLI. ``rag eval`` uses the same settings as the service."""
 
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise print the input, secrets included
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(Path(".rag-data"), description="Index versions, BM25 snapshots, local Qdrant")
     collection: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -48,7 +51,7 @@ class Settings(BaseSettings):
         None, description="Local Qdrant folder; default <data_dir>/qdrant/<collection> (one per collection)"
     )
     qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; overrides qdrant_path")
-    qdrant_api_key: str | None = None
+    qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = Field(10.0, gt=0)
 
     embedder_model: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path")
@@ -107,7 +110,7 @@ class Settings(BaseSettings):
 
     llm_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1); unset = no synthesis")
     llm_model: str = "gpt-4o-mini"
-    llm_api_key: str | None = None
+    llm_api_key: SecretStr | None = None
     llm_timeout_ms: int = Field(2000, ge=1, le=600_000)
     llm_max_tokens: int = Field(256, ge=1, le=32_768)
     llm_passages: int = Field(5, ge=1, le=50, description="passages given to the LLM as context")
@@ -126,17 +129,48 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = None
     redis_timeout_ms: int = Field(50, ge=1, le=10_000, description="per Redis call (connect, command)")
-    api_keys: str | None = Field(None, description="comma-separated tenant:key pairs")
-    api_keys_file: Path | None = Field(None, description="lines of tenant:key or tenant:sha256:<hex>")
-    admin_token: str | None = Field(None, description="bearer token for the admin routes (>= 16 chars)")
+    # secrets are SecretStr: repr, str and model_dump_json show '**********'; the one component that uses a
+    # secret calls .get_secret_value() where it uses it
+    api_keys: SecretStr | None = Field(None, description="comma-separated tenant:key pairs")
+    api_keys_file: Path | None = Field(
+        None, description="lines of tenant:key, tenant:sha256:<hex> or tenant:hmac-sha256:<hex>"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token for the admin routes and /jobs (>= 16 chars)"
+    )
+    key_pepper: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="server secret: key digests are HMAC-SHA256(pepper, key), lines tenant:hmac-sha256:<hex>",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, min_length=16, description="when set, /metrics needs 'Authorization: Bearer <token>'"
+    )
+    docs_enabled: bool = Field(
+        True, description="serve /docs, /redoc and /openapi.json (production: false, they are 404 then)"
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    serve_limit_concurrency: int = Field(
+        1024, ge=1, description="rag serve: connections + tasks per worker before uvicorn answers 503"
+    )
+    serve_timeout_keep_alive_s: int = Field(
+        5, ge=1, le=300, description="rag serve: close an idle keep-alive connection after this long"
+    )
+    serve_h11_max_incomplete_event_size: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="rag serve: bytes of request line + headers (h11)"
+    )
     rate_limit_qps: float = Field(50.0, ge=0, description="per tenant; 0 = no rate limit")
     rate_limit_burst: int = Field(100, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="request body cap for query routes")
+    max_admin_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="request body cap for admin routes other than document ingest"
+    )
     max_ingest_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="request body cap for admin routes"
+        64 * 1024 * 1024,
+        ge=1024,
+        description="request body cap for document ingest (POST /admin/tenants/{tenant}/documents) only",
     )
     ingest_sync_max_docs: int = Field(
         100, ge=0, description="HTTP ingests up to this many documents are answered when done; larger = job"

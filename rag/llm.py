@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from rag.types import Result
 
@@ -60,11 +61,11 @@ class ChatClient:
         base_url: str,
         model: str,
         *,
-        api_key: str | None = None,
+        api_key: SecretStr | None = None,
         max_tokens: int = 256,
         max_passages: int = 5,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
         # no client-side timeout here: the breaker's timeout (the request's deadline) bounds each call
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=None)
         self.model = model

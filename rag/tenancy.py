@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 
 SEPARATOR = "\x1f"  # ASCII unit separator: cannot appear in a tenant name
+# ``^…$`` for FastAPI/pydantic (Rust regex: ``$`` is the end of the text; ``\Z`` does not compile there) and
+# for the OpenAPI schema (ECMA: the same). Python's ``$`` also matches before a final "\n", so Python code
+# checks with ``fullmatch``, never ``match``.
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _TENANT_RE = re.compile(TENANT_PATTERN)
 
 
 def check_tenant(tenant: str) -> str:
     """``tenant`` if it is a valid tenant name (or "" for the unscoped namespace), else ValueError."""
-    if tenant and not _TENANT_RE.match(tenant):
+    if tenant and not _TENANT_RE.fullmatch(tenant):
         raise ValueError(
             f"tenant must match {TENANT_PATTERN} (lowercase letters, digits, '_' and '-', at most 64), "
             f"got {tenant!r}"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.errors import declared
 from api.schemas import HealthOut, ReadyOut
-from api.security import service_of
+from api.security import require_metrics_token, service_of
 from rag import metrics
 
 router = APIRouter(tags=["operations"])
@@ -33,9 +34,14 @@ async def ready(request: Request) -> JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        **declared(401),
+    },
+    dependencies=[Depends(require_metrics_token)],
 )
 async def prometheus_metrics() -> Response:
-    """Prometheus text exposition (every worker's samples under ``rag serve --workers N``)."""
+    """Prometheus text exposition (every worker's samples under ``rag serve --workers N``). With
+    ``RAG_METRICS_TOKEN`` set it needs ``Authorization: Bearer <metrics token>`` (401 otherwise)."""
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

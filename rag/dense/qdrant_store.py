@@ -28,9 +28,8 @@ def vector_name(dims: int | None) -> str:
 def connect(settings: Settings) -> QdrantClient:
     """A server client when ``qdrant_url`` is set, else local mode on disk at ``resolved_qdrant_path``."""
     if settings.qdrant_url:
-        return QdrantClient(
-            url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=int(settings.qdrant_timeout_s)
-        )
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=int(settings.qdrant_timeout_s))
     path = settings.resolved_qdrant_path
     path.mkdir(parents=True, exist_ok=True)
     try:

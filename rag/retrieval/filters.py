@@ -66,7 +66,7 @@ class SearchFilter:
         fields = []
         for key, raw in sorted(filters.items()):
             where = f"filters.{key}"
-            if not isinstance(key, str) or not _FIELD_RE.match(key):
+            if not isinstance(key, str) or not _FIELD_RE.fullmatch(key):
                 raise FilterError(where, f"field names must match {FIELD_PATTERN}")
             values: Sequence[Any] = raw if isinstance(raw, list | tuple) else [raw]
             if not values:

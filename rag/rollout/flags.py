@@ -87,7 +87,7 @@ class Flag(BaseModel):
     @field_validator("allowlist", "denylist")
     @classmethod
     def _tenants_valid(cls, tenants: list[str]) -> list[str]:
-        bad = [t for t in tenants if not _TENANT_RE.match(t)]
+        bad = [t for t in tenants if not _TENANT_RE.fullmatch(t)]
         if bad:
             raise ValueError(f"tenant ids must match {TENANT_PATTERN}, got {bad}")
         return tenants
@@ -97,7 +97,7 @@ class Flag(BaseModel):
     def _variants_valid(cls, variants: dict[str, float]) -> dict[str, float]:
         if not variants:
             raise ValueError('needs at least one variant, e.g. {"on": 1.0}')
-        bad_names = [name for name in variants if not _NAME_RE.match(name)]
+        bad_names = [name for name in variants if not _NAME_RE.fullmatch(name)]
         if bad_names:
             raise ValueError(f"variant names must match {NAME_PATTERN}, got {bad_names}")
         bad_weights = {n: w for n, w in variants.items() if not (math.isfinite(w) and w > 0)}

@@ -1,27 +1,62 @@
-"""API keys → tenants, and the admin token. Keys are kept only as SHA-256 digests.
+"""API keys → tenants, and the admin token. Keys are kept only as digests.
 
 ``RAG_API_KEYS`` holds comma-separated ``tenant:key`` pairs; ``RAG_API_KEYS_FILE`` a file with one
-``tenant:key`` or ``tenant:sha256:<hex digest>`` per line (``#`` comments), so that a deployment can keep
-no plaintext key at all (``rag keys new TENANT`` prints a key and its file line).
+``tenant:key``, ``tenant:sha256:<hex>`` or ``tenant:hmac-sha256:<hex>`` line per key (``#`` comments), so
+that a deployment can keep no plaintext key at all (``rag keys new TENANT`` prints a key and its line).
+
+Digests (invariants):
+
+- Without ``RAG_KEY_PEPPER`` every key is known by its SHA-256, as before; ``hmac-sha256:`` lines are refused
+  (they cannot be checked without the pepper they were made with).
+- With ``RAG_KEY_PEPPER`` every key is known by HMAC-SHA256(pepper, key): a leaked keys file (or a leaked
+  process image) without the pepper does not let anyone test guesses, however weak a key is.
+  ``sha256:`` lines from before the pepper stay accepted, but only for keys of the ``rk_`` format that
+  ``rag keys new`` makes (256 random bits: their plain SHA-256 cannot be searched either); a guessable key
+  in a ``sha256:`` line is refused until it is re-issued (``rag keys new`` prints an ``hmac-sha256:`` line).
+- No error message ever contains a character of a configured entry (a malformed entry may be a key).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from rag.tenancy import check_tenant
+from pydantic import SecretStr
+
+from rag.tenancy import TENANT_PATTERN, check_tenant
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rk_"
-_SHA256_HEX = 64
+GENERATED_KEY = re.compile(r"rk_[A-Za-z0-9_-]{43}")  # new_key(): 32 random bytes, urlsafe base64
+MIN_KEY_CHARS = 16
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SHA256 = "sha256:"
+_HMAC = "hmac-sha256:"
 
 
 def digest(key: str) -> str:
+    """Plain SHA-256 (hex) of a key: the ``sha256:`` line format."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def peppered(pepper: SecretStr, key: str) -> str:
+    """HMAC-SHA256(pepper, key) (hex): the ``hmac-sha256:`` line format."""
+    return hmac.new(
+        pepper.get_secret_value().encode("utf-8"), key.encode("utf-8"), hashlib.sha256
+    ).hexdigest()
+
+
+def hashed_line(key: str, pepper: SecretStr | None) -> str:
+    """What follows ``tenant:`` in a keys-file line for ``key``: ``hmac-sha256:<hex>`` with a pepper,
+    else ``sha256:<hex>``."""
+    return f"{_HMAC}{peppered(pepper, key)}" if pepper is not None else f"{_SHA256}{digest(key)}"
 
 
 def new_key() -> str:
@@ -48,71 +83,138 @@ class KeyRingError(ValueError):
     pass
 
 
-def _parse_entry(entry: str, where: str) -> tuple[str, str]:
-    """(tenant, digest) of ``tenant:key`` or ``tenant:sha256:<hex>``."""
+class DigestKind(StrEnum):
+    PEPPERED = "hmac-sha256"  # HMAC-SHA256(pepper, key), or SHA-256 when no pepper is configured
+    LEGACY_SHA256 = "sha256"  # a sha256: line while a pepper is configured: rk_ keys only
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    tenant: str
+    digest: str
+    kind: DigestKind
+
+
+def _parse_entry(entry: str, where: str, pepper: SecretStr | None) -> _Entry:
+    """One ``tenant:key``, ``tenant:sha256:<hex>`` or ``tenant:hmac-sha256:<hex>``. The error says which
+    entry (``where``) and what is wrong, never any of its characters."""
+    forms = "expected 'tenant:key', 'tenant:sha256:<hex>' or 'tenant:hmac-sha256:<hex>'"
     tenant, sep, secret = entry.strip().partition(":")
-    if not sep or not secret:
-        raise KeyRingError(f"{where}: expected 'tenant:key' or 'tenant:sha256:<hex>', got {entry[:20]!r}…")
+    if not sep:
+        raise KeyRingError(f"{where}: {forms}; the entry has no ':'")
+    if not tenant:
+        raise KeyRingError(f"{where}: {forms}; the tenant name (before the first ':') is empty")
     try:
         check_tenant(tenant)
-    except ValueError as exc:
-        raise KeyRingError(f"{where}: {exc}") from None
-    if not tenant:
-        raise KeyRingError(f"{where}: the tenant name is empty")
-    if secret.startswith("sha256:"):
-        hexdigest = secret.removeprefix("sha256:").lower()
-        if len(hexdigest) != _SHA256_HEX or any(c not in "0123456789abcdef" for c in hexdigest):
-            raise KeyRingError(f"{where}: sha256 digests are 64 hex characters")
-        return tenant, hexdigest
-    if len(secret) < 16:
-        raise KeyRingError(f"{where}: keys must be at least 16 characters (tenant {tenant!r})")
-    return tenant, digest(secret)
+    except ValueError:
+        raise KeyRingError(
+            f"{where}: the tenant name (before the first ':', {len(tenant)} characters) must match "
+            f"{TENANT_PATTERN}: lowercase letters, digits, '_' and '-', at most 64"
+        ) from None
+    if not secret:
+        raise KeyRingError(f"{where}: {forms}; the key is empty")
+    for prefix in (_SHA256, _HMAC):
+        if secret.startswith(prefix):
+            hexdigest = secret.removeprefix(prefix).lower()
+            if not _HEX64.fullmatch(hexdigest):
+                raise KeyRingError(f"{where}: {prefix[:-1]} digests are 64 hex characters")
+            if prefix == _HMAC:
+                if pepper is None:
+                    raise KeyRingError(
+                        f"{where}: an hmac-sha256 line needs RAG_KEY_PEPPER (the pepper it was made with)"
+                    )
+                return _Entry(tenant, hexdigest, DigestKind.PEPPERED)
+            kind = DigestKind.LEGACY_SHA256 if pepper is not None else DigestKind.PEPPERED
+            return _Entry(tenant, hexdigest, kind)
+    if len(secret) < MIN_KEY_CHARS:
+        raise KeyRingError(f"{where}: keys must be at least {MIN_KEY_CHARS} characters")
+    key_digest = peppered(pepper, secret) if pepper is not None else digest(secret)
+    return _Entry(tenant, key_digest, DigestKind.PEPPERED)
+
+
+def _reveal(value: SecretStr | str | None) -> str | None:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 class KeyRing:
     """Resolves a presented bearer token to a :class:`Principal`, or None when it is unknown."""
 
-    def __init__(self, tenant_digests: dict[str, str], admin_digest: str | None) -> None:
-        self._tenants = dict(tenant_digests)  # digest -> tenant
+    def __init__(
+        self,
+        tenant_digests: dict[str, str],
+        admin_digest: str | None,
+        *,
+        pepper: SecretStr | None = None,
+        legacy_digests: dict[str, str] | None = None,
+    ) -> None:
+        self._tenants = dict(tenant_digests)  # digest (peppered, or SHA-256 without a pepper) -> tenant
+        self._legacy = dict(legacy_digests or {})  # SHA-256 -> tenant, rk_ keys only (with a pepper)
         self._admin = admin_digest
+        self._pepper = pepper
 
     @classmethod
     def from_settings(
-        cls, api_keys: str | None, api_keys_file: Path | None, admin_token: str | None
+        cls,
+        api_keys: SecretStr | str | None,
+        api_keys_file: Path | None,
+        admin_token: SecretStr | str | None,
+        *,
+        pepper: SecretStr | None = None,
     ) -> KeyRing:
-        entries: list[tuple[str, str]] = []
-        for n, item in enumerate((api_keys or "").split(","), start=1):
+        entries: list[_Entry] = []
+        for n, item in enumerate((_reveal(api_keys) or "").split(","), start=1):
             if item.strip():
-                entries.append(_parse_entry(item, f"RAG_API_KEYS entry {n}"))
+                entries.append(_parse_entry(item, f"RAG_API_KEYS entry {n}", pepper))
         if api_keys_file is not None:
             if not api_keys_file.is_file():
                 raise KeyRingError(f"RAG_API_KEYS_FILE={str(api_keys_file)!r} does not exist")
             for n, line in enumerate(api_keys_file.read_text().splitlines(), start=1):
                 if line.strip() and not line.lstrip().startswith("#"):
-                    entries.append(_parse_entry(line, f"{api_keys_file}:{n}"))
-        digests: dict[str, str] = {}
-        for tenant, d in entries:
-            if d in digests and digests[d] != tenant:
-                raise KeyRingError(f"one key is configured for two tenants ({digests[d]!r} and {tenant!r})")
-            digests[d] = tenant
-        if admin_token is not None and len(admin_token) < 16:
-            raise KeyRingError("RAG_ADMIN_TOKEN must be at least 16 characters")
-        admin = digest(admin_token) if admin_token else None
-        if admin is not None and admin in digests:
+                    entries.append(_parse_entry(line, f"{api_keys_file}:{n}", pepper))
+        tables: dict[DigestKind, dict[str, str]] = {kind: {} for kind in DigestKind}
+        for entry in entries:
+            table = tables[entry.kind]
+            if entry.digest in table and table[entry.digest] != entry.tenant:
+                raise KeyRingError(
+                    f"one key is configured for two tenants ({table[entry.digest]!r} and {entry.tenant!r})"
+                )
+            table[entry.digest] = entry.tenant
+        token = _reveal(admin_token)
+        if token is not None and len(token) < MIN_KEY_CHARS:
+            raise KeyRingError(f"RAG_ADMIN_TOKEN must be at least {MIN_KEY_CHARS} characters")
+        admin = (peppered(pepper, token) if pepper is not None else digest(token)) if token else None
+        if token and (
+            admin in tables[DigestKind.PEPPERED] or digest(token) in tables[DigestKind.LEGACY_SHA256]
+        ):
             raise KeyRingError("RAG_ADMIN_TOKEN must differ from every tenant key")
-        return cls(digests, admin)
+        legacy = tables[DigestKind.LEGACY_SHA256]
+        if legacy:
+            log.warning(
+                "%d keys-file line(s) hold a plain sha256 digest while RAG_KEY_PEPPER is set: they accept "
+                "only keys made by 'rag keys new' (rk_...); re-issue them with 'rag keys new' for "
+                "hmac-sha256 lines",
+                len(legacy),
+            )
+        return cls(tables[DigestKind.PEPPERED], admin, pepper=pepper, legacy_digests=legacy)
 
     @property
     def tenants(self) -> set[str]:
-        return set(self._tenants.values())
+        return set(self._tenants.values()) | set(self._legacy.values())
 
     @property
     def has_admin(self) -> bool:
         return self._admin is not None
 
+    @property
+    def legacy_lines(self) -> int:
+        """``sha256:`` lines read while a pepper is configured (each accepts ``rk_`` keys only)."""
+        return len(self._legacy)
+
     def resolve(self, token: str) -> Principal | None:
-        d = digest(token)
+        d = peppered(self._pepper, token) if self._pepper is not None else digest(token)
         if self._admin is not None and hmac.compare_digest(d, self._admin):
             return Principal(Scope.ADMIN)
         tenant = self._tenants.get(d)  # a lookup by digest: no timing signal about the key itself
+        if tenant is None and self._legacy and GENERATED_KEY.fullmatch(token):
+            tenant = self._legacy.get(digest(token))
         return Principal(Scope.TENANT, tenant) if tenant is not None else None

@@ -162,7 +162,9 @@ class RetrievalService:
         """Cheap: parses configuration only (bad keys fail here, at startup). ``embedder``, ``reranker``
         and ``store`` replace the configured ones (tests)."""
         self.settings = settings
-        self.keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file, settings.admin_token)
+        self.keys = KeyRing.from_settings(
+            settings.api_keys, settings.api_keys_file, settings.admin_token, pepper=settings.key_pepper
+        )
         self._embedder = embedder
         self._reranker = reranker
         self._store = store

@@ -59,3 +59,25 @@ def test_local_qdrant_folder_in_use_gives_a_clear_error(settings) -> None:
             connect(settings)
     finally:
         first.close()
+
+
+SECRETS = {
+    "api_keys": "acme:acme-secret-key-0123456789",
+    "admin_token": "admin-secret-token-0123456789",
+    "llm_api_key": "sk-llm-secret-0123456789",
+    "qdrant_api_key": "qdrant-secret-0123456789",
+    "key_pepper": "pepper-secret-0123456789-0123456789",
+    "metrics_token": "metrics-secret-0123456789",
+}
+
+
+def test_settings_never_show_a_secret_in_repr_json_or_errors() -> None:
+    settings = load_settings(**SECRETS)
+    shown = [repr(settings), str(settings), settings.model_dump_json()]
+    with pytest.raises(ValidationError) as bad:  # an unrelated error must not print the input either
+        load_settings(chunk_words=20, chunk_overlap_words=30, **SECRETS)  # secrets last: in the repr's tail
+    shown.append(str(bad.value))
+    for secret in SECRETS.values():
+        assert all(secret[-10:] not in text for text in shown), secret  # not even a truncated tail
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == SECRETS["admin_token"]  # revealed only on purpose

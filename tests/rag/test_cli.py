@@ -1,0 +1,81 @@
+"""``rag serve`` hands uvicorn its connection limits; ``rag keys new`` prints the line the key ring reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from rag.cli import main
+from rag.service.auth import KeyRing, Principal, Scope
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("RAG_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_EMBEDDER_MODEL", "hash:64")
+
+
+def captured_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    return calls
+
+
+def test_serve_passes_safe_connection_limits_to_uvicorn(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = captured_run(monkeypatch)
+    assert main(["serve", "--port", "8123"]) == 0
+    (call,) = calls
+    assert call["port"] == 8123
+    assert call["limit_concurrency"] == 1024
+    assert call["timeout_keep_alive"] == 5
+    assert call["h11_max_incomplete_event_size"] == 16 * 1024
+    assert call["http"] == "h11"  # the header limit is h11's: never silently another parser
+
+
+def test_serve_limits_come_from_settings_and_flags(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_SERVE_LIMIT_CONCURRENCY", "64")
+    monkeypatch.setenv("RAG_SERVE_H11_MAX_INCOMPLETE_EVENT_SIZE", "8192")
+    calls = captured_run(monkeypatch)
+    assert main(["serve", "--timeout-keep-alive", "2", "--limit-concurrency", "32"]) == 0
+    (call,) = calls
+    assert (call["limit_concurrency"], call["timeout_keep_alive"]) == (32, 2)  # a flag beats the env
+    assert call["h11_max_incomplete_event_size"] == 8192
+
+
+def test_serve_workers_get_the_same_limits(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_QDRANT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
+    calls = captured_run(monkeypatch)
+    assert main(["serve", "--workers", "2", "--h11-max-incomplete-event-size", "4096"]) == 0
+    (call,) = calls
+    assert call["workers"] == 2 and call["factory"] is True
+    assert (call["limit_concurrency"], call["h11_max_incomplete_event_size"]) == (1024, 4096)
+
+
+@pytest.mark.parametrize("pepper", [None, "pepper-0123456789-0123456789-0123456789"])
+def test_keys_new_prints_the_line_the_key_ring_accepts(
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    pepper: str | None,
+) -> None:
+    if pepper:
+        monkeypatch.setenv("RAG_KEY_PEPPER", pepper)
+    assert main(["keys", "new", "acme"]) == 0
+    out = capsys.readouterr().out
+    key = out.split("it is not stored):")[1].split()[0]
+    line = next(w for w in out.split() if w.startswith("acme:"))
+    assert line.startswith("acme:hmac-sha256:" if pepper else "acme:sha256:")
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(line + "\n")
+    ring = KeyRing.from_settings(None, keys_file, None, pepper=SecretStr(pepper) if pepper else None)
+    assert ring.resolve(key) == Principal(Scope.TENANT, "acme")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +25,9 @@ from rag.routing.analyzer import (
     difficulty,
 )
 from rag.text.analyzer import Analyzer
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 WORD_IDF = {
     "vitamin": 6.5,
@@ -135,7 +140,7 @@ def _lines_run(fn: Callable[[], object]) -> int:
     """Python lines executed by ``fn()``: a deterministic measure of interpreted work (no timing)."""
     count = 0
 
-    def tracer(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+    def tracer(frame: FrameType, event: str, arg: object) -> TraceFunction:
         nonlocal count
         if event == "line":
             count += 1
@@ -154,7 +159,7 @@ def test_query_analysis_does_no_per_character_python_work(qa: QueryAnalyzer, uni
     """The analysis runs on the event loop: its interpreted work may grow with the number of words, not
     with the number of characters (those passes run in C: regex scans, str methods). One word of 1k
     and of 2k characters must take the same number of Python lines."""
-    lines = [_lines_run(lambda n=n: qa.analyze(unit * n, idf)) for n in (1024, 2048)]  # type: ignore[misc]
+    lines = [_lines_run(partial(qa.analyze, unit * n, idf)) for n in (1024, 2048)]
     assert lines[0] == lines[1], f"analyze: {lines[0]} -> {lines[1]} Python lines"
 
 

@@ -136,6 +136,8 @@ class MonitoringConfig:
     job: str = "rag"  # Prometheus scrape job; every query selects job="<job>"
     scrape_target: str = "host.docker.internal:8000"  # docker-compose.monitoring.yml scrapes the host
     scrape_interval: str = "15s"
+    # where Prometheus reads the service's RAG_METRICS_TOKEN (a file it can see); None: scrape without one
+    scrape_credentials_file: str | None = None
     evaluation_interval: str = "30s"
     alertmanager_target: str = "alertmanager:9093"
     # -- SLOs ---------------------------------------------------------------------------------------------

@@ -39,13 +39,14 @@ def prometheus_config(
     }
     if ams:
         out["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": ams}]}]}
-    out["scrape_configs"] = [
-        {
-            "job_name": cfg.job,
-            "metrics_path": "/metrics",
-            "static_configs": [{"targets": list(targets or [cfg.scrape_target])}],
-        },
-    ]
+    rag_job: dict[str, Any] = {
+        "job_name": cfg.job,
+        "metrics_path": "/metrics",
+        "static_configs": [{"targets": list(targets or [cfg.scrape_target])}],
+    }
+    if cfg.scrape_credentials_file:  # the service's RAG_METRICS_TOKEN, as a bearer token
+        rag_job["authorization"] = {"type": "Bearer", "credentials_file": cfg.scrape_credentials_file}
+    out["scrape_configs"] = [rag_job]
     if self_target:
         out["scrape_configs"].append(
             {"job_name": "prometheus", "static_configs": [{"targets": [self_target]}]}

@@ -215,7 +215,13 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from rag.ops.stats import run
 
-    return run(args.url, interval_s=args.interval, as_json=args.json)
+    token = _settings(args).metrics_token  # RAG_METRICS_TOKEN, as the service reads it
+    return run(
+        args.url,
+        interval_s=args.interval,
+        as_json=args.json,
+        token=token.get_secret_value() if token else None,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

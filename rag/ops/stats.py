@@ -471,11 +471,13 @@ def metrics_url(url: str) -> str:
     return url if url.endswith("/metrics") else f"{url}/metrics"
 
 
-def fetch(url: str, *, timeout_s: float = 10.0) -> Scrape:
+def fetch(url: str, *, timeout_s: float = 10.0, token: str | None = None) -> Scrape:
+    """One scrape; ``token``: the service's ``RAG_METRICS_TOKEN``, sent as a bearer token."""
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(metrics_url(url), timeout=timeout_s)
+        response = httpx.get(metrics_url(url), timeout=timeout_s, headers=headers)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise RuntimeError(f"could not scrape {metrics_url(url)}: {exc}") from exc
@@ -503,8 +505,8 @@ def collect(
     return summarize(window(second, first), url, window_s=span, thresholds=thresholds)
 
 
-def run(url: str, *, interval_s: float | None = None, as_json: bool = False) -> int:
+def run(url: str, *, interval_s: float | None = None, as_json: bool = False, token: str | None = None) -> int:
     """Print the report (text or JSON). Exit status 0; scrape failures raise ``RuntimeError``."""
-    report = collect(url, interval_s=interval_s)
+    report = collect(url, interval_s=interval_s, scrape=lambda u: fetch(u, token=token))
     print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) if as_json else render(report))
     return 0

@@ -79,3 +79,22 @@ def test_keys_new_prints_the_line_the_key_ring_accepts(
     keys_file.write_text(line + "\n")
     ring = KeyRing.from_settings(None, keys_file, None, pepper=SecretStr(pepper) if pepper else None)
     assert ring.resolve(key) == Principal(Scope.TENANT, "acme")
+
+
+def test_stats_sends_the_metrics_token_when_one_is_set(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    seen: list[dict[str, str]] = []
+
+    def fake_get(url: str, **kwargs: Any) -> httpx.Response:
+        seen.append(dict(kwargs.get("headers") or {}))
+        return httpx.Response(200, text="", request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", fake_get)
+    assert main(["stats", "http://svc:8000"]) == 0
+    monkeypatch.setenv("RAG_METRICS_TOKEN", "metrics-token-0123456789")
+    assert main(["stats", "http://svc:8000"]) == 0
+    assert "authorization" not in {k.lower() for k in seen[0]}
+    assert seen[1] == {"Authorization": "Bearer metrics-token-0123456789"}

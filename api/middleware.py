@@ -11,6 +11,7 @@ and the body counted against it while the app reads it. Caps: document ingest
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -149,7 +150,9 @@ class RequestContextMiddleware:
                 return
             try:
                 await self.app(scope, counted_receive, app_send)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                    raise  # this request's own cancellation (server shutdown): not an error to answer
                 if too_large:
                     return
                 log.exception("unhandled error")
@@ -172,6 +175,13 @@ class RequestContextMiddleware:
             )
             request_id_var.reset(token)
             tenant_var.reset(tenant_token)
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled; a CancelledError without that came from work it
+    awaited (e.g. a shared flight cancelled under it) and is answered as a 500, never uvicorn's text one."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _route_template(scope: Scope) -> str:

@@ -29,6 +29,7 @@ log = logging.getLogger("rag.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # checked with fullmatch: nothing after it, not even "\n"
 ADMIN_PREFIXES = ("/admin", "/jobs")  # every route behind require_admin lives under these (a test checks)
 _INGEST = re.compile(r"/admin/tenants/[^/]+/documents")
+_CLOSE = {"Connection": "close"}  # on answers sent before the body is read: the server stops reading it
 
 
 def needs_admin(path: str) -> bool:
@@ -127,6 +128,7 @@ class RequestContextMiddleware:
                             "payload_too_large",
                             f"request body is over the limit of {limit} bytes",
                             limit,
+                            extra=_CLOSE,
                         )
                     return {"type": "http.disconnect"}
             return message
@@ -140,13 +142,13 @@ class RequestContextMiddleware:
                 try:  # before the body: nothing of an unauthenticated request is read
                     check_admin(principal_of(self.keys, headers.get("authorization")))
                 except ApiError as exc:
-                    await respond(exc.status, exc.code, exc.message, extra=exc.headers)
+                    # the body stays unread, so the connection cannot carry another request: close it
+                    await respond(exc.status, exc.code, exc.message, extra={**exc.headers, **_CLOSE})
                     return
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                await respond(
-                    413, "payload_too_large", f"request body is {declared} bytes; the limit is {limit}", limit
-                )
+                text = f"request body is {declared} bytes; the limit is {limit}"
+                await respond(413, "payload_too_large", text, limit, extra=_CLOSE)
                 return
             try:
                 await self.app(scope, counted_receive, app_send)

@@ -73,6 +73,7 @@ async def test_admin_routes_authenticate_before_reading_the_body(
     assert r.json()["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
     assert message in r.json()["error"]["message"]
     assert body.bytes_received == 0
+    assert r.headers["connection"] == "close"  # the server stops reading the unread body
     if status == 401:
         assert r.headers["www-authenticate"] == "Bearer"
 
@@ -104,6 +105,7 @@ async def test_authenticated_oversized_rollout_put_is_413(app: FastAPI) -> None:
         )
     assert r.status_code == 413, r.text
     assert r.json()["error"]["fields"][0]["limit"] == settings.max_admin_body_bytes
+    assert r.headers["connection"] == "close"
     assert body.bytes_received <= settings.max_admin_body_bytes + CHUNK  # stopped reading at the cap
 
 

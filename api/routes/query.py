@@ -123,13 +123,14 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     events: asyncio.Queue[StepEvent] = asyncio.Queue()
     task = asyncio.create_task(service.query(query_request, on_step=events.put_nowait))
+    waiter: asyncio.Task[StepEvent] | None = None
     try:
         while not task.done() or not events.empty():
             if events.empty():
-                waiter = asyncio.ensure_future(events.get())
+                waiter = asyncio.create_task(events.get())
                 await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if not waiter.done():
-                    waiter.cancel()
+                    await _cancel(waiter)
                     continue
                 event = waiter.result()
             else:
@@ -160,4 +161,20 @@ async def _events(
             return
         yield sse("result", to_response(answer, request_id).model_dump(mode="json"))
     finally:
-        task.cancel()  # the client went away (or we are done): no further step starts
+        # the client went away (or we are done): no further step starts, and nothing is left pending
+        task.cancel()
+        if waiter is not None:
+            await _cancel(waiter)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure after the client left is not "never retrieved"
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (a task cancelled but never run again would be
+    destroyed pending). Called while this coroutine is itself being cancelled, the wait may be cut
+    short (the caller's CancelledError goes on), but the cancel is delivered: the loop ends the task on
+    its next turn."""
+    if task.done():
+        return
+    task.cancel()
+    await asyncio.wait({task})

@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from starlette.types import Message
 
 from api.app import create_app
 from rag.service.service import RetrievalService
 from rag.testing.fakes import HashEmbedder
-from tests.api.conftest import ACME, ACME_DOCS, live_server, service_settings
+from tests.api.conftest import ACME, ACME_DOCS, ingest, live_server, serve, service_settings
 
 
 @pytest.fixture
@@ -42,3 +46,84 @@ def test_no_response_is_a_text_plain_500(live: str, monkeypatch: pytest.MonkeyPa
         assert r.json()["request_id"] == r.headers["x-request-id"]
         # and the server still answers afterwards
         assert client.post("/query", json={"query": "who hunts mice"}, headers=ACME).status_code == 200
+
+
+class GatedEmbedder(HashEmbedder):
+    """Embeds a text holding ``GATE`` only once the test opens the gate (the query is mid-flight)."""
+
+    def __init__(self) -> None:
+        super().__init__(64)
+        self.gate = threading.Event()
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        if any("GATE" in t for t in texts):
+            self.gate.wait(30)
+        return super().embed(texts, batch_size=batch_size, progress=progress)
+
+
+def _queue_waiters() -> list[asyncio.Task[object]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and getattr(t.get_coro(), "__qualname__", "") == "Queue.get"
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_disconnected_stream_leaves_no_pending_waiter_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ASGI app driven directly, as uvicorn drives it (spec 2.3: Starlette listens for the
+    disconnect and cancels the stream): the client leaves after the first event, while the query is
+    still embedding; afterwards no ``events.get()`` waiter is left pending ("Task was destroyed but it
+    is pending")."""
+    embedder = GatedEmbedder()
+    app = create_app(service_settings(tmp_path, monkeypatch), embedder=embedder)
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        body = json.dumps({"query": "GATE who hunts mice"}).encode()
+        left = asyncio.Event()
+        received: list[Message] = []
+        requested = False
+
+        async def receive() -> Message:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            received.append(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                left.set()  # the first event arrived: the client goes away
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/query/stream",
+            "raw_path": b"/query/stream",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"rag.test"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"authorization", ACME["Authorization"].encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("rag.test", 80),
+        }
+        try:
+            await app(scope, receive, send)
+            for _ in range(5):
+                await asyncio.sleep(0)  # loop turns (no timing): let cancellations land
+            assert received[0]["status"] == 200
+            assert b"event: plan" in received[1]["body"]
+            assert _queue_waiters() == [], "the stream's events.get() waiter was left pending"
+        finally:
+            embedder.gate.set()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from rag.index.versions import VersionStore
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
 from rag.types import passage_text
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class IndexSnapshot:
         self.point_rows = {c.point_id: i for i, c in enumerate(chunks)}
         self.chunk_rows = {c.chunk_key: i for i, c in enumerate(chunks)}
         self._tenant_rows: dict[str, np.ndarray] = {}
+        self._derived: dict[Hashable, Any] = {}
+        self._derived_lock = threading.Lock()
 
     @classmethod
     def empty(cls, analyzer: Analyzer) -> IndexSnapshot:
@@ -181,6 +186,22 @@ class IndexSnapshot:
             mask = np.fromiter((c.tenant == tenant for c in self.chunks), dtype=bool, count=len(self.chunks))
             self._tenant_rows[tenant] = mask
         return mask
+
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """A value computed from this (immutable) version on first use and kept with it, e.g. the row
+        index of a metadata field (:mod:`rag.retrieval.filters`). Built once even when threads ask at
+        once; the caller bounds the keys (each one lives as long as the version)."""
+        try:
+            return self._derived[key]
+        except KeyError:
+            pass
+        with self._derived_lock:
+            if key not in self._derived:
+                self._derived[key] = build()
+            return self._derived[key]
+
+    def derived_keys(self) -> set[Hashable]:
+        return set(self._derived)
 
     @cached_property
     def first_chunks(self) -> dict[str, ChunkRecord]:

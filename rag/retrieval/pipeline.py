@@ -27,7 +27,7 @@ from rag.index.snapshot import IndexSnapshot
 from rag.rerank.cross_encoder import Pair, Reranker, rerank
 from rag.resilience.breaker import Breaker, BreakerOpen
 from rag.resilience.deadline import Deadline, StepCosts
-from rag.retrieval.filters import SearchFilter, row_mask
+from rag.retrieval.filters import LazyRowMask, SearchFilter
 from rag.retrieval.multiquery import decompose
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
@@ -217,7 +217,7 @@ class PipelineRun:
         self.on_step = on_step
         self.guards = guards
         self.outcome = SearchOutcome(hits=[])
-        self.mask = row_mask(pipeline.snapshot, flt)
+        self.mask = LazyRowMask(pipeline.snapshot, flt)  # computed in the first retrieval step's thread
         self._embedded = False
         self._vector: np.ndarray | None = None
 
@@ -300,7 +300,7 @@ class PipelineRun:
     async def _bm25(self, text: str | None = None, step: str = "retrieve.bm25") -> list[Hit] | None:
         retrieve = self._cpu(
             "retrieve.bm25",
-            partial(self.p.bm25.retrieve, text or self.query, self.plan.candidates, mask=self.mask),
+            partial(self._masked, self.p.bm25.retrieve, text or self.query, self.plan.candidates),
         )
         return await self._guarded(step, None, lambda: self.p.compute.run(retrieve), cost_key="retrieve.bm25")
 
@@ -311,7 +311,7 @@ class PipelineRun:
         out: dict[str, Awaitable[list[Hit] | None]] = {}
         if "bm25" in plan.retrievers:
             prf = self._cpu(
-                "retrieve.bm25.prf", partial(p.bm25.retrieve_prf, self.query, plan.candidates, mask=self.mask)
+                "retrieve.bm25.prf", partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates)
             )
             out["bm25.prf"] = self._guarded("retrieve.bm25.prf", None, lambda: p.compute.run(prf))
         for i, part in enumerate(decompose(self.query, p.snapshot.analyzer)[1:], start=1):
@@ -343,8 +343,12 @@ class PipelineRun:
             prefetch=self.plan.prefetch,
             rescore=rescore,
             flt=self.flt,
-            mask=self.mask,
+            mask=self.mask.get(),
         )
+
+    def _masked(self, retrieve: Callable[..., list[Hit]], text: str, k: int) -> list[Hit]:
+        """``retrieve(text, k, mask=…)`` with the filter's row mask, computed here in the worker thread."""
+        return retrieve(text, k, mask=self.mask.get())
 
     async def _dense(self) -> list[Hit] | None:
         p, plan = self.p, self.plan

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     bandit_log: Path | None = Field(
         None, description="JSONL log of routing decisions, propensities and rewards (offline replay)"
     )
+    bandit_shared_weight: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of a tenant's bandit plans drawn from the model all tenants train: the most "
+        "any other tenant's feedback can move its plan probabilities (0: per-tenant models only)",
+    )
     rollout_config: Path | None = Field(
         None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"
     )

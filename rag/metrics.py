@@ -185,6 +185,15 @@ BANDIT_REWARD = Histogram(
 )
 
 
+# -- background work -------------------------------------------------------------------------------------
+BACKGROUND_ERRORS = Counter(
+    "rag_background_errors_total",
+    "Errors and malformed values that background work logged and skipped (the loop went on), by loop: "
+    "breaker_sync, spend_sync, rollout_config, bandit_store.",
+    ["loop"],
+)
+
+
 def exposition() -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: this process's registry, or every worker's samples
     aggregated when ``PROMETHEUS_MULTIPROC_DIR`` is set (multi-process mode)."""

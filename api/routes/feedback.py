@@ -10,16 +10,30 @@ from api.security import Tenant, service_of
 
 router = APIRouter(tags=["feedback"])
 
+FEEDBACK_BUCKET = "feedback"  # the tenant's rate-limit bucket for feedback, apart from its queries'
 
-@router.post("/feedback", response_model=FeedbackOut, responses=declared(401, 403, 404, 413, 422))
+
+@router.post("/feedback", response_model=FeedbackOut, responses=declared(401, 403, 404, 413, 422, 429))
 async def feedback(body: FeedbackBody, request: Request, tenant: Tenant) -> FeedbackOut:
     """Rate the answer of ``request_id`` (one feedback per request, within an hour, on the replica that
-    answered it): graded ``relevance`` per doc id, else ``clicked`` doc ids, else a 1-5 ``rating``."""
+    answered it): graded ``relevance`` per doc id, else ``clicked`` doc ids, else a 1-5 ``rating``.
+    Rate-limited per tenant like queries (``RAG_RATE_LIMIT_QPS``/``_BURST``), in a bucket of its own."""
     if body.rating is None and body.clicked is None and body.relevance is None:
         raise ApiError(
             422, "invalid_request", "feedback needs one of rating (1-5), clicked ([doc_id]) or relevance"
         )
-    applied = await service_of(request).feedback(
+    service = service_of(request)
+    limit = await service.rate_limit(tenant, FEEDBACK_BUCKET)
+    if not limit.allowed:
+        settings = service.settings
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"tenant {tenant!r} is over its feedback rate limit of {settings.rate_limit_qps:g}/s "
+            f"(burst {settings.rate_limit_burst}); retry after {limit.retry_after_header} s",
+            headers={"Retry-After": limit.retry_after_header},
+        )
+    applied = await service.feedback(
         tenant, body.request_id, rating=body.rating, clicked=body.clicked, relevance=body.relevance
     )
     if applied is None:

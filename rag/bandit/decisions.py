@@ -2,11 +2,13 @@
 
 When the service serves a query with a bandit-chosen plan it records the decision (context, arm,
 propensity, the doc ids it served) with :meth:`DecisionLog.record`. ``POST /feedback`` later takes it
-with :meth:`DecisionLog.take` by request id and tenant — once: a second feedback for the same request
+with :meth:`DecisionLog.take` by tenant and request id — once: a second feedback for the same request
 finds nothing — turns the feedback into a reward against the served ids, updates the bandit and appends
 the reward with :meth:`DecisionLog.log_reward`.
 
-Pending decisions are held in memory, bounded (the oldest are dropped past ``max_entries``) and for
+Pending decisions are keyed by (tenant, request id): the request id may come from the client
+(``X-Request-ID``), so one tenant reusing another's id neither replaces nor reaches the other's decision.
+They are held in memory, bounded (the oldest are dropped past ``max_entries``) and for
 ``ttl_s`` at most (feedback later than that is ignored). With ``log_path`` every decision and every reward
 is also appended to a JSON-lines file, one object per line:
 
@@ -65,7 +67,7 @@ class DecisionLog:
         self.ttl_s = ttl_s
         self.log_path = None if log_path is None else Path(log_path)
         self._clock = clock
-        self._pending: OrderedDict[str, Decision] = OrderedDict()  # oldest first
+        self._pending: OrderedDict[tuple[str, str], Decision] = OrderedDict()  # (tenant, id), oldest first
         self._fh: IO[str] | None = None
 
     def __len__(self) -> int:
@@ -100,8 +102,9 @@ class DecisionLog:
             allowed=None if allowed is None else tuple(allowed),
             cost=float(cost),
         )
-        self._pending.pop(request_id, None)  # a repeated id replaces the earlier decision, as the newest
-        self._pending[request_id] = decision
+        key = (tenant, request_id)
+        self._pending.pop(key, None)  # a tenant's repeated id replaces its earlier decision, as the newest
+        self._pending[key] = decision
         self._drop_expired(now)
         while len(self._pending) > self.max_entries:
             self._pending.popitem(last=False)
@@ -120,15 +123,13 @@ class DecisionLog:
         )
         return decision
 
-    def take(self, request_id: str, tenant: str | None = None) -> Decision | None:
-        """The pending decision for ``request_id``, removed; None if unknown, already taken or expired.
-
-        With ``tenant``, a decision recorded for another tenant is not found (and stays): one tenant
-        cannot spend, or learn from, another's decisions."""
-        decision = self._pending.get(request_id)
-        if decision is None or (tenant is not None and decision.tenant != tenant):
+    def take(self, request_id: str, tenant: str) -> Decision | None:
+        """``tenant``'s pending decision for ``request_id``, removed; None if unknown, already taken or
+        expired. A decision recorded for another tenant under the same id is not found (and stays): one
+        tenant cannot spend, or learn from, another's decisions."""
+        decision = self._pending.pop((tenant, request_id), None)
+        if decision is None:
             return None
-        del self._pending[request_id]
         return None if self._expired(decision, self._clock()) else decision
 
     def log_reward(self, decision: Decision, reward: float, **extra: Any) -> None:

@@ -172,6 +172,14 @@ class LinUCB:
         propensity = epsilon_greedy_propensity(arm == greedy, self.epsilon, len(candidates))
         return Choice(arm=arm, propensity=propensity, scores=scores, explored=explored)
 
+    def probabilities(
+        self, x: Sequence[float] | Vector, allowed: Collection[str] | None = None
+    ) -> dict[str, float]:
+        """The probability this policy, as it is now, gives each allowed arm for ``x`` (sums to 1)."""
+        scores = self.scores(x, allowed)
+        greedy = greedy_arm(scores)
+        return {arm: epsilon_greedy_propensity(arm == greedy, self.epsilon, len(scores)) for arm in scores}
+
     def propensity(
         self, arm: str, x: Sequence[float] | Vector, allowed: Collection[str] | None = None
     ) -> float:

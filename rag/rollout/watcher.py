@@ -13,8 +13,10 @@ at once), or to the initial config when there is no file. While Redis holds a va
 read but not applied (even when the Redis value was rejected: fix or delete it). A Redis error keeps the
 config that is serving and the loop running.
 
-A text that fails to parse or validate is rejected: the old config keeps serving, ``last_error`` holds the
-reason (until that source yields a valid config again) and a warning is logged. A new config is applied
+A text that fails to parse or validate (or is not UTF-8) is rejected: the old config keeps serving,
+``last_error`` holds the reason (until that source yields a valid config again), a warning is logged
+and ``rag_background_errors_total{loop="rollout_config"}`` counts it (a Redis outage is not counted: it is
+not a bad value). Nothing a source holds, and no error, stops the polling loop. A new config is applied
 only when its content changed (see :meth:`RolloutConfig.version`); listeners run after it is applied,
 and a listener that raises is logged, never fatal.
 """
@@ -29,9 +31,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
+from rag import metrics
+from rag.resilience.background import LoopErrors, run_every
 from rag.rollout.config import ConfigError, Format, RolloutConfig
 
 log = logging.getLogger(__name__)
+LOOP = "rollout_config"
 
 REDIS_KEY = "rag:rollout:config"  # where admin routes should write the config for every replica
 Source = Literal["redis-read", "redis", "file"]  # redis-read: Redis unreachable; redis: its value rejected
@@ -70,6 +75,7 @@ class ConfigWatcher:
         self._file_text: str | None = None
         self._redis_text: str | None = None
         self._lock = asyncio.Lock()
+        self._loop_errors = LoopErrors(LOOP)
         self._task: asyncio.Task[None] | None = None
 
     # -- what is serving -----------------------------------------------------------------------------
@@ -113,6 +119,8 @@ class ConfigWatcher:
         return version
 
     def _fail(self, source: Source, message: str) -> None:
+        if source != "redis-read":  # a bad value or an unreadable file; an outage is no bad value
+            metrics.BACKGROUND_ERRORS.labels(LOOP).inc()
         repeated = self._errors.pop(source, None) == message
         self._errors[source] = message
         if repeated:  # a Redis outage is logged once, not every interval
@@ -123,9 +131,16 @@ class ConfigWatcher:
 
     def _try_apply(self, source: Source, text: str, fmt: Format, label: str) -> bool:
         try:
+            text.encode("utf-8")  # bytes that were not UTF-8 arrive as lone surrogates (see _read_redis)
             config = RolloutConfig.parse_text(text, fmt)
+        except UnicodeEncodeError:
+            self._fail(source, f"{label}: the value is not UTF-8 text")
+            return False
         except ConfigError as exc:
             self._fail(source, f"{label}: {exc}")
+            return False
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep for the parser
+            self._fail(source, f"{label}: {type(exc).__name__}: {exc}"[:500])
             return False
         self._errors.pop(source, None)
         before = self._version
@@ -161,7 +176,8 @@ class ConfigWatcher:
             self._fail("redis-read", f"redis: {type(exc).__name__}: {exc}"[:300])
             return False
         self._errors.pop("redis-read", None)
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        # undecodable bytes become lone surrogates: a value still held (and rejected), never an error here
+        text = raw.decode("utf-8", errors="surrogateescape") if isinstance(raw, bytes) else raw
         if text is not None and not text.strip():
             text = None  # an empty value counts as no value
         if text is None:
@@ -203,9 +219,8 @@ class ConfigWatcher:
         self._task = None
 
     async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check_now()
-            except Exception:  # nothing here should raise; the loop must survive it if it does
-                log.exception("rollout config check failed")
-            await asyncio.sleep(self.interval_s)
+        async def check() -> None:
+            await self.check_now()
+
+        # nothing in check_now should raise; if it does, it is logged, counted and the loop goes on
+        await run_every(self.interval_s, check, self._loop_errors)

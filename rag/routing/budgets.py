@@ -64,6 +64,16 @@ class BudgetState:
         return cls(BudgetLevel.OK, 0.0, None, 0.0, None, "cheap_plan")
 
     def as_dict(self) -> dict[str, object]:
+        """What a tenant's response shows. Under the global budget, no numbers: the deployment's spend is
+        every tenant's traffic, which no tenant may read (the level still says soft/over)."""
+        if self.scope == "global":
+            return {
+                "level": self.level.value,
+                "pressure": None,
+                "scope": self.scope,
+                "spent_last_hour": None,
+                "budget_per_hour": None,
+            }
         return {
             "level": self.level.value,
             "pressure": round(self.pressure, 4),
@@ -108,6 +118,11 @@ class SpendWindow:
     def scopes(self) -> list[str]:
         with self._lock:
             return list(self._buckets)
+
+    def minute_totals(self, scope: str) -> dict[int, float]:
+        """A copy of ``scope``'s buckets: minute → spend."""
+        with self._lock:
+            return dict(self._buckets.get(scope, {}))
 
     def merge(self, scope: str, minute_totals: Mapping[int, float]) -> None:
         """Replace the buckets of ``scope`` with shared totals (read from Redis)."""
@@ -162,9 +177,14 @@ class OverBudgetError(RuntimeError):
 
     def __init__(self, tenant: str, state: BudgetState) -> None:
         budget = "unlimited" if state.budget is None else f"{state.budget:g}"
+        spent = (  # the deployment's spend is every tenant's traffic: not told to one of them
+            "the deployment's hourly budget is spent"
+            if state.scope == "global"
+            else f"spent {state.spent:.4f} of {budget} per hour"
+        )
         super().__init__(
-            f"tenant {tenant!r} is over its {state.scope} budget: spent {state.spent:.4f} of {budget} "
-            "per hour (rolling); queries resume as the hour's spend rolls off"
+            f"tenant {tenant!r} is over its {state.scope} budget: {spent} (rolling); queries resume as the "
+            "hour's spend rolls off"
         )
         self.tenant = tenant
         self.state = state

@@ -56,6 +56,7 @@ class RouteInputs:
     top_k: int = 10
     flags: Mapping[str, str] = field(default_factory=dict)  # flag name → variant
     limits: ProfileLimits | None = None  # the profile's limits when overridden by the rollout config
+    tenant: str = ""  # whose query: the bandit routes each tenant with its own model (rag.bandit.tenants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,8 @@ class RouterConfig:
     soft_budget_depth: int = 10  # rerank depth cap when spend is past the soft fraction
 
 
-# the bandit's chooser: (feature vector, allowed arms) → (arm, propensity)
-ArmChooser = Callable[[list[float], tuple[Arm, ...]], tuple[Arm, float]]
+# the bandit's chooser: (tenant, feature vector, allowed arms) → (arm, propensity)
+ArmChooser = Callable[[str, list[float], tuple[Arm, ...]], tuple[Arm, float]]
 
 
 class Router:
@@ -126,7 +127,7 @@ class Router:
         if flag is not None:
             bandit = flag != CONTROL
         if bandit and self.chooser is not None:
-            arm, propensity = self.chooser(inputs.features.vector(), allowed)
+            arm, propensity = self.chooser(inputs.tenant, inputs.features.vector(), allowed)
             policy = "bandit"
             reasons.append(f"bandit chose {arm.value} (p={propensity:.2f})")
         else:

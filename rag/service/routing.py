@@ -19,9 +19,9 @@ import numpy as np
 
 from rag import metrics
 from rag.bandit.decisions import DecisionLog
-from rag.bandit.linucb import LinUCB
 from rag.bandit.reward import feedback_reward, net_reward
 from rag.bandit.store import BanditStore, FileStore, RedisStore
+from rag.bandit.tenants import TenantBandits
 from rag.config import Settings
 from rag.resilience.guarded_redis import GuardedRedis
 from rag.retrieval.plan import Profile, ProfileLimits, QueryPlan, profile_limits
@@ -53,6 +53,7 @@ class RoutingDecision:
     variants: dict[str, str]  # flag → variant actually served (after auto-fallback)
     fallen_back: tuple[str, ...] = ()  # flags whose candidate path is tripped for this tenant
     candidate_flags: tuple[str, ...] = field(default=())  # flags on a non-control variant (watched)
+    tenant: str = ""
 
     @property
     def plan(self) -> QueryPlan:
@@ -91,9 +92,10 @@ class QueryRouting:
         self.fallback = AutoFallback(initial.fallback.policy(timeout_s=settings.deadline_ms / 1000.0))
         self.fallback.listeners.append(_fallback_metrics)
         self.sampler = ShadowSampler(initial.shadow.rate)
-        self.bandit = LinUCB(
+        self.bandit = TenantBandits(  # per tenant, plus a shared model of bounded weight
             [a.value for a in ARMS],
             len(FEATURE_NAMES),
+            shared_weight=settings.bandit_shared_weight,
             alpha=initial.router.bandit_alpha,
             epsilon=initial.router.bandit_epsilon,
         )
@@ -103,7 +105,7 @@ class QueryRouting:
         self._updates_since_save = 0
         self._redis: GuardedRedis | None = None
         self.shared_spend: SharedSpend | None = None
-        self._feature_memo: OrderedDict[tuple[str, str], QueryFeatures] = OrderedDict()
+        self._feature_memo: OrderedDict[tuple[str, str, str], QueryFeatures] = OrderedDict()
         self.router = Router(settings, reranker_available=reranker_available, chooser=self._choose)
         self.watcher.listeners.append(self._on_config)
         self.watcher.listeners.append(lambda _: metrics.CONFIG_RELOADS.labels("reloaded").inc())
@@ -155,10 +157,16 @@ class QueryRouting:
             try:
                 state = await self.bandit_store.load()
                 if state is not None:
-                    self.bandit = LinUCB.from_state(state, arms=self.bandit.arms, dim=self.bandit.dim)
+                    self.bandit = TenantBandits.from_state(
+                        state,
+                        shared_weight=self.settings.bandit_shared_weight,
+                        arms=self.bandit.arms,
+                        dim=self.bandit.dim,
+                    )
                     self._on_config(self.config)
-            except Exception as exc:  # a stale or unreadable state: learn afresh, say why
-                log.warning("bandit state not restored (%s); starting from scratch", exc)
+            except Exception as exc:  # a stale, unreadable or malformed state: learn afresh, say why
+                metrics.BACKGROUND_ERRORS.labels(BANDIT_STORE).inc()
+                log.warning("bandit state not restored (%s); starting from scratch", str(exc)[:500])
         self.watcher.start()
 
     async def close(self) -> None:
@@ -173,8 +181,9 @@ class QueryRouting:
             try:
                 await self.bandit_store.save(self.bandit.to_state())
                 self._updates_since_save = 0
-            except Exception as exc:
-                log.warning("bandit state not saved: %s", exc)
+            except Exception as exc:  # kept in memory: saved with the next updates, or at shutdown
+                metrics.BACKGROUND_ERRORS.labels(BANDIT_STORE).inc()
+                log.warning("bandit state not saved: %s", str(exc)[:500])
 
     # -- admin ---------------------------------------------------------------------------------------
     def rollout_status(self) -> dict[str, Any]:
@@ -218,8 +227,10 @@ class QueryRouting:
         session_id: str | None = None,
         version: str = "",
     ) -> RoutingDecision:
-        """The plan for one request. Raises :class:`OverBudgetError` for a tenant past a hard budget
-        whose action is ``reject``."""
+        """The plan for one request. ``idf`` is the IDF over ``tenant``'s own documents
+        (:func:`rag.routing.vocabulary.tenant_idf`): features, and every choice made from them, then show
+        nothing of other tenants' vocabulary. Raises :class:`OverBudgetError` for a tenant past a hard
+        budget whose action is ``reject``."""
         budget = self.budgets.state(tenant)
         metrics.BUDGET_PRESSURE.labels(tenant).set(
             budget.pressure if budget.pressure != float("inf") else 1e9
@@ -230,16 +241,17 @@ class QueryRouting:
         if budget.level is BudgetLevel.OVER:
             metrics.BUDGET_EXCEEDED.labels(tenant, "cheap_plan").inc()
         variants, fallen_back, candidates = self._variants(tenant, session_id)
-        features = self._features_of(text, idf, version)
-        inputs = RouteInputs(features, profile, budget, top_k, variants, self.limits(profile))
+        features = self._features_of(tenant, text, idf, version)
+        inputs = RouteInputs(features, profile, budget, top_k, variants, self.limits(profile), tenant)
         routed = self.router.route(inputs, bandit=self.config.router.policy == "bandit")
         metrics.ROUTER_DECISIONS.labels(routed.arm.value, routed.policy, features.complexity.value).inc()
-        return RoutingDecision(features, routed, budget, profile, variants, fallen_back, candidates)
+        return RoutingDecision(features, routed, budget, profile, variants, fallen_back, candidates, tenant)
 
-    def _features_of(self, text: str, idf: IdfLookup, version: str) -> QueryFeatures:
-        """The query's features, memoised per index version (they depend only on the text and the
-        version's vocabulary): a repeated query, the cache path, skips the analysis."""
-        key = (version, text)
+    def _features_of(self, tenant: str, text: str, idf: IdfLookup, version: str) -> QueryFeatures:
+        """The query's features, memoised per index version and tenant (they depend only on the text and
+        the tenant's vocabulary in that version): a repeated query, the cache path, skips the analysis.
+        The tenant is part of the key: features computed for one tenant are never served to another."""
+        key = (version, tenant, text)
         features = self._feature_memo.get(key)
         if features is None:
             features = self.analyzer.analyze(text, idf)
@@ -268,8 +280,8 @@ class QueryRouting:
             metrics.ROLLOUT_ASSIGNMENTS.labels(name, variant).inc()
         return variants, tuple(fallen_back), tuple(candidates)
 
-    def _choose(self, x: list[float], allowed: tuple[Arm, ...]) -> tuple[Arm, float]:
-        choice = self.bandit.choose(x, self._rng, allowed=[a.value for a in allowed])
+    def _choose(self, tenant: str, x: list[float], allowed: tuple[Arm, ...]) -> tuple[Arm, float]:
+        choice = self.bandit.choose(tenant, x, self._rng, allowed=[a.value for a in allowed])
         return Arm(choice.arm), choice.propensity
 
     def settle(
@@ -331,6 +343,7 @@ class QueryRouting:
             routed.plan.top_k,
             {**decision.variants, flag: variant},
             self.limits(decision.profile),
+            decision.tenant,
         )
         candidate = self.router.route(inputs).plan
         if candidate == routed.plan:
@@ -403,7 +416,7 @@ class QueryRouting:
         )
         cpu_s = decision.cost
         reward = net_reward(quality, cpu_s, self.config.router.cost_weight)
-        self.bandit.update(decision.arm, decision.features, reward)
+        self.bandit.update(tenant, decision.arm, decision.features, reward)
         self.decisions.log_reward(decision, reward, quality=quality, cpu_s=cpu_s)
         self._updates_since_save += 1
         if self._updates_since_save >= SAVE_EVERY:
@@ -414,6 +427,7 @@ class QueryRouting:
 
 
 FEATURE_MEMO_ENTRIES = 10_000
+BANDIT_STORE = "bandit_store"  # rag_background_errors_total's loop label for bandit state load/save
 SAVE_EVERY = 20  # bandit updates between saves of its state (and at shutdown)
 
 

@@ -50,6 +50,7 @@ from rag.retrieval.pipeline import (
 )
 from rag.retrieval.plan import Profile, QueryPlan
 from rag.routing.costs import Usage, cost_step, usage_of
+from rag.routing.vocabulary import tenant_idf
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
 from rag.service.batching import BatchedCompute
@@ -337,10 +338,12 @@ class RetrievalService:
         }
 
     # -- queries -----------------------------------------------------------------------------------
-    async def rate_limit(self, tenant: str) -> Decision:
+    async def rate_limit(self, tenant: str, bucket: str | None = None) -> Decision:
+        """Take a token of ``tenant``'s queries, or of its ``bucket`` (e.g. "feedback": same rate and
+        burst, counted apart; ``tenant:bucket`` cannot be a tenant name, so buckets never collide)."""
         if self.limiter is None:
             return Decision(True)
-        decision = await self.limiter.acquire(tenant)
+        decision = await self.limiter.acquire(tenant if bucket is None else f"{tenant}:{bucket}")
         if not decision.allowed:
             metrics.RATE_LIMITED.labels(tenant).inc()
         return decision
@@ -373,7 +376,7 @@ class RetrievalService:
         decision = self.routing.decide(  # raises OverBudgetError (a tenant refused past its budget)
             request.tenant,
             request.query,
-            idf=pipeline.snapshot.idf,
+            idf=tenant_idf(pipeline.snapshot, request.tenant),  # never another tenant's vocabulary
             profile=profile,
             top_k=request.top_k,
             session_id=request.session_id,

@@ -25,12 +25,12 @@ def record(log: DecisionLog, request_id: str, arm: str = "hybrid") -> None:
 def test_take_finds_a_decision_once() -> None:
     log = DecisionLog()
     record(log, "r1")
-    decision = log.take("r1")
+    decision = log.take("r1", "acme")
     assert decision is not None
     assert (decision.arm, decision.tenant, decision.features) == ("hybrid", "acme", (0.5, 1.0))
     assert decision.served_doc_ids == ("d1", "d2") and decision.propensity == 0.9
-    assert log.take("r1") is None  # one feedback per decision
-    assert log.take("never") is None
+    assert log.take("r1", "acme") is None  # one feedback per decision
+    assert log.take("never", "acme") is None
 
 
 def test_another_tenant_cannot_take_a_decision() -> None:
@@ -40,20 +40,32 @@ def test_another_tenant_cannot_take_a_decision() -> None:
     assert log.take("r1", tenant="acme") is not None
 
 
+def test_decisions_are_keyed_by_tenant_and_request_id() -> None:
+    """The request id may be the client's: globex reusing acme's id neither replaces nor takes acme's."""
+    log = DecisionLog()
+    log.record("same-id", "acme", "hybrid", [1.0], 1.0, ["a1"])
+    log.record("same-id", "globex", "bm25", [1.0], 1.0, ["g1"])
+    assert len(log) == 2
+    globex = log.take("same-id", "globex")
+    acme = log.take("same-id", "acme")
+    assert globex is not None and globex.served_doc_ids == ("g1",)
+    assert acme is not None and acme.served_doc_ids == ("a1",)
+
+
 def test_the_oldest_decisions_are_dropped_past_the_bound() -> None:
     log = DecisionLog(max_entries=3)
     for i in range(5):
         record(log, f"r{i}")
     assert len(log) == 3
-    assert log.take("r0") is None and log.take("r1") is None
-    assert all(log.take(f"r{i}") is not None for i in (2, 3, 4))
+    assert log.take("r0", "acme") is None and log.take("r1", "acme") is None
+    assert all(log.take(f"r{i}", "acme") is not None for i in (2, 3, 4))
     record(log, "a")
     record(log, "b")
     record(log, "a", arm="bm25")  # recorded again: replaces, and counts as the newest
     record(log, "c")
     record(log, "d")
-    assert log.take("b") is None
-    taken = log.take("a")
+    assert log.take("b", "acme") is None
+    taken = log.take("a", "acme")
     assert taken is not None and taken.arm == "bm25"
 
 
@@ -64,8 +76,8 @@ def test_decisions_expire_after_the_ttl() -> None:
     clock.now += 1800
     record(log, "young")
     clock.now += 1801  # "old" is 3601 s old, "young" 1801 s
-    assert log.take("old") is None
-    assert log.take("young") is not None
+    assert log.take("old", "acme") is None
+    assert log.take("young", "acme") is not None
     record(log, "r")
     clock.now += 3601
     record(log, "s")  # recording drops the expired ones from memory
@@ -80,7 +92,7 @@ def test_decisions_and_rewards_go_to_the_jsonl_log(tmp_path: Path) -> None:
         "r1", "acme", "hybrid-rerank", [0.1, 1.0], 0.05, ["d3", "d1"], allowed=["bm25", "hybrid-rerank"]
     )
     clock.now += 2.5
-    decision = log.take("r1")
+    decision = log.take("r1", "acme")
     assert decision is not None
     log.log_reward(decision, 0.42, quality=0.5, cost=1.6, signal="clicked")
     log.close()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from rag.rollout.config import ConfigError, RolloutConfig
@@ -207,3 +209,36 @@ async def test_bytes_and_empty_values_from_redis() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="interval_s must be > 0, got 0"):
         ConfigWatcher(RolloutConfig(), interval_s=0)
+
+
+def background_errors(loop: str) -> float:
+    return REGISTRY.get_sample_value("rag_background_errors_total", {"loop": loop}) or 0.0
+
+
+async def until(condition: Callable[[], bool], *, rounds: int = 500) -> None:
+    """Poll (the loop runs every 10 ms); fails after ``rounds`` polls, not after a time."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def test_the_config_loop_survives_malformed_values_and_applies_the_next_good_one(
+    redis_url: str,
+) -> None:
+    client = Redis.from_url(redis_url)
+    watcher = ConfigWatcher(RolloutConfig(), redis_get=lambda: client.get(REDIS_KEY), interval_s=0.01)
+    try:
+        watcher.start()
+        for bad in (b"\xff\xfe not utf-8", "not = = toml", INVALID, "{" * 100_000, '{"shadow": []}'):
+            seen = background_errors("rollout_config")
+            await client.set(REDIS_KEY, bad)
+            await until(lambda seen=seen: background_errors("rollout_config") > seen)  # type: ignore[misc]
+            assert watcher.current == RolloutConfig()  # the serving config stays
+        await client.set(REDIS_KEY, RATE_20)
+        await until(lambda: watcher.current.shadow.rate == 0.2)
+        assert watcher.last_error is None and watcher._task is not None and not watcher._task.done()
+    finally:
+        await watcher.close()
+        await client.aclose()

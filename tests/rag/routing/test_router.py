@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rag.config import Settings
@@ -90,14 +92,17 @@ def test_budget_pressure_makes_plans_cheaper(settings: Settings) -> None:
 
 def test_bandit_chooser_picks_among_allowed_arms(settings: Settings) -> None:
     offered: list[tuple[Arm, ...]] = []
+    tenants: list[str] = []
 
-    def chooser(x: list[float], allowed: tuple[Arm, ...]) -> tuple[Arm, float]:
+    def chooser(tenant: str, x: list[float], allowed: tuple[Arm, ...]) -> tuple[Arm, float]:
+        tenants.append(tenant)
         offered.append(allowed)
         return Arm.BM25, 0.25
 
     router = Router(settings, reranker_available=True, chooser=chooser)
-    routed = router.route(inputs(profile=Profile.COST), bandit=True)
+    routed = router.route(replace(inputs(profile=Profile.COST), tenant="acme"), bandit=True)
     assert routed.policy == "bandit" and routed.arm is Arm.BM25 and routed.propensity == 0.25
+    assert tenants == ["acme"]  # the bandit routes each tenant with its own model
     assert Arm.RERANK not in offered[0] and Arm.MULTI not in offered[0]  # the cost profile has no rerank
     assert router.route(inputs()).policy == "rules"  # the deployment's policy is rules
     assert router.route(inputs(flags={Flag.BANDIT: "control"}), bandit=True).policy == "rules"

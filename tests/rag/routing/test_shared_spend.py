@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from collections.abc import Callable
 
-from rag.resilience.breaker import Breaker, BreakerPolicy
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from rag.resilience.breaker import Breaker, BreakerPolicy, State
 from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
 from rag.routing.budgets import GLOBAL, BudgetLevel, BudgetPolicy, Budgets, SpendWindow, TenantBudget
-from rag.routing.shared_spend import SharedSpend
+from rag.routing.shared_spend import SharedSpend, spend_key
 from rag.service.redis_client import connect_redis
 from rag.testing.servers import RedisServer
 
@@ -71,10 +76,71 @@ async def test_redis_down_keeps_local_spend_and_pushes_it_later(redis_process: R
                 await sa.sync()
                 break
             except RedisUnavailable:
-                import asyncio
-
                 await asyncio.sleep(0.2)
         value = await ra.run(lambda r: r.get(f"rag:spend:acme:{int(clock.t // 60)}"))
         assert float(value) == pytest.approx(0.5)
     finally:
+        await ra.close()
+
+
+def background_errors(loop: str) -> float:
+    return REGISTRY.get_sample_value("rag_background_errors_total", {"loop": loop}) or 0.0
+
+
+async def until(condition: Callable[[], bool], *, rounds: int = 500) -> None:
+    """Poll (the loop runs every 10 ms); fails after ``rounds`` polls, not after a time."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def test_spend_sync_loop_survives_a_malformed_counter_and_applies_the_next_good_one(
+    redis_process: RedisServer,
+) -> None:
+    clock = Clock()
+    a, sa, ra = replica(redis_process.url, clock)
+    sa.interval_s = 0.01
+    writer = Redis.from_url(redis_process.url)
+    earlier = spend_key("acme", int(clock.t // 60) - 5)  # another replica's minute: read, never pushed
+    try:
+        a.record("acme", 0.1)
+        await sa.sync()
+        sa.start()
+        for bad in ("not-a-number", "nan", "inf", "-1", b"\xff\xfe"):
+            seen = background_errors("spend_sync")
+            await writer.set(earlier, bad)
+            await until(lambda seen=seen: background_errors("spend_sync") > seen)  # type: ignore[misc]
+            assert a.window.spent("acme") == pytest.approx(0.1)  # the bad minute is skipped, not added
+        await writer.set(earlier, "0.5")
+        await until(lambda: abs(a.window.spent("acme") - 0.6) < 1e-9)
+    finally:
+        await sa.close()
+        await writer.aclose()
+        await ra.close()
+
+
+async def test_a_malformed_counter_being_pushed_to_neither_trips_the_redis_breaker_nor_loses_spend(
+    redis_process: RedisServer,
+) -> None:
+    clock = Clock()
+    a, sa, ra = replica(redis_process.url, clock)
+    writer = Redis.from_url(redis_process.url)
+    current = spend_key("acme", int(clock.t // 60))
+    try:
+        await writer.set(current, "not-a-number")
+        seen = background_errors("spend_sync")
+        for _ in range(10):  # more than enough failed calls to open the breaker if they counted
+            a.record("acme", 0.1)
+            await sa.sync()
+        assert background_errors("spend_sync") >= seen + 10
+        assert ra.breaker.state is State.CLOSED
+        assert a.window.spent("acme") == pytest.approx(1.0)  # what this replica spent is kept
+        await writer.delete(current)  # (the key fixed, or its minute over)
+        await sa.sync()
+        assert float(await writer.get(current)) == pytest.approx(1.0)  # the held-back spend, pushed once
+        assert a.window.spent("acme") == pytest.approx(1.0)
+    finally:
+        await writer.aclose()
         await ra.close()

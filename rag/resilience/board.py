@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from rag import metrics
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
+from rag.resilience.failures import failure_predicate
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,10 @@ class BreakerBoard(Mapping[str, Breaker]):
         unknown = set(policies) - set(DEPENDENCIES)
         if unknown:
             raise ValueError(f"unknown dependencies {sorted(unknown)}; known: {list(DEPENDENCIES)}")
-        self._breakers = {name: Breaker(name, policy) for name, policy in policies.items()}
+        self._breakers = {
+            name: Breaker(name, policy, is_failure=failure_predicate(name))
+            for name, policy in policies.items()
+        }
         for breaker in self._breakers.values():
             breaker.add_listener(_export)
             for state in State:

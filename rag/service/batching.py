@@ -39,11 +39,24 @@ class _Request(Generic[I]):
     future: asyncio.Future[np.ndarray]
 
 
+class InputRejected(ValueError):
+    """The model failed on this submission's input alone while it served the rest of its batch: the
+    input's fault, not the model's (an input error to the breakers, :mod:`rag.resilience.failures`)."""
+
+
+def _dependency_side(exc: BaseException) -> bool:
+    """A timeout or a connection error: the model (or the server behind it) is unavailable, so retrying
+    each submission alone would only call a dead dependency once per member."""
+    return isinstance(exc, TimeoutError | ConnectionError | OSError)
+
+
 class MicroBatcher(Generic[I]):
     """Runs ``fn(items) -> array with one row per item`` over the items of many concurrent submissions.
 
     A batch takes whole submissions, oldest first, up to ``max_items`` items (a single submission larger
-    than that runs alone). A cancelled submission that has not started is dropped from its batch.
+    than that runs alone). A cancelled submission that has not started is dropped from its batch. When a
+    batch of several submissions fails other than by a timeout or connection error, each submission is
+    run again alone: only the one whose input fails gets the error (:class:`InputRejected`).
     """
 
     def __init__(
@@ -105,7 +118,6 @@ class MicroBatcher(Generic[I]):
 
     async def _run(self) -> None:
         assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             if self.window_s and sum(len(r.items) for r in self._pending) < self.max_items:
@@ -115,25 +127,61 @@ class MicroBatcher(Generic[I]):
                 self._wakeup.clear()
             if not batch:
                 continue
-            items = [item for request in batch for item in request.items]
             try:
-                out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items)
-            except Exception as exc:  # every submission of the batch gets the failure
-                for request in batch:
+                out = await self._call(batch)
+            except Exception as exc:
+                if len(batch) > 1 and not _dependency_side(exc):
+                    await self._isolate(batch)  # one bad input must not fail its batch-mates
+                    continue
+                for request in batch:  # the dependency failed: every submission gets the failure
                     if not request.future.done():
                         request.future.set_exception(exc)
                 continue
-            self.batches += 1
-            MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
-            self.items_run += len(items)
-            if self.on_batch is not None:
-                self.on_batch(len(items), cpu_s)
             start = 0
             for request in batch:
                 end = start + len(request.items)
                 if not request.future.done():
                     request.future.set_result(out[start:end])
                 start = end
+
+    async def _call(self, batch: list[_Request[I]]) -> np.ndarray:
+        """One model call over the items of ``batch`` (on the model thread), counted."""
+        items = [item for request in batch for item in request.items]
+        loop = asyncio.get_running_loop()
+        out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items)
+        self.batches += 1
+        MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
+        self.items_run += len(items)
+        if self.on_batch is not None:
+            self.on_batch(len(items), cpu_s)
+        return out
+
+    async def _isolate(self, batch: list[_Request[I]]) -> None:
+        """After a batch failed: each submission alone, so only the one(s) whose input fails get an error.
+        A submission that fails alone while another succeeded is refused for its input
+        (:class:`InputRejected`, an input error to the breakers: :mod:`rag.resilience.failures`)."""
+        failed: list[tuple[_Request[I], Exception]] = []
+        succeeded = False
+        for request in batch:
+            if request.future.done():  # cancelled meanwhile
+                continue
+            try:
+                out = await self._call([request])
+            except Exception as exc:
+                failed.append((request, exc))
+                continue
+            succeeded = True
+            if not request.future.done():
+                request.future.set_result(out)
+        for request, error in failed:
+            if request.future.done():
+                continue
+            if succeeded and not isinstance(error, InputRejected) and not _dependency_side(error):
+                rejected = InputRejected(f"{self.name}: the model refused this input ({error})")
+                rejected.__cause__ = error
+                request.future.set_exception(rejected)
+            else:
+                request.future.set_exception(error)
 
     async def close(self) -> None:
         if self._worker is not None:

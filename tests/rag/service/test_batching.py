@@ -10,6 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from rag.resilience.board import BreakerBoard
+from rag.resilience.breaker import BreakerPolicy, State
+from rag.resilience.failures import is_input_error
 from rag.service.batching import BatchedCompute, MicroBatcher
 from rag.testing.fakes import HashEmbedder, OverlapReranker
 
@@ -126,3 +129,86 @@ def test_batched_compute_matches_direct_calls() -> None:
     assert reranker.calls[-1] == 6  # three requests' pairs in one call
     for s in scores:
         np.testing.assert_allclose(s, [1.0, 0.0])
+
+
+class Poisoned:
+    """A model that refuses one input (``ValueError``, as a tokenizer does) and fails the whole batch
+    that holds it, as a batched forward pass does."""
+
+    def __init__(self, poison: str = "POISON") -> None:
+        self.poison = poison
+        self.calls: list[list[str]] = []
+
+    def __call__(self, items: list[str]) -> np.ndarray:
+        self.calls.append(list(items))
+        if self.poison in items:
+            raise ValueError(f"input refused: {self.poison!r}")
+        return np.array([len(x) for x in items])
+
+
+def test_a_poisoned_input_fails_alone_and_the_rest_of_its_batch_succeeds() -> None:
+    fn = Poisoned()
+
+    async def go() -> list[object]:
+        batcher = MicroBatcher(fn, executor=ThreadPoolExecutor(1), max_items=64, window_ms=5)
+        out = await asyncio.gather(
+            batcher.submit(["good"]),
+            batcher.submit(["POISON"]),
+            batcher.submit(["fine!"]),
+            return_exceptions=True,
+        )
+        await batcher.close()
+        return list(out)
+
+    good, bad, fine = run(go())
+    assert fn.calls[0] == ["good", "POISON", "fine!"]  # one batch of three, which failed
+    assert isinstance(good, np.ndarray) and list(good) == [4]
+    assert isinstance(fine, np.ndarray) and list(fine) == [5]
+    assert isinstance(bad, ValueError) and is_input_error(bad)
+    assert sorted(fn.calls[1:]) == [["POISON"], ["fine!"], ["good"]]  # each member retried alone
+
+
+def test_a_dependency_failure_is_not_retried_member_by_member() -> None:
+    calls: list[list[str]] = []
+
+    def down(items: list[str]) -> np.ndarray:
+        calls.append(list(items))
+        raise ConnectionError("model server unreachable")
+
+    async def go() -> list[object]:
+        batcher = MicroBatcher(down, executor=ThreadPoolExecutor(1), max_items=64, window_ms=5)
+        out = await asyncio.gather(*(batcher.submit([f"q{i}"]) for i in range(3)), return_exceptions=True)
+        await batcher.close()
+        return list(out)
+
+    out = run(go())
+    assert all(isinstance(e, ConnectionError) for e in out)
+    assert len(calls) == 1, "a dead dependency was called once per member"
+
+
+def test_an_input_error_does_not_count_as_a_breaker_failure() -> None:
+    """The embedder's breaker (as the service builds it) counts a dependency's failure, not a bad
+    input's: one poisoned query per call for a whole window never opens it, a dead model does."""
+    policy = BreakerPolicy(
+        failure_rate=0.5, slow_call_s=60.0, window_calls=4, min_calls=4, window_s=60.0, open_s=60.0
+    )
+    breaker = BreakerBoard({"embedder": policy})["embedder"]
+    fn = Poisoned()
+
+    async def go() -> None:
+        batcher = MicroBatcher(fn, executor=ThreadPoolExecutor(1), max_items=64, window_ms=0)
+        for _ in range(6):
+            with pytest.raises(ValueError):
+                await breaker.call(lambda: batcher.submit(["POISON"]))
+        assert breaker.snapshot()["failure_rate"] == 0 and breaker.state is State.CLOSED
+        for _ in range(4):
+            with pytest.raises(RuntimeError):
+                await breaker.call(lambda: _raise(RuntimeError("model crashed")))
+        assert breaker.state is State.OPEN  # a failing dependency still opens it
+        await batcher.close()
+
+    run(go())
+
+
+async def _raise(exc: Exception) -> np.ndarray:
+    raise exc

@@ -93,6 +93,33 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(3600.0, gt=0)
     cache_l1_entries: int = Field(10_000, ge=1)
     cache_l2_entries: int = Field(10_000, ge=1, description="cached queries per tenant namespace")
+    cache_l1_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="L1: bytes of cached answers (their JSON size), all tenants"
+    )
+    cache_l2_max_entries: int = Field(
+        100_000, ge=1, description="L2 in this process: cached queries, all tenants"
+    )
+    cache_l2_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="L2 in this process, all tenants: query vectors and texts, and the answers' JSON when "
+        "they are not shared through Redis",
+    )
+    cache_tenant_share: float = Field(
+        0.5, gt=0, le=1, description="L2: the part of the entry and byte caps one tenant may fill"
+    )
+    cache_max_spaces: int = Field(
+        64,
+        ge=1,
+        description="L2: namespaces (parameter and filter sets) per tenant; least recently used dropped",
+    )
+    cache_max_tenants: int = Field(1000, ge=1, description="L2: tenants with cache state in this process")
+    cache_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="HMAC key signing what the cache shares through Redis (the same on every replica); "
+        "unset with RAG_REDIS_URL: answers are not shared between replicas",
+    )
     cache_rare_idf: float = Field(
         4.0, gt=0, description="guard: a term this rare in the index, in one query only, blocks a hit"
     )

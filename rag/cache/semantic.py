@@ -2,10 +2,14 @@
 
 L2 finds a cached query of the same namespace (tenant, index version, model, parameters) whose embedding
 is within ``threshold`` cosine similarity of the new query's, and which the lexical guard
-(:mod:`rag.cache.guard`) accepts. Each process keeps the vectors of the cached queries it knows of
-(:class:`~rag.cache.vectors.QueryVectors`); with Redis, the answers live there with a TTL and every new
+(:mod:`rag.cache.guard`) accepts; the guard's CPU grows with query length, so it runs in a worker thread
+(one hand-off per lookup, for every candidate at once). Each process keeps the vectors of the cached
+queries it knows of (:class:`~rag.cache.entries.L2Entries`, bounded by count and bytes per namespace,
+per tenant and overall). With Redis *and* a cache secret, the answers live there with a TTL and every new
 entry is appended to a per-tenant stream that the other replicas read on their next lookup, so an answer
-cached through one replica is found through another.
+cached through one replica is found through another; both are signed and checked
+(:mod:`rag.cache.shared`): what fails the check is a miss, and a bad answer is deleted. With Redis but no
+secret, answers stay in process (nothing unsigned is shared) and only purges go through Redis.
 
 Purging a tenant bumps its *generation* (in Redis when configured): every replica that syncs sees the new
 generation and drops what it held for the tenant; the old entries expire by their TTL.
@@ -13,27 +17,37 @@ generation and drops what it held for the tenant; the old entries expire by thei
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rag.cache.entries import L2Entries, L2Limits, TenantEntries
 from rag.cache.guard import IdfFn, check
 from rag.cache.keys import Namespace
 from rag.cache.l1 import LruTtl
-from rag.cache.vectors import CachedQuery, QueryVectors
+from rag.cache.shared import EntrySigner, StreamEntry, dumps, open_answer, seal_answer
+from rag.cache.vectors import CachedQuery, Neighbour
 from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
 from rag.text.analyzer import Analyzer
 
 PREFIX = "rag:cache"
+MIB = 1024 * 1024
+log = logging.getLogger(__name__)
 
-# One round trip per sync: the tenant's generation and the stream entries after the last one seen.
+# One round trip per sync: the tenant's generation and (unless ARGV[4] is 0) the stream entries after the
+# last one seen.
 _SYNC = """
 local gen = redis.call('GET', KEYS[1]) or '0'
+if tonumber(ARGV[4]) == 0 then return {gen, {}} end
 local log = ARGV[1] .. gen
 local start = ARGV[2]
 if ARGV[3] ~= gen then start = '-' end
@@ -48,16 +62,17 @@ class CacheHit:
     similarity: float = 1.0
 
 
-@dataclass(slots=True)
-class _Tenant:
-    """What this process knows of one tenant's L2 entries."""
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """What the cache holds in this process (L1 figures are process-wide, L2 figures per tenant when
+    asked for one)."""
 
-    generation: str = "0"
-    last_id: str = "-"  # last stream entry read
-    synced_at: float = float("-inf")
-    spaces: dict[str, QueryVectors] = field(default_factory=dict)  # by namespace digest
-    answers: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)  # without Redis
-    known: set[str] = field(default_factory=set)
+    l1_entries: int
+    l1_bytes: int
+    l2_entries: int
+    l2_bytes: int
+    spaces: int
+    tenants: int
 
 
 def _tenant_keys(tenant: str) -> tuple[str, str, str]:
@@ -74,9 +89,16 @@ class QueryCache:
         threshold: float,
         ttl_s: float,
         l1_entries: int = 10_000,
+        l1_max_bytes: int = 64 * MIB,
         l2_entries: int = 10_000,
+        l2_max_entries: int = 100_000,
+        l2_max_bytes: int = 64 * MIB,
+        tenant_share: float = 0.5,
+        max_spaces: int = 64,
+        max_tenants: int = 1000,
         rare_idf: float = 4.0,
         redis: GuardedRedis | None = None,
+        secret: bytes | None = None,
         sync_interval_s: float = 1.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -91,9 +113,32 @@ class QueryCache:
         self.redis = redis
         self.sync_interval_s = sync_interval_s
         self._wall = wall
-        self.l1: LruTtl[dict[str, Any]] = LruTtl(l1_entries, ttl_s)
-        self._tenants: dict[str, _Tenant] = {}
+        self.l1: LruTtl[dict[str, Any]] = LruTtl(l1_entries, ttl_s, max_bytes=l1_max_bytes)
+        limits = L2Limits(l2_entries, l2_max_entries, l2_max_bytes, tenant_share, max_spaces, max_tenants)
+        self.l2 = L2Entries(dim, limits)
+        self._signer = EntrySigner(secret) if redis is not None and secret else None
+        if redis is not None and self._signer is None:
+            log.warning(
+                "RAG_REDIS_URL is set but RAG_CACHE_SECRET is not: cached answers are not shared between "
+                "replicas (unsigned entries could be forged by anyone who can write to Redis); each "
+                "replica keeps its own L2, purges still reach every replica"
+            )
         self._sync_script = redis.client.register_script(_SYNC) if redis is not None else None
+        self._guard_lock = threading.Lock()  # the analyzer's stemmer is not thread-safe
+
+    @property
+    def shared(self) -> bool:
+        """Whether L2 answers are shared through Redis (Redis and a cache secret are configured)."""
+        return self._signer is not None
+
+    def serve_version(self, version: str) -> None:
+        """The index version now served: the cache drops what it holds of any other, and keeps nothing
+        of another from now on. Safe to call from any thread (the service switches versions in one)."""
+        self.l2.serve_version(version)
+
+    def stats(self, tenant: str | None = None) -> CacheStats:
+        l2 = self.l2.stats(tenant)
+        return CacheStats(len(self.l1), self.l1.bytes, l2.entries, l2.bytes, l2.spaces, l2.tenants)
 
     # -- L1 ------------------------------------------------------------------------------------------
     @staticmethod
@@ -120,53 +165,66 @@ class QueryCache:
     async def get_similar(self, ns: Namespace, query: str, vector: np.ndarray, idf: IdfFn) -> CacheHit | None:
         """L2: the most similar cached query that passes the guard. Raises :class:`RedisUnavailable`
         when the shared cache cannot be read (the caller answers without it)."""
-        tenant = await self._sync(ns.tenant, force=True) if self.redis is not None else self._local(ns.tenant)
-        space = tenant.spaces.get(ns.digest)
-        if space is None:
+        if self.redis is not None:
+            await self._sync(ns.tenant, force=self.shared)
+        now = self._wall()
+        self.l2.prune(now)
+        candidates = self.l2.nearest(ns.tenant, ns.digest, vector, threshold=self.threshold, now=now)
+        if not candidates:
             return None
-        space.prune(self._wall())
-        for neighbour in space.nearest(vector, threshold=self.threshold):
-            cached = neighbour.query
-            if not check(cached.text, query, self.analyzer, idf, rare_idf=self.rare_idf).compatible:
+        for neighbour in await asyncio.to_thread(self._compatible, candidates, query, idf):
+            entry_id = neighbour.query.entry_id
+            found = await self._answer(ns, entry_id)
+            if found is None:  # expired, purged or invalid meanwhile
+                self.l2.remove(entry_id)
                 continue
-            answer = await self._answer(ns.tenant, tenant, cached.entry_id)
-            if answer is None:  # expired or purged meanwhile
-                space.remove(cached.entry_id)
-                continue
-            self.l1.put(self._l1_key(ns, query), answer)
+            answer, size = found
+            self.l1.put(self._l1_key(ns, query), answer, size=size)
             return CacheHit(answer, "l2", neighbour.similarity)
         return None
+
+    def _compatible(self, candidates: list[Neighbour], query: str, idf: IdfFn) -> list[Neighbour]:
+        """The candidates the guard lets answer ``query`` (in a worker thread: CPU scales with length)."""
+        with self._guard_lock:
+            return [
+                n
+                for n in candidates
+                if check(n.query.text, query, self.analyzer, idf, rare_idf=self.rare_idf).compatible
+            ]
 
     async def put(self, ns: Namespace, query: str, vector: np.ndarray | None, answer: dict[str, Any]) -> None:
         """Cache ``answer`` (L1; L2 when ``vector`` is given). Raises :class:`RedisUnavailable` when the
         shared copy could not be written (L1 and this process's L2 still have it)."""
-        self.l1.put(self._l1_key(ns, query), answer)
-        if vector is None:
+        payload = dumps(answer)
+        self.l1.put(self._l1_key(ns, query), answer, size=len(payload))
+        if vector is None or not self.l2.serves(ns.index_version):
             return
-        tenant = self._local(ns.tenant)
-        entry_id = uuid.uuid4().hex
-        expires = self._wall() + self.ttl_s
-        self._space(tenant, ns.digest).add(CachedQuery(entry_id, query, expires), vector)
-        tenant.known.add(entry_id)
-        if self.redis is None:
-            tenant.answers[entry_id] = (expires, answer)
-            self._trim(tenant)
+        now = self._wall()
+        self.l2.prune(now)
+        entry = StreamEntry(
+            uuid.uuid4().hex,
+            ns.digest,
+            ns.index_version,
+            query,
+            now + self.ttl_s,
+            np.asarray(vector, np.float32),
+        )
+        cached = CachedQuery(entry.entry_id, query, entry.expires_at)
+        signer = self._signer
+        if self.redis is None or signer is None:
+            self.l2.add(ns.tenant, ns.digest, ns.index_version, cached, entry.vector, payload)
             return
+        self.l2.add(ns.tenant, ns.digest, ns.index_version, cached, entry.vector)
+        generation = self.l2.tenant(ns.tenant).generation
         _, log_prefix, entry_prefix = _tenant_keys(ns.tenant)
-        log_key = log_prefix + tenant.generation
-        fields = {
-            "id": entry_id,
-            "ns": ns.digest,
-            "text": query,
-            "exp": repr(expires),
-            "vec": np.asarray(vector, dtype=np.float32).tobytes(),
-        }
+        log_key = log_prefix + generation
+        fields = entry.to_fields(signer, ns.tenant)
+        value = seal_answer(signer, ns.digest, entry.entry_id, payload)
         ttl = max(int(self.ttl_s), 1)
-        payload = json.dumps(answer, separators=(",", ":"))
 
         async def write(r: Any) -> Any:
             async with r.pipeline(transaction=False) as pipe:
-                pipe.set(entry_prefix + entry_id, payload, ex=ttl)
+                pipe.set(entry_prefix + entry.entry_id, value, ex=ttl)
                 pipe.xadd(log_key, fields, maxlen=self.l2_entries, approximate=True)
                 pipe.expire(log_key, ttl)
                 return await pipe.execute()
@@ -175,68 +233,66 @@ class QueryCache:
 
     async def purge(self, tenant: str) -> None:
         """Forget every cached answer of ``tenant``, here and (with Redis) on every replica."""
-        self._tenants.pop(tenant, None)
+        self.l2.forget(tenant)
         self.l1.drop_where(lambda k: k.startswith(f"{tenant}\x1f"))
         if self.redis is not None:
             gen_key, _, _ = _tenant_keys(tenant)
             await self.redis.run(lambda r: r.incr(gen_key))
 
     # -- internals -----------------------------------------------------------------------------------
-    def _local(self, tenant: str) -> _Tenant:
-        state = self._tenants.get(tenant)
-        if state is None:
-            state = self._tenants[tenant] = _Tenant()
-        return state
+    async def _answer(self, ns: Namespace, entry_id: str) -> tuple[dict[str, Any], int] | None:
+        """The answer of an entry and its size in bytes; None when gone or (from Redis) invalid."""
+        if self.redis is None or self._signer is None:
+            payload = self.l2.payload(entry_id)
+            return (json.loads(payload), len(payload)) if payload is not None else None
+        signer = self._signer
+        key = _tenant_keys(ns.tenant)[2] + entry_id
+        raw = await self.redis.run(lambda r: r.get(key))
+        if not isinstance(raw, bytes) or not raw:  # the client returns bytes (decode_responses=False)
+            return None
+        answer = open_answer(signer, ns, entry_id, raw)
+        if answer is None:
+            log.warning("cache: deleted an answer in Redis that failed its signature or schema: %s", key)
+            with contextlib.suppress(RedisUnavailable):  # else it stays a miss; the next reader deletes it
+                await self.redis.run(lambda r: r.delete(key))
+            return None
+        return answer, len(raw)
 
-    def _space(self, tenant: _Tenant, digest: str) -> QueryVectors:
-        space = tenant.spaces.get(digest)
-        if space is None:
-            space = tenant.spaces[digest] = QueryVectors(self.dim, self.l2_entries)
-        return space
-
-    def _trim(self, tenant: _Tenant) -> None:
-        now = self._wall()
-        for entry_id in [e for e, (exp, _) in tenant.answers.items() if exp <= now]:
-            del tenant.answers[entry_id]
-            tenant.known.discard(entry_id)
-
-    async def _answer(self, name: str, tenant: _Tenant, entry_id: str) -> dict[str, Any] | None:
-        if self.redis is None:
-            item = tenant.answers.get(entry_id)
-            return item[1] if item is not None and item[0] > self._wall() else None
-        _, _, entry_prefix = _tenant_keys(name)
-        raw = await self.redis.run(lambda r: r.get(entry_prefix + entry_id))
-        return json.loads(raw) if raw else None
-
-    async def _sync(self, name: str, *, force: bool) -> _Tenant:
-        """Catch up with the tenant's shared stream (and its generation)."""
-        assert self.redis is not None
-        tenant = self._local(name)
+    async def _sync(self, name: str, *, force: bool) -> TenantEntries:
+        """Catch up with the tenant's generation and (when shared) its stream."""
+        assert self.redis is not None and self._sync_script is not None
+        tenant = self.l2.tenant(name)
         now = time.monotonic()
         if not force and now - tenant.synced_at < self.sync_interval_s:
             return tenant
         gen_key, log_prefix, _ = _tenant_keys(name)
         script = self._sync_script
-        assert script is not None
-        args: list[str | int] = [log_prefix, _after(tenant.last_id), tenant.generation, 1000]
+        count = 1000 if self.shared else 0
+        args: list[str | int] = [log_prefix, _after(tenant.last_id), tenant.generation, count]
         generation, entries = await self.redis.run(lambda r: script(keys=[gen_key], args=args))
-        generation = generation.decode() if isinstance(generation, bytes) else str(generation)
+        generation = _text(generation)
         if generation != tenant.generation:  # purged through some replica: start over
             self.l1.drop_where(lambda k: k.startswith(f"{name}\x1f"))
-            tenant = self._tenants[name] = _Tenant(generation=generation)
+            tenant = self.l2.reset(name, generation)
+        rejected = 0
+        wall = self._wall()
         for stream_id, raw in entries:
-            tenant.last_id = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+            tenant.last_id = _text(stream_id)
             flat = list(raw)  # a Lua reply: [k1, v1, k2, v2, …]
-            fields = {_text(k): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
-            entry_id = fields["id"].decode()
-            if entry_id in tenant.known:
+            fields = {_text(k): v for k, v in zip(flat[::2], flat[1::2], strict=False)}
+            assert self._signer is not None  # entries are read only when shared
+            entry = StreamEntry.from_fields(self._signer, name, fields, self.dim)
+            if entry is None:
+                rejected += 1
                 continue
-            tenant.known.add(entry_id)
-            vector = np.frombuffer(fields["vec"], dtype=np.float32)
-            if vector.shape != (self.dim,):
-                continue  # written by a replica with another model: not comparable
-            cached = CachedQuery(entry_id, fields["text"].decode(), float(fields["exp"].decode()))
-            self._space(tenant, fields["ns"].decode()).add(cached, vector)
+            if self.l2.holds(entry.entry_id) or entry.expires_at <= wall:
+                continue
+            cached = CachedQuery(entry.entry_id, entry.text, entry.expires_at)
+            self.l2.add(name, entry.digest, entry.version, cached, entry.vector)
+        if rejected:
+            log.warning(
+                "cache: skipped %d stream entries of tenant %r that failed their signature", rejected, name
+            )
         tenant.synced_at = now
         return tenant
 
@@ -247,4 +303,4 @@ def _after(stream_id: str) -> str:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -279,6 +279,8 @@ class RetrievalService:
         if self.runtime is None:
             self.phase = Phase.NO_INDEX
             return
+        if self.cache is not None:  # drop what the cache holds of the version no longer served
+            self.cache.serve_version(self.runtime.snapshot.version)
         self.phase = Phase.READY
         metrics.READY.set(1)
         metrics.INDEX_INFO.set(len(self.runtime.snapshot.chunks))
@@ -681,8 +683,15 @@ def build_cache(settings: Settings, dim: int, redis: GuardedRedis | None) -> Que
         threshold=settings.cache_threshold,
         ttl_s=settings.cache_ttl_s,
         l1_entries=settings.cache_l1_entries,
+        l1_max_bytes=settings.cache_l1_max_bytes,
         l2_entries=settings.cache_l2_entries,
+        l2_max_entries=settings.cache_l2_max_entries,
+        l2_max_bytes=settings.cache_l2_max_bytes,
+        tenant_share=settings.cache_tenant_share,
+        max_spaces=settings.cache_max_spaces,
+        max_tenants=settings.cache_max_tenants,
         rare_idf=settings.cache_rare_idf,
         redis=redis,
+        secret=settings.cache_secret.get_secret_value().encode() if settings.cache_secret else None,
         sync_interval_s=settings.cache_sync_ms / 1000,
     )

@@ -56,6 +56,8 @@ async def test_a_new_index_version_never_serves_stale_answers(
         after = await ask(client, "who makes honey")
         assert after["cache"] == "miss" and after["index_version"] != before["index_version"]
         assert "wasp" in {r["doc_id"] for r in after["results"]}
+        # the cache keeps nothing of the version no longer served
+        assert app.state.service.cache.stats().spaces == 1
 
 
 async def test_purge_forgets_one_tenant_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,7 +94,9 @@ async def test_l2_is_shared_through_redis(
 ) -> None:
     """Two services (two replicas' worth of state) on one Redis and one index: an answer cached through
     one is found through the other, and a purge through either reaches both."""
-    settings = service_settings(tmp_path, monkeypatch, redis_url=redis_url, cache_threshold=0.8)
+    settings = service_settings(
+        tmp_path, monkeypatch, redis_url=redis_url, cache_threshold=0.8, cache_secret="s" * 32
+    )
     one, two = create_app(settings), create_app(settings, embedder=HashEmbedder(64))
     async with serve(one) as c1:
         await ingest(c1, "acme", ACME_DOCS)

@@ -32,6 +32,7 @@ def env_for(data_dir: Path, redis_url: str) -> dict[str, str]:
         RAG_API_KEYS=f"acme:{ACME_KEY}",
         RAG_ADMIN_TOKEN=ADMIN_TOKEN,
         RAG_CACHE_THRESHOLD="0.8",
+        RAG_CACHE_SECRET="scale-out-cache-secret-0123456789",  # answers are shared only when signed
         RAG_BREAKER_SYNC_MS="100",
         RAG_LOG_LEVEL="WARNING",
     )

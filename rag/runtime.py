@@ -16,6 +16,7 @@ from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
 from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
 from rag.retrieval.pipeline import Compute, SearchPipeline
 from rag.retrieval.retrievers import DenseRetriever
+from rag.routing.vocabulary import vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Runtime:
         )
         if snapshot is not None and snapshot.version != self.snapshot.version:
             snapshot.bm25  # noqa: B018 - build the BM25 index here, not in the first query after the switch
+            vocabularies(snapshot)  # the router's per-tenant IDF, likewise
             self.snapshot = snapshot
             self.pipeline = self._pipeline()
 

@@ -50,7 +50,7 @@ from rag.retrieval.pipeline import (
 )
 from rag.retrieval.plan import Profile, QueryPlan
 from rag.routing.costs import Usage, cost_step, usage_of
-from rag.routing.vocabulary import tenant_idf
+from rag.routing.vocabulary import tenant_idf, vocabularies
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
 from rag.service.batching import BatchedCompute
@@ -275,6 +275,7 @@ class RetrievalService:
                 compute=self.compute,
             )
             runtime.snapshot.bm25  # noqa: B018 - build it now, not in the first query
+            vocabularies(runtime.snapshot)  # the router's per-tenant IDF, likewise
             self.runtime = runtime
         if self.runtime is None:
             self.phase = Phase.NO_INDEX

@@ -15,6 +15,10 @@ from tests.api.conftest import ACME, ACME_DOCS, GLOBEX, GLOBEX_DOCS, ingest, ser
 
 pytestmark = pytest.mark.anyio
 
+SLACK = {
+    "deadline_ms": 10_000
+}  # a loaded machine must not turn a step into a degradation: responses compared
+
 # "turbines" occurs in globex's documents only; "qwzrtplk" nowhere; both 8 letters, lowercase, no digits
 ONLY_IN_GLOBEX = "turbines"
 NONSENSE = "qwzrtplk"
@@ -50,7 +54,9 @@ def observable(body: dict[str, Any]) -> dict[str, Any]:
 async def test_plan_does_not_reveal_whether_a_word_occurs_in_another_tenants_documents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app(service_settings(tmp_path, monkeypatch, cache_enabled=False), reranker=OverlapReranker())
+    app = create_app(
+        service_settings(tmp_path, monkeypatch, cache_enabled=False, **SLACK), reranker=OverlapReranker()
+    )
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)
         await ingest(client, "globex", GLOBEX_DOCS)
@@ -67,7 +73,7 @@ async def test_feedback_decisions_are_keyed_by_tenant_and_request_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """globex sending the same X-Request-ID as acme must not erase acme's pending decision."""
-    app = create_app(service_settings(tmp_path, monkeypatch, cache_enabled=False))
+    app = create_app(service_settings(tmp_path, monkeypatch, cache_enabled=False, **SLACK))
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)
         await ingest(client, "globex", GLOBEX_DOCS)
@@ -87,7 +93,7 @@ async def test_feedback_has_a_rate_limit_of_its_own(tmp_path: Path, monkeypatch:
     """/feedback is limited per tenant (429, Retry-After, the common error shape) in a bucket apart from
     the queries': rating answers does not spend the tenant's query budget."""
     settings = service_settings(
-        tmp_path, monkeypatch, cache_enabled=False, rate_limit_qps=0.01, rate_limit_burst=2
+        tmp_path, monkeypatch, cache_enabled=False, rate_limit_qps=0.01, rate_limit_burst=2, **SLACK
     )
     app = create_app(settings)
     async with serve(app) as client:
@@ -114,7 +120,7 @@ async def test_plan_does_not_show_the_deployments_spend(
     spends) cannot be read from acme's responses while the budget level stays the same."""
     config = tmp_path / "rollout.toml"
     config.write_text("[budgets]\nglobal_per_hour = 1000.0\n")
-    settings = service_settings(tmp_path, monkeypatch, cache_enabled=False, rollout_config=config)
+    settings = service_settings(tmp_path, monkeypatch, cache_enabled=False, rollout_config=config, **SLACK)
     app = create_app(settings, reranker=OverlapReranker())
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from rag.cache.keys import normalize_query
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
 from rag.retrieval.plan import Profile
 from rag.tenancy import TENANT_PATTERN as TENANT_RE
@@ -29,7 +40,11 @@ NonBlank = r"\S"  # at least one non-space character
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NonBlank)]
+    query: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NonBlank),
+        Field(description=f"at most {MAX_QUERY_CHARS} characters, also after Unicode normalisation (NFKC)"),
+    ]
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 10
     filters: (
         Annotated[
@@ -49,6 +64,19 @@ class QueryBody(BaseModel):
     session_id: (
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
     ) = Field(None, description="the unit of per-session feature flags (A/B by session); default: the tenant")
+
+    @field_validator("query")
+    @classmethod
+    def _normalised_within_limit(cls, query: str) -> str:
+        """The limit holds for the text the cache keys on too: NFKC can turn one character into 18
+        (U+FDFA), so a query within the limit could still make a key 18 times as long."""
+        if len(normalize_query(query)) > MAX_QUERY_CHARS:
+            raise PydanticCustomError(
+                "string_too_long_normalized",
+                "String should have at most {max_length} characters after Unicode normalisation (NFKC)",
+                {"max_length": MAX_QUERY_CHARS},
+            )
+        return query
 
 
 class ResultOut(BaseModel):

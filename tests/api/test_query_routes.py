@@ -176,3 +176,19 @@ async def test_request_id_is_taken_from_the_caller_when_well_formed(client: http
     assert r.headers["x-request-id"] == "trace-42.a" and r.json()["request_id"] == "trace-42.a"
     r = await client.post("/query", json={"query": "mice"}, headers={**ACME, "X-Request-ID": "bad id!"})
     assert r.headers["x-request-id"] != "bad id!" and len(r.headers["x-request-id"]) == 32
+
+
+async def test_query_that_grows_past_the_limit_under_nfkc_is_a_422(client: httpx.AsyncClient) -> None:
+    """The cache key is the query after NFKC normalisation: "\\ufdfa" (one character) becomes 18, so a
+    query within the 2,048-character limit could make a 36,000-character key. The limit applies after
+    normalisation too, with a 422 that names the field and the limit."""
+    grown = "\ufdfa" * 1000
+    response = await client.post("/query", json={"query": grown}, headers=ACME)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    (field,) = [f for f in error["fields"] if f["field"] == "body.query"]
+    assert field["limit"] == 2048 and "normali" in field["message"], field
+    # within the limit after normalisation: accepted, as before
+    ok = await client.post("/query", json={"query": "\ufdfa" * 100 + " mice"}, headers=ACME)
+    assert ok.status_code == 200, ok.text

@@ -105,6 +105,9 @@ class CostOut(BaseModel):
     cpu_ms: float | None = Field(None, description="CPU-milliseconds (running averages per unit of work)")
     money: float | None = Field(None, description="at the rollout config's unit prices")
     currency: str | None = None
+    prompt_tokens: int = Field(0, description="LLM tokens this request was charged for (answer: true)")
+    completion_tokens: int = 0
+    llm_money: float = Field(0.0, description="the synthesis's share of money (booked against the budget)")
 
 
 class FeedbackBody(BaseModel):
@@ -172,6 +175,11 @@ class AnswerOut(BaseModel):
     model: str
     prompt_tokens: int
     completion_tokens: int
+    reused: bool = Field(
+        False,
+        description="the answer to the same normalised query from the same passages, served again with no "
+        "LLM call (an L2 hit's passages are always synthesized afresh)",
+    )
 
 
 class QueryResponse(BaseModel):

@@ -6,9 +6,10 @@ breaker with its own timeout, and any failure falls back to returning the passag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -37,6 +38,46 @@ def build_messages(query: str, results: Sequence[Result], max_passages: int) -> 
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Passages:\n{context}\n\nQuestion: {query}"},
     ]
+
+
+CHARS_PER_TOKEN = 4  # a common rule of thumb for English text with GPT-style tokenizers
+
+
+def estimate_tokens(text: str) -> int:
+    """A token count for ``text`` without a tokenizer (about four characters per token)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def request_tokens(
+    query: str, results: Sequence[Result], *, max_passages: int, max_tokens: int
+) -> tuple[int, int]:
+    """The most one synthesis may use, before it is sent: (estimated prompt tokens, ``max_tokens``)."""
+    messages = build_messages(query, results, max_passages)
+    return sum(estimate_tokens(m["content"]) for m in messages), max_tokens
+
+
+def with_usage(synthesis: Synthesis, query: str, results: Sequence[Result], max_passages: int) -> Synthesis:
+    """``synthesis`` with token counts: the endpoint's own, or estimated where it reported none."""
+    if synthesis.prompt_tokens and synthesis.completion_tokens:
+        return synthesis
+    prompt, _ = request_tokens(query, results, max_passages=max_passages, max_tokens=0)
+    return replace(
+        synthesis,
+        prompt_tokens=synthesis.prompt_tokens or prompt,
+        completion_tokens=synthesis.completion_tokens or estimate_tokens(synthesis.text),
+    )
+
+
+class Synthesizer(Protocol):
+    """What the service needs of a chat model (:class:`ChatClient`; a fake in tests)."""
+
+    model: str
+    max_tokens: int
+    max_passages: int
+
+    async def synthesize(self, query: str, results: Sequence[Result]) -> Synthesis: ...
+
+    async def close(self) -> None: ...
 
 
 def parse_completion(body: dict[str, Any]) -> Synthesis:

@@ -5,7 +5,9 @@ CPU is measured where the work runs: thread CPU time for the steps that run in o
 the vector search, fusion), and for model calls the model thread's CPU time times its intra-op threads,
 shared over the items of the micro-batch (so a batched pair costs what it really costs). Money is
 ``units × unit price`` for embeddings, reranked pairs and LLM tokens, plus CPU time at a core-hour price
-(:class:`rag.rollout.config.Prices`, hot-reloaded with the rollout config).
+(:class:`rag.rollout.config.Prices`, hot-reloaded with the rollout config). An LLM call is priced before
+it is made (its prompt estimated, its completion at ``max_tokens``) and refused when that could pass
+the tenant's budget (:func:`budget_refusal`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol, TypeVar
 
 from rag.resilience.deadline import StepCosts
 from rag.rollout.config import Prices  # the unit prices of the rollout config: one definition
+from rag.routing.budgets import BudgetLevel, BudgetState
 
 T = TypeVar("T")
 
@@ -82,13 +85,35 @@ def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Price
     money = {step: ms * per_cpu_ms for step, ms in cpu.items()}
     money["embed"] = money.get("embed", 0.0) + usage.embedded_texts * prices.embed_per_1k_texts / 1000
     money["rerank"] = money.get("rerank", 0.0) + usage.rerank_pairs * prices.rerank_per_1k_pairs / 1000
-    llm = (
-        usage.prompt_tokens * prices.llm_per_1k_prompt_tokens
-        + usage.completion_tokens * prices.llm_per_1k_completion_tokens
-    ) / 1000
+    llm = llm_money(usage.prompt_tokens, usage.completion_tokens, prices)
     if llm:
         money["synthesize"] = llm
     return QueryCost(cpu, {step: m for step, m in money.items() if m})
+
+
+def llm_money(prompt_tokens: int, completion_tokens: int, prices: Prices) -> float:
+    """Money of LLM tokens at the price model's per-1k token prices."""
+    return (
+        prompt_tokens * prices.llm_per_1k_prompt_tokens
+        + completion_tokens * prices.llm_per_1k_completion_tokens
+    ) / 1000
+
+
+def budget_refusal(state: BudgetState, amount: float) -> str | None:
+    """Why a call that may cost up to ``amount`` must not be made under ``state``, or None when it may:
+    the tenant is over a budget already, or the call could take it past the tightest one."""
+    if state.budget is None and state.level is not BudgetLevel.OVER:
+        return None
+    limit = "unlimited" if state.budget is None else f"{state.budget:g}"
+    if state.level is BudgetLevel.OVER:
+        return f"over its {state.scope} budget: spent {state.spent:.6f} of {limit} per hour"
+    assert state.budget is not None
+    if state.spent + amount > state.budget:
+        return (
+            f"a call of up to {amount:.6f} would pass its {state.scope} budget: spent {state.spent:.6f} "
+            f"of {limit} per hour"
+        )
+    return None
 
 
 class CpuCosts(StepCosts):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from rag import metrics
+from rag.cache.answers import AnswerCache
 from rag.cache.keys import Namespace
 from rag.cache.semantic import CacheHit, QueryCache
 from rag.cache.singleflight import SingleFlight
@@ -30,7 +31,7 @@ from rag.dense.qdrant_store import QdrantStore, connect
 from rag.index.ingest import Ingestor, IngestReport
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
-from rag.llm import ChatClient
+from rag.llm import ChatClient, Synthesis, Synthesizer, request_tokens, with_usage
 from rag.logs import request_id_var
 from rag.rerank.cross_encoder import Reranker
 from rag.resilience.board import BreakerBoard
@@ -49,7 +50,7 @@ from rag.retrieval.pipeline import (
     failure_degradation,
 )
 from rag.retrieval.plan import Profile, QueryPlan
-from rag.routing.costs import Usage, cost_step, usage_of
+from rag.routing.costs import Usage, budget_refusal, cost_step, llm_money, query_cost, usage_of
 from rag.routing.vocabulary import tenant_idf, vocabularies
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
@@ -188,7 +189,7 @@ class RetrievalService:
             decision_log=settings.bandit_log,
         )
         self.shadows = ShadowRunner(self.routing, self.costs, deadline_ms=settings.deadline_ms)
-        self.llm = (
+        self.llm: Synthesizer | None = (
             ChatClient(
                 settings.llm_url,
                 settings.llm_model,
@@ -197,6 +198,16 @@ class RetrievalService:
                 max_passages=settings.llm_passages,
             )
             if settings.llm_url
+            else None
+        )
+        # synthesized answers, reused for the same normalised text only (L1), bounded like the L1
+        self.answers = (
+            AnswerCache(
+                settings.cache_l1_entries,
+                settings.cache_ttl_s,
+                max_bytes=max(settings.cache_l1_max_bytes // ANSWER_SHARE_OF_L1, 1),
+            )
+            if settings.cache_enabled
             else None
         )
         metrics.READY.set(0)
@@ -422,7 +433,7 @@ class RetrievalService:
         degraded = list(computed.degraded)
         synthesis = None
         if request.answer:
-            synthesis = await self._synthesize(request, computed.results, deadline, degraded, record)
+            synthesis = await self._synthesize(request, ns, computed, deadline, degraded, record)
         for d in degraded:
             metrics.DEGRADATIONS.labels(d.step, d.code).inc()
             if d.code in FAILURE_CODES:
@@ -572,35 +583,74 @@ class RetrievalService:
     async def _synthesize(
         self,
         request: QueryRequest,
-        results: list[Result],
+        ns: Namespace,
+        computed: Computed,
         deadline: Deadline,
         degraded: list[Degradation],
         record: StepListener,
     ) -> dict[str, Any] | None:
-        """The optional LLM answer, within the deadline; on any failure the passages stand alone."""
+        """The optional LLM answer. Reused when this normalised text was answered from these passages
+        before (L1 semantics: a semantic neighbour's answer is never reused, its passages are
+        synthesized afresh). Otherwise priced first — refused, with a ``budget`` degradation, when it
+        could take the tenant past its budget — then asked within the deadline and booked: its tokens
+        in ``computed.cost`` and its money against the tenant's budget. On any failure or refusal the
+        passages stand alone."""
+        computed.cost = {**computed.cost, "prompt_tokens": 0, "completion_tokens": 0, "llm_money": 0.0}
         if self.llm is None:
             degraded.append(Degradation("synthesize", "not_configured", "no LLM configured (RAG_LLM_URL)"))
             return None
-        llm = self.llm
+        llm, query, results = self.llm, request.query, computed.results
+        key = AnswerCache.key(ns, query, llm.model, results) if self.answers is not None else None
+        reused = self.answers.get(key) if self.answers is not None and key is not None else None
+        if reused is not None:
+            metrics.LLM_REQUESTS.labels("reused").inc()
+            record(StepEvent("synthesize", 0.0, {"model": reused.model, "reused": True}))
+            return _answer_of(reused, reused=True)
+        prompt, completion = request_tokens(
+            query, results, max_passages=llm.max_passages, max_tokens=llm.max_tokens
+        )
+        refusal = budget_refusal(
+            self.routing.budgets.state(request.tenant), llm_money(prompt, completion, self.routing.prices)
+        )
+        if refusal is not None:
+            metrics.LLM_REQUESTS.labels("budget").inc()
+            metrics.BUDGET_EXCEEDED.labels(request.tenant, "no_synthesis").inc()
+            degraded.append(Degradation("synthesize", "budget", f"no answer synthesized: tenant {refusal}"))
+            return None
         timeout = min(self.settings.llm_timeout_ms / 1000.0, deadline.timeout_s(reserve_s=0.005))
         t0 = time.perf_counter()
         try:
-            out = await self.breakers["llm"].call(
-                lambda: llm.synthesize(request.query, results), timeout_s=timeout
-            )
-        except Exception as exc:
+            out = await self.breakers["llm"].call(lambda: llm.synthesize(query, results), timeout_s=timeout)
+        except Exception as exc:  # unbooked: an endpoint that failed reported no usage
             failure = failure_degradation("synthesize", exc, timeout)
             metrics.LLM_REQUESTS.labels(failure.code).inc()
             degraded.append(failure)
             return None
         metrics.LLM_REQUESTS.labels("ok").inc()
         record(StepEvent("synthesize", (time.perf_counter() - t0) * 1000.0, {"model": out.model}))
-        return {
-            "text": out.text,
-            "model": out.model,
+        out = with_usage(out, query, results, llm.max_passages)
+        money = self._book_synthesis(request.tenant, out)
+        computed.cost = {
+            **computed.cost,
             "prompt_tokens": out.prompt_tokens,
             "completion_tokens": out.completion_tokens,
+            "llm_money": round(money, 8),
+            "money": round((computed.cost.get("money") or 0.0) + money, 8),
+            "currency": self.routing.prices.currency,
         }
+        if self.answers is not None and key is not None:
+            self.answers.put(key, out)
+        return _answer_of(out, reused=False)
+
+    def _book_synthesis(self, tenant: str, out: Synthesis) -> float:
+        """Book one synthesis's tokens at the price model's LLM prices: metrics and the tenant's
+        budget. Returns its money."""
+        usage = Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
+        cost = query_cost(usage, {}, self.routing.prices)
+        for step, money in cost.money.items():
+            metrics.COST_MONEY.labels(step, tenant).inc(money)
+        self.routing.budgets.record(tenant, cost.money_total)
+        return cost.money_total
 
     async def feedback(
         self,
@@ -619,6 +669,8 @@ class RetrievalService:
     async def purge_cache(self, tenant: str) -> None:
         """Forget ``tenant``'s cached answers (every replica, with Redis). Raises ``RedisUnavailable``
         when the purge could not reach Redis (this replica has forgotten them already)."""
+        if self.answers is not None:
+            self.answers.purge(tenant)
         if self.cache is not None:
             await self.cache.purge(tenant)
 
@@ -645,6 +697,19 @@ class RetrievalService:
         job, future = self.jobs.submit(tenant, len(documents), len(delete_ids), work, switch=self._open_index)
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
         return job, future
+
+
+ANSWER_SHARE_OF_L1 = 4  # synthesized answers may hold a quarter of the L1's byte bound
+
+
+def _answer_of(out: Synthesis, *, reused: bool) -> dict[str, Any]:
+    return {
+        "text": out.text,
+        "model": out.model,
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": out.completion_tokens,
+        "reused": reused,
+    }
 
 
 FAILURE_CODES = frozenset({"error", "timeout", "breaker_open", "redis_unavailable"})

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rag.llm import Synthesis
 from rag.rerank.cross_encoder import Pair, PairScorer
 from rag.text.analyzer import Analyzer
+from rag.types import Result
 
 
 class HashEmbedder:
@@ -102,3 +104,31 @@ class OverlapReranker(PairScorer):
             q = set(self._analyzer.tokens(query))
             out[i] = len(q & set(self._analyzer.tokens(passage))) / max(len(q), 1)
         return out
+
+
+class FakeChat:
+    """An in-process chat model for answer synthesis (:class:`rag.llm.Synthesizer`): answers "About
+    <query> [1]", reports fixed token usage, and records each query it was asked."""
+
+    def __init__(
+        self,
+        *,
+        prompt_tokens: int = 1000,
+        completion_tokens: int = 200,
+        model: str = "fake-chat",
+        max_tokens: int = 256,
+        max_passages: int = 5,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.model = model
+        self.max_tokens = max_tokens
+        self.max_passages = max_passages
+        self.calls: list[str] = []
+
+    async def synthesize(self, query: str, results: Sequence[Result]) -> Synthesis:
+        self.calls.append(query)
+        return Synthesis(f"About {query} [1]", self.model, self.prompt_tokens, self.completion_tokens)
+
+    async def close(self) -> None:
+        return None

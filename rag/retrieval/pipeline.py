@@ -252,7 +252,9 @@ class PipelineRun:
             else:
                 retrievals["dense"] = self._dense()
         if plan.multi_query:
-            retrievals.update(self._multi_query_retrievals("dense" in retrievals))
+            # in a worker thread: decomposition tokenises the query once per candidate cut
+            parts = await p.compute.run(decompose, self.query, p.snapshot.analyzer)
+            retrievals.update(self._multi_query_retrievals("dense" in retrievals, parts[1:]))
         done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
         lists = {name: hits for name, hits in done.items() if hits is not None}
         if "dense" in plan.retrievers and "dense" not in lists:
@@ -304,7 +306,9 @@ class PipelineRun:
         )
         return await self._guarded(step, None, lambda: self.p.compute.run(retrieve), cost_key="retrieve.bm25")
 
-    def _multi_query_retrievals(self, dense: bool) -> dict[str, Awaitable[list[Hit] | None]]:
+    def _multi_query_retrievals(
+        self, dense: bool, sub_queries: list[str]
+    ) -> dict[str, Awaitable[list[Hit] | None]]:
         """Multi-query: a PRF-expanded BM25 query, and BM25 (and dense) for each sub-query of a
         decomposable query; all fused with the original lists by weighted RRF (:func:`list_weights`)."""
         p, plan = self.p, self.plan
@@ -314,7 +318,7 @@ class PipelineRun:
                 "retrieve.bm25.prf", partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates)
             )
             out["bm25.prf"] = self._guarded("retrieve.bm25.prf", None, lambda: p.compute.run(prf))
-        for i, part in enumerate(decompose(self.query, p.snapshot.analyzer)[1:], start=1):
+        for i, part in enumerate(sub_queries, start=1):
             if "bm25" in plan.retrievers:
                 out[f"bm25.q{i}"] = self._bm25(part, f"retrieve.bm25.q{i}")
             if dense:

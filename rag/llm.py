@@ -1,7 +1,10 @@
 """Optional answer synthesis through an OpenAI-compatible chat endpoint (``RAG_LLM_URL``, off by default).
 
 The service asks for an answer only when a query sets ``answer: true``; the call runs behind the ``llm``
-breaker with its own timeout, and any failure falls back to returning the passages alone.
+breaker with its own timeout, and any failure falls back to returning the passages alone. Each call is
+priced before it is sent (:func:`request_tokens`: the prompt estimated, the completion at ``max_tokens``)
+and refused past the tenant's budget; what it used (:func:`with_usage`: the endpoint's counts, estimated
+where it reported none) is booked at the price model's token prices.
 """
 
 from __future__ import annotations

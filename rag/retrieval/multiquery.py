@@ -55,6 +55,10 @@ class _Cut:
 
 
 _LIST_ITEM_WORDS = 3
+# Each trial of a cut analyses the whole text once; a real compound query offers a handful of cuts, a
+# hostile one ("a;a;a;…") a cut per character pair. Trying at most this many keeps decomposition linear
+# in the query's length.
+MAX_CUT_TRIALS = 16
 
 
 def _ends_list(text: str, comma: int) -> bool:
@@ -98,8 +102,8 @@ def decompose(
     ("between A and B"), which split one SciFact claim in seven and lost ~8 nDCG@10 points on them.
     Cuts are accepted strongest first, then left to right, while every part keeps at least
     ``min_content_tokens`` analysed tokens (stopwords dropped: "salt and pepper" stays whole) and until
-    there are ``max_parts`` parts (the original not counted). Parts are literal spans of the query (no
-    shared-subject rewriting), trimmed of edge punctuation.
+    there are ``max_parts`` parts (the original not counted), trying at most ``MAX_CUT_TRIALS`` cuts.
+    Parts are literal spans of the query (no shared-subject rewriting), trimmed of edge punctuation.
     """
     if max_parts < 1:
         raise ValueError(f"max_parts must be at least 1, got {max_parts}")
@@ -107,11 +111,13 @@ def decompose(
         raise ValueError(f"min_content_tokens must be at least 1, got {min_content_tokens}")
     text = " ".join(query.split())
     accepted: list[_Cut] = []
+    trials = 0
     for cut in _candidate_cuts(text, bare_conjunctions=bare_conjunctions):
-        if len(accepted) + 1 >= max_parts:
+        if len(accepted) + 1 >= max_parts or trials >= MAX_CUT_TRIALS:
             break
         if any(a.start < cut.end and cut.start < a.end for a in accepted):
             continue
+        trials += 1
         trial = [*accepted, cut]
         if all(len(analyzer.tokens(p)) >= min_content_tokens for p in _pieces(text, trial)):
             accepted = trial

@@ -244,3 +244,28 @@ def test_document_frequency_and_idf(bm25: BM25Index) -> None:
     assert document_frequency(bm25, ids).tolist() == [3, 1]
     idf = term_idf(bm25, ids)
     assert idf[0] < idf[1]
+
+
+class _CountingAnalyzer(Analyzer):
+    """Counts the characters the decomposition hands to the analyzer: its work, without a clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chars = 0
+
+    def tokens(self, text: str) -> list[str]:
+        self.chars += len(text)
+        return super().tokens(text)
+
+
+@pytest.mark.parametrize("unit", ["a;", "x? ", "cats, and dogs "])
+def test_decomposition_work_grows_linearly_with_the_number_of_candidate_cuts(unit: str) -> None:
+    """A query made of many short would-be parts ("a;a;a;…") offers a cut per part; each rejected trial
+    re-analysed the whole text, so 2x the input cost 4x the work. Doubling the input must at most
+    (about) double the work."""
+    work = []
+    for n in (1024, 2048):
+        analyzer = _CountingAnalyzer()
+        decompose((unit * (n // len(unit) + 1))[:n], analyzer)
+        work.append(analyzer.chars)
+    assert work[1] <= 2.5 * work[0], work

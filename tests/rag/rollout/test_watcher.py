@@ -231,7 +231,7 @@ async def test_the_config_loop_survives_malformed_values_and_applies_the_next_go
     watcher = ConfigWatcher(RolloutConfig(), redis_get=lambda: client.get(REDIS_KEY), interval_s=0.01)
     try:
         watcher.start()
-        for bad in (b"\xff\xfe not utf-8", "not = = toml", INVALID, "{" * 100_000, '{"shadow": []}'):
+        for bad in (b"\xff\xfe not utf-8", "not = = toml", INVALID, "a = " + "[" * 100_000, '{"shadow": []}'):
             seen = background_errors("rollout_config")
             await client.set(REDIS_KEY, bad)
             await until(lambda seen=seen: background_errors("rollout_config") > seen)  # type: ignore[misc]

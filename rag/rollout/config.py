@@ -137,13 +137,15 @@ class RolloutConfig(_Section):
     @classmethod
     def parse_text(cls, text: str, fmt: Format) -> RolloutConfig:
         """Parse and validate TOML or JSON; :class:`ConfigError` says what is wrong and where."""
-        data = decode(text, fmt)
-        if not isinstance(data, dict):
-            raise ConfigError(f"rollout config must be a {fmt} table/object, got {type(data).__name__}")
         try:
+            data = decode(text, fmt)
+            if not isinstance(data, dict):
+                raise ConfigError(f"rollout config must be a {fmt} table/object, got {type(data).__name__}")
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc)) from None
+        except RecursionError:  # the parsers recurse per level: an admin's typo must not be a 500
+            raise ConfigError(f"rollout config is nested too deeply to be a {fmt} config") from None
 
 
 def decode(text: str, fmt: Format) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.rollout.config import ConfigError, RolloutConfig, field_path
+from rag.rollout.config import ConfigError, Format, RolloutConfig, field_path
 from rag.rollout.fallback import FallbackPolicy
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "rag" / "rollout" / "example.toml"
@@ -143,3 +143,16 @@ def test_field_path() -> None:
     assert field_path(("flags", 0, "name")) == "flags[0].name"
     assert field_path(("profiles", "fast", "[key]")) == "profiles.fast (key)"
     assert field_path(()) == "(top level)"
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        ('{"flags": ' + "[" * 50_000 + "]" * 50_000 + "}", "json"),
+        ("flags = " + "[" * 50_000 + "]" * 50_000, "toml"),
+    ],
+    ids=["json", "toml"],
+)
+def test_a_config_nested_too_deeply_is_a_config_error_not_a_crash(text: str, fmt: Format) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        RolloutConfig.parse_text(text, fmt)

@@ -5,17 +5,29 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint format bench-bm25 bench-quality clean
+# torch, pinned on its own: 2.13.0 is the CPU build on local disk (a plain `torch` pulls multi-GB CUDA wheels).
+TORCH := torch==2.13.0
+
+.PHONY: install lock demo test test-fast lint format bench-bm25 bench-quality clean
 
 install: $(VENV)/.installed
 
-# torch is installed first and pinned: 2.13.0 is the CPU build (a plain `torch` pulls multi-GB CUDA wheels).
-$(VENV)/.installed: pyproject.toml
+# Everything but torch comes from requirements.lock: exact versions, each file checked against its sha256
+# (--require-hashes), nothing resolved at install time (--no-deps). torch goes first, alone (its digest is
+# machine-specific, see scripts/lock.sh); then the project itself, built with the locked setuptools.
+# `pip check` fails the install if the lock misses something pyproject.toml asks for (run `make lock`).
+# Re-runs whenever pyproject.toml or the lock changes.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,bench,onnx]"
+	$(BIN)/pip install -q --no-deps $(TORCH)
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
+
+# Re-resolve the lock from pyproject.toml (needs the network; ARGS="--upgrade" moves every pin).
+lock:
+	PYTHON=$(PYTHON) ./scripts/lock.sh $(ARGS)
 
 # Main job: ingest the bundled demo corpus into the embedded default (local Qdrant on disk), serve /query,
 # print a curl line that works. Ctrl-C stops it.

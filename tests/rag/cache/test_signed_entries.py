@@ -143,3 +143,13 @@ async def test_without_a_cache_secret_answers_are_not_shared_through_redis(
     finally:
         for cache in (one, two):
             await cache.redis.close()  # type: ignore[union-attr]
+
+
+def test_the_cached_answer_schema_has_the_fields_of_a_result() -> None:
+    """A field added to Result must be added to the schema too, or every shared L2 hit would be a miss."""
+    from dataclasses import fields
+
+    from rag.cache.shared import CachedResult
+    from rag.types import Result
+
+    assert set(CachedResult.model_fields) == {f.name for f in fields(Result)}

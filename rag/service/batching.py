@@ -153,7 +153,10 @@ class MicroBatcher(Generic[I]):
         MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
         self.items_run += len(items)
         if self.on_batch is not None:
-            self.on_batch(len(items), cpu_s)
+            try:
+                self.on_batch(len(items), cpu_s)
+            except Exception:  # bookkeeping: a broken cost report must not fail (or re-run) the answer
+                log.exception("%s: on_batch failed", self.name)
         return out
 
     async def _isolate(self, batch: list[_Request[I]]) -> None:

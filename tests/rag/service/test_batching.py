@@ -212,3 +212,24 @@ def test_an_input_error_does_not_count_as_a_breaker_failure() -> None:
 
 async def _raise(exc: Exception) -> np.ndarray:
     raise exc
+
+
+def test_a_failing_cost_report_neither_fails_the_batch_nor_repeats_the_model_call() -> None:
+    """``on_batch`` is bookkeeping (CPU costs): when it raises, the model's answer still reaches every
+    submission, and the batch is not re-run member by member."""
+    fn = Recorder()
+
+    def broken_report(items: int, cpu_s: float) -> None:
+        raise RuntimeError("metrics backend broke")
+
+    async def go() -> list[np.ndarray]:
+        batcher = MicroBatcher(
+            fn, executor=ThreadPoolExecutor(1), max_items=64, window_ms=5, on_batch=broken_report
+        )
+        out = await asyncio.gather(*(batcher.submit(["x" * i]) for i in range(1, 4)))
+        await batcher.close()
+        return list(out)
+
+    out = run(go())
+    assert [list(o) for o in out] == [[1], [2], [3]]
+    assert len(fn.calls) == 1

@@ -14,10 +14,11 @@ of the first retrieval step that needs it, so neither the build nor the AND runs
 Memory of the field indexes: 4 bytes per chunk that has a filterable value for the field, plus about
 100 bytes per distinct value (its dict entry; the value object is shared with the chunk's metadata;
 measured: 200k distinct URLs, 16.5 MB), so a field index is smaller than the metadata it indexes, which
-the snapshot holds anyway (ingest bounds metadata: at most ``MAX_METADATA_FIELDS`` fields per document). No cap on distinct values is needed for
-that bound, and none is applied: a filter on a high-cardinality field (a URL, an id) answers exactly, as
-a user expects. Only the field names present in the version get an index; a field no chunk has matches
-nothing without one, so names a client makes up cost neither a pass nor memory.
+the snapshot holds anyway (the ingest API takes at most ``api.schemas.MAX_METADATA_FIELDS`` fields per
+document). No cap on distinct values is needed for that bound, and none is applied: a filter on a
+high-cardinality field (a URL, an id) answers exactly, as a user expects. Only the field names present
+in the version get an index; a field no chunk has matches nothing without one, so names a client makes
+up cost neither a pass nor memory.
 """
 
 from __future__ import annotations

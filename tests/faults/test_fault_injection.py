@@ -62,6 +62,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_process: RedisSer
         tmp_path,
         monkeypatch,
         redis_url=redis_process.url,
+        cache_secret="fault-rig-cache-secret-0123456789",  # L2 answers shared through Redis
         deadline_ms=DEADLINE_MS,
         breaker_open_s=OPEN_S,
         breaker_min_calls=3,

@@ -42,11 +42,10 @@ class Timing:
     cpu_us: float
 
 
-def _doc(i: int) -> Document:
+def _doc(i: int, tenant: str) -> Document:
     words = [WORDS[(i * 7 + j * 13) % len(WORDS)] for j in range(40)]
-    return Document(
-        f"d{i}", " ".join(words), f"doc {i}", {"lang": "en" if i % 3 else "de", "year": 2000 + i % 20}
-    )
+    metadata = {"lang": "en" if i % 3 else "de", "year": 2000 + i % 20}
+    return Document(f"d{i}", " ".join(words), f"doc {i}", metadata, tenant)
 
 
 async def _service(folder: str, *, cache: bool) -> RetrievalService:
@@ -74,7 +73,7 @@ async def _ingest(service: RetrievalService, tenant: str, docs: list[Document]) 
 async def l1_hits(repeats: int, rounds: int) -> list[Timing]:
     with tempfile.TemporaryDirectory() as folder:
         service = await _service(folder, cache=True)
-        docs = [Document(f"d{i}", f"cats and dogs number {i} hunt mice", "t") for i in range(50)]
+        docs = [Document(f"d{i}", f"cats and dogs number {i} hunt mice", "t", {}, "acme") for i in range(50)]
         await _ingest(service, "acme", docs)
         request = QueryRequest("acme", "which animal hunts mice")
         await service.query(request)  # the miss that fills the cache
@@ -96,13 +95,13 @@ async def l1_hits(repeats: int, rounds: int) -> list[Timing]:
 async def uncached(queries: int, filters: dict[str, Any] | None) -> Timing:
     with tempfile.TemporaryDirectory() as folder:
         service = await _service(folder, cache=False)
-        await _ingest(service, "acme", [_doc(i) for i in range(1000)])
-        await _ingest(service, "globex", [_doc(i) for i in range(1000, 2000)])
+        await _ingest(service, "acme", [_doc(i, "acme") for i in range(1000)])
+        await _ingest(service, "globex", [_doc(i, "globex") for i in range(1000, 2000)])
         texts = [
             " ".join(WORDS[(q * 5 + j * 3) % len(WORDS)] for j in range(6)) + f" {q}" for q in range(queries)
         ]
         for text in texts[:20]:  # warm-up
-            await service.query(QueryRequest("acme", text, filters=filters))
+            assert (await service.query(QueryRequest("acme", text, filters=filters))).results
         wall, cpu = time.perf_counter(), time.process_time()
         for text in texts:
             await service.query(QueryRequest("acme", text, filters=filters))

@@ -226,11 +226,13 @@ class QueryRouting:
         top_k: int,
         session_id: str | None = None,
         version: str = "",
+        features: QueryFeatures | None = None,
     ) -> RoutingDecision:
         """The plan for one request. ``idf`` is the IDF over ``tenant``'s own documents
         (:func:`rag.routing.vocabulary.tenant_idf`): features, and every choice made from them, then show
-        nothing of other tenants' vocabulary. Raises :class:`OverBudgetError` for a tenant past a hard
-        budget whose action is ``reject``."""
+        nothing of other tenants' vocabulary. ``features`` are the query's, when the caller analysed it
+        already (off the event loop: :meth:`analyze`). Raises :class:`OverBudgetError` for a tenant past
+        a hard budget whose action is ``reject``."""
         budget = self.budgets.state(tenant)
         metrics.BUDGET_PRESSURE.labels(tenant).set(
             budget.pressure if budget.pressure != float("inf") else 1e9
@@ -241,20 +243,31 @@ class QueryRouting:
         if budget.level is BudgetLevel.OVER:
             metrics.BUDGET_EXCEEDED.labels(tenant, "cheap_plan").inc()
         variants, fallen_back, candidates = self._variants(tenant, session_id)
-        features = self._features_of(tenant, text, idf, version)
+        features = self._features_of(tenant, text, idf, version, features)
         inputs = RouteInputs(features, profile, budget, top_k, variants, self.limits(profile), tenant)
         routed = self.router.route(inputs, bandit=self.config.router.policy == "bandit")
         metrics.ROUTER_DECISIONS.labels(routed.arm.value, routed.policy, features.complexity.value).inc()
         return RoutingDecision(features, routed, budget, profile, variants, fallen_back, candidates, tenant)
 
-    def _features_of(self, tenant: str, text: str, idf: IdfLookup, version: str) -> QueryFeatures:
+    def needs_analysis(self, tenant: str, text: str, version: str) -> bool:
+        """Whether :meth:`decide` would analyse ``text`` (no memoised features): a caller on the event
+        loop analyses a long one in a worker thread first (:meth:`analyze`)."""
+        return (version, tenant, text) not in self._feature_memo
+
+    def analyze(self, text: str, idf: IdfLookup) -> QueryFeatures:
+        """The query's features; touches no routing state, so any thread may call it."""
+        return self.analyzer.analyze(text, idf)
+
+    def _features_of(
+        self, tenant: str, text: str, idf: IdfLookup, version: str, given: QueryFeatures | None = None
+    ) -> QueryFeatures:
         """The query's features, memoised per index version and tenant (they depend only on the text and
         the tenant's vocabulary in that version): a repeated query, the cache path, skips the analysis.
         The tenant is part of the key: features computed for one tenant are never served to another."""
         key = (version, tenant, text)
         features = self._feature_memo.get(key)
         if features is None:
-            features = self.analyzer.analyze(text, idf)
+            features = given if given is not None else self.analyzer.analyze(text, idf)
             self._feature_memo[key] = features
             if len(self._feature_memo) > FEATURE_MEMO_ENTRIES:
                 self._feature_memo.popitem(last=False)

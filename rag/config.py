@@ -161,7 +161,9 @@ class Settings(BaseSettings):
     rollout_config: Path | None = Field(
         None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"
     )
-    redis_url: str | None = None
+    redis_url: SecretStr | None = Field(
+        None, description="redis:// or rediss:// (TLS) URL; may hold the AUTH password, so it is a secret"
+    )
     redis_timeout_ms: int = Field(50, ge=1, le=10_000, description="per Redis call (connect, command)")
     # secrets are SecretStr: repr, str and model_dump_json show '**********'; the one component that uses a
     # secret calls .get_secret_value() where it uses it
@@ -215,6 +217,11 @@ class Settings(BaseSettings):
     batch_max_pairs: int = Field(256, ge=1, le=65536)
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value  # RAG_REDIS_URL= (empty) means no Redis, as before
 
     @field_validator("dense_dims")
     @classmethod

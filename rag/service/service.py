@@ -218,7 +218,7 @@ class RetrievalService:
         settings = self.settings
         if settings.redis_url:
             timeout_s = settings.redis_timeout_ms / 1000
-            client = connect_redis(settings.redis_url, timeout_s=timeout_s)
+            client = connect_redis(settings.redis_url.get_secret_value(), timeout_s=timeout_s)
             self.redis = GuardedRedis(client, self.breakers["redis"], timeout_s=timeout_s)
             replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
             self.shared_breakers = SharedBreakerState(

@@ -68,6 +68,8 @@ SECRETS = {
     "qdrant_api_key": "qdrant-secret-0123456789",
     "key_pepper": "pepper-secret-0123456789-0123456789",
     "metrics_token": "metrics-secret-0123456789",
+    "cache_secret": "cache-secret-0123456789",
+    "redis_url": "rediss://:redis-password-0123456789@redis.internal:6379/0",  # AUTH in the URL
 }
 
 
@@ -81,3 +83,7 @@ def test_settings_never_show_a_secret_in_repr_json_or_errors() -> None:
         assert all(secret[-10:] not in text for text in shown), secret  # not even a truncated tail
     assert settings.admin_token is not None
     assert settings.admin_token.get_secret_value() == SECRETS["admin_token"]  # revealed only on purpose
+
+
+def test_an_empty_redis_url_means_no_redis() -> None:
+    assert load_settings(redis_url="").redis_url is None

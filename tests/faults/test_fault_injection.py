@@ -143,7 +143,10 @@ def report(fault: str, load: Load) -> None:
 
 def assert_within_deadline(load: Load) -> None:
     assert not [s for s in load.statuses if s >= 500], load.statuses
-    assert max(load.latencies_s) <= DEADLINE_MS / 1000 * 1.1, sorted(load.latencies_s)[-5:]
+    # the faults hang for 3 s: an answer within the deadline plus 100 ms (HTTP and scheduling on a loaded
+    # 2-core machine; 10% was measured too tight: 418-445 ms on both this and the previous commit) shows
+    # the deadline held
+    assert max(load.latencies_s) <= DEADLINE_MS / 1000 + 0.1, sorted(load.latencies_s)[-5:]
 
 
 def test_redis_killed_mid_load(rig: Rig) -> None:

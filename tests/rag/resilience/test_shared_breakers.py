@@ -3,13 +3,10 @@ applies the next good one."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable
 
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from rag.resilience.board import BreakerBoard
@@ -17,6 +14,7 @@ from rag.resilience.breaker import BreakerPolicy, State
 from rag.resilience.guarded_redis import GuardedRedis
 from rag.resilience.shared import PREFIX, SharedBreakerState
 from rag.service.redis_client import connect_redis
+from rag.testing.background import background_errors, until
 from rag.testing.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -33,19 +31,6 @@ MALFORMED: list[str | bytes] = [
 ]
 
 
-def errors(loop: str) -> float:
-    return REGISTRY.get_sample_value("rag_background_errors_total", {"loop": loop}) or 0.0
-
-
-async def until(condition: Callable[[], bool], *, rounds: int = 500) -> None:
-    """Poll (the loop runs every 10 ms); fails after ``rounds`` polls, not after a time."""
-    for _ in range(rounds):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
-
-
 async def test_breaker_sync_loop_survives_malformed_values_and_applies_the_next_good_one(
     redis_process: RedisServer,
 ) -> None:
@@ -56,9 +41,9 @@ async def test_breaker_sync_loop_survives_malformed_values_and_applies_the_next_
     try:
         shared.start()
         for value in MALFORMED:
-            seen = errors("breaker_sync")
+            seen = background_errors("breaker_sync")
             await writer.set(PREFIX + "llm", value)
-            await until(lambda seen=seen: errors("breaker_sync") > seen)  # type: ignore[misc]
+            await until(lambda seen=seen: background_errors("breaker_sync") > seen)  # type: ignore[misc]
         assert board["llm"].state is State.CLOSED and board["redis"].state is State.CLOSED
         good = {"by": "replica-b", "opened_at": time.time(), "reason": "llm down"}
         await writer.set(PREFIX + "llm", json.dumps(good), px=5000)

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from rag.rollout.config import ConfigError, RolloutConfig
 from rag.rollout.watcher import REDIS_KEY, ConfigWatcher
+from rag.testing.background import background_errors, until
 from rag.testing.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -209,19 +208,6 @@ async def test_bytes_and_empty_values_from_redis() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="interval_s must be > 0, got 0"):
         ConfigWatcher(RolloutConfig(), interval_s=0)
-
-
-def background_errors(loop: str) -> float:
-    return REGISTRY.get_sample_value("rag_background_errors_total", {"loop": loop}) or 0.0
-
-
-async def until(condition: Callable[[], bool], *, rounds: int = 500) -> None:
-    """Poll (the loop runs every 10 ms); fails after ``rounds`` polls, not after a time."""
-    for _ in range(rounds):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
 
 
 async def test_the_config_loop_survives_malformed_values_and_applies_the_next_good_one(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
@@ -14,6 +12,7 @@ from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
 from rag.routing.budgets import GLOBAL, BudgetLevel, BudgetPolicy, Budgets, SpendWindow, TenantBudget
 from rag.routing.shared_spend import SharedSpend, spend_key
 from rag.service.redis_client import connect_redis
+from rag.testing.background import background_errors, until
 from rag.testing.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -81,19 +80,6 @@ async def test_redis_down_keeps_local_spend_and_pushes_it_later(redis_process: R
         assert float(value) == pytest.approx(0.5)
     finally:
         await ra.close()
-
-
-def background_errors(loop: str) -> float:
-    return REGISTRY.get_sample_value("rag_background_errors_total", {"loop": loop}) or 0.0
-
-
-async def until(condition: Callable[[], bool], *, rounds: int = 500) -> None:
-    """Poll (the loop runs every 10 ms); fails after ``rounds`` polls, not after a time."""
-    for _ in range(rounds):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
 
 
 async def test_spend_sync_loop_survives_a_malformed_counter_and_applies_the_next_good_one(

@@ -62,12 +62,13 @@ class Profile:
 
     name: str
     rate_window: str  # recording rules and the non-SLO alerts
+    background_window: str  # RagBackgroundErrors: a background error counted in this window fires
     burn_windows: tuple[BurnWindow, ...]
     for_: Mapping[str, str]  # alert name -> for duration (RagErrorBudgetBurn: see burn_windows)
     test_interval: str  # spacing of the synthetic series in the promtool tests
 
     def __post_init__(self) -> None:
-        for d in (self.rate_window, self.test_interval, *self.for_.values()):
+        for d in (self.rate_window, self.background_window, self.test_interval, *self.for_.values()):
             seconds(d)
         if seconds(self.rate_window) < 2 * seconds(self.test_interval):
             raise ValueError(f"rate window {self.rate_window} must hold 2 samples at {self.test_interval}")
@@ -83,6 +84,7 @@ RUNBOOK_ANCHORS: Final = MappingProxyType(
         "RagServiceDown": "service-down",
         "RagHighConcurrency": "high-concurrency",
         "RagBreakerOpenTooLong": "breaker-open",
+        "RagBackgroundErrors": "background-errors",
     }
 )
 
@@ -95,12 +97,14 @@ SEVERITIES: Final = MappingProxyType(
         "RagServiceDown": Severity.CRITICAL,
         "RagHighConcurrency": Severity.WARNING,
         "RagBreakerOpenTooLong": Severity.WARNING,  # answers degrade; the burn rate pages if they fail
+        "RagBackgroundErrors": Severity.WARNING,  # the loop went on; shared state may be stale
     }
 )
 
 DEFAULT = Profile(
     name="default",
     rate_window="5m",
+    background_window="10m",
     burn_windows=(
         BurnWindow("1h", "5m", 14.4, Severity.CRITICAL, for_="2m"),  # 2% of a 30-day budget in 1 h
         BurnWindow("6h", "30m", 6.0, Severity.WARNING, for_="15m"),  # 5% of a 30-day budget in 6 h
@@ -113,6 +117,7 @@ DEFAULT = Profile(
             "RagServiceDown": "2m",
             "RagHighConcurrency": "10m",
             "RagBreakerOpenTooLong": "5m",  # "open too long": not closed for 5 minutes
+            "RagBackgroundErrors": "0s",  # one error is news; the 10m window keeps it firing a while
         }
     ),
     test_interval="1m",
@@ -121,6 +126,7 @@ DEFAULT = Profile(
 FAST = Profile(
     name="fast",
     rate_window="30s",
+    background_window="1m",
     burn_windows=(
         BurnWindow("1m", "30s", 14.4, Severity.CRITICAL, for_="0s"),
         BurnWindow("2m", "1m", 6.0, Severity.WARNING, for_="0s"),

@@ -309,3 +309,15 @@ def breaker_alert(cfg: MonitoringConfig) -> str:
     cycle open → half-open → open does not reset the clock, as ``state="open" == 1`` would."""
     closed = sel(cfg, "rag_breaker_state", 'state="closed"')
     return f"max without (state) ({closed}) == 0"
+
+
+def background_errors_alert(cfg: MonitoringConfig, p: Profile) -> str:
+    """A background loop (breaker sync, spend sync, rollout config, bandit store) counted an error in the
+    window, per loop and instance. A loop's counter child appears on its first error, with the value 1,
+    which ``increase`` cannot see (one sample, nothing to compare): the second clause fires on a series
+    that is there now and was not one window ago."""
+    errors, w = sel(cfg, "rag_background_errors_total"), p.background_window
+    return (
+        f"sum by (loop, instance) (increase({errors}[{w}])) > 0\n"
+        f"or\nsum by (loop, instance) ({errors} unless {errors} offset {w}) > 0"
+    )

@@ -418,6 +418,50 @@ def _breaker_cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
     return cases
 
 
+def _background_cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
+    name, i, w = "RagBackgroundErrors", seconds(p.test_interval), seconds(p.background_window)
+    f = seconds(p.for_[name])
+    at = 2 * w + f + 2 * i
+    t = Timeline(at + 2 * i, i)
+    recent, old = at - f - w / 2, w / 2  # when the error is counted: inside the window at `at`, or not
+    _require(at - old > w + i, "the old error has left the window")
+
+    def errors(loop: str) -> str:
+        return f"rag_background_errors_total{_labels(cfg, loop=loop)}"
+
+    def first_error(when: float) -> str:
+        """No series until the loop's first error, then 1: a counter child appears on its first inc."""
+        n = math.ceil(when / i)
+        return f"_x{n} 1x{math.ceil((at + 2 * i) / i) - n}"
+
+    quiet = {errors("breaker_sync"): t.constant(3)}  # errors long ago, none since
+    spend = {"loop": "spend_sync", "instance": INSTANCE}
+    return [
+        Case(
+            f"background errors: errors counted in the last {p.background_window} fire for that loop",
+            {errors("spend_sync"): t.gauge((2, recent), (3, i), (5, math.inf)), **quiet},
+            (Check(at, name, (Fires(spend),)),),
+        ),
+        Case(
+            "background errors: a loop's first error (its series appears with 1) fires",
+            {errors("spend_sync"): first_error(recent), **quiet},
+            (Check(at, name, (Fires(spend),)),),
+        ),
+        Case("background errors: a flat counter does not fire", quiet, (Check(at, name),)),
+        Case(
+            f"background errors: one old error, out of the {p.background_window} window, does not fire",
+            {errors("spend_sync"): t.gauge((2, old), (3, math.inf)), **quiet},
+            (Check(at, name),),
+        ),
+        Case(
+            f"background errors: a loop's first error, older than {p.background_window}, does not fire",
+            {errors("spend_sync"): first_error(old), **quiet},
+            (Check(at, name),),
+        ),
+    ]
+    return cases
+
+
 def cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
     return [
         *_latency_cases(cfg, p),
@@ -427,6 +471,7 @@ def cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
         *_down_cases(cfg, p),
         *_concurrency_cases(cfg, p),
         *_breaker_cases(cfg, p),
+        *_background_cases(cfg, p),
     ]
 
 

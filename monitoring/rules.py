@@ -154,6 +154,20 @@ def alerts(cfg: MonitoringConfig, p: Profile) -> list[Alert]:
                 "and answers are degraded (or fail)."
             ),
         ),
+        Alert(
+            "RagBackgroundErrors",
+            promql.background_errors_alert(cfg, p),
+            p.for_["RagBackgroundErrors"],
+            sev["RagBackgroundErrors"],
+            summary="Background loop {{ $labels.loop }} counting errors on {{ $labels.instance }}",
+            description=(
+                'rag_background_errors_total{loop="{{ $labels.loop }}"} on {{ $labels.instance }} has '
+                f"grown in the last {p.background_window}: the {{{{ $labels.loop }}}} loop logged an error "
+                "or a malformed value, skipped it and went on, so the state it keeps in step (breakers, "
+                "spend, rollout config or bandit state, shared through Redis or a file) may be stale. "
+                "The service's JSON log lines name the loop and the problem."
+            ),
+        ),
     ]
     return out
 

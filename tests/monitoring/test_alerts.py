@@ -19,6 +19,7 @@ ALERTS = {
     "RagServiceDown": "service-down",
     "RagHighConcurrency": "high-concurrency",
     "RagBreakerOpenTooLong": "breaker-open",
+    "RagBackgroundErrors": "background-errors",
 }
 RULE_FILES = ["rules.yml", "rules.fast.yml"]
 

@@ -297,6 +297,17 @@ class QueryRouting:
         choice = self.bandit.choose(tenant, x, self._rng, allowed=[a.value for a in allowed])
         return Arm(choice.arm), choice.propensity
 
+    def book(self, tenant: str, usage: Usage) -> QueryCost:
+        """Price ``usage`` (the running CPU averages, the unit prices) and book it with ``tenant``: the
+        cost metrics and its budget window. The one place work is charged (retrieval, synthesis)."""
+        cost = query_cost(usage, self.cpu.per_unit_ms(), self.prices)
+        for step, ms in cost.cpu_ms.items():
+            metrics.COST_CPU.labels(step, tenant).inc(ms / 1000.0)
+        for step, money in cost.money.items():
+            metrics.COST_MONEY.labels(step, tenant).inc(money)
+        self.budgets.record(tenant, cost.money_total)
+        return cost
+
     def settle(
         self,
         decision: RoutingDecision,
@@ -315,13 +326,8 @@ class QueryRouting:
             self.fallback.record((tenant, name), ok=ok, timed_out=timed_out, latency_s=latency_s)
         if usage is None:
             return None
-        cost = query_cost(usage, self.cpu.per_unit_ms(), self.prices)
-        for step, ms in cost.cpu_ms.items():
-            metrics.COST_CPU.labels(step, tenant).inc(ms / 1000.0)
-        for step, money in cost.money.items():
-            metrics.COST_MONEY.labels(step, tenant).inc(money)
+        cost = self.book(tenant, usage)
         metrics.QUERY_COST.labels(decision.routed.arm.value).observe(cost.money_total)
-        self.budgets.record(tenant, cost.money_total)
         if ok and request_id:  # (a call outside HTTP has no request id: nothing can rate it)
             routed = decision.routed
             self.decisions.record(

@@ -50,7 +50,7 @@ from rag.retrieval.pipeline import (
     failure_degradation,
 )
 from rag.retrieval.plan import Profile, QueryPlan
-from rag.routing.costs import Usage, budget_refusal, cost_step, llm_money, query_cost, usage_of
+from rag.routing.costs import Usage, budget_refusal, cost_step, llm_money, usage_of
 from rag.routing.vocabulary import tenant_idf, vocabularies
 from rag.runtime import Runtime, build_reranker
 from rag.service.auth import KeyRing
@@ -637,7 +637,8 @@ class RetrievalService:
         metrics.LLM_REQUESTS.labels("ok").inc()
         record(StepEvent("synthesize", (time.perf_counter() - t0) * 1000.0, {"model": out.model}))
         out = with_usage(out, query, results, llm.max_passages)
-        money = self._book_synthesis(request.tenant, out)
+        usage = Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
+        money = self.routing.book(request.tenant, usage).money_total
         computed.cost = {
             **computed.cost,
             "prompt_tokens": out.prompt_tokens,
@@ -649,16 +650,6 @@ class RetrievalService:
         if self.answers is not None and key is not None:
             self.answers.put(key, out)
         return _answer_of(out, reused=False)
-
-    def _book_synthesis(self, tenant: str, out: Synthesis) -> float:
-        """Book one synthesis's tokens at the price model's LLM prices: metrics and the tenant's
-        budget. Returns its money."""
-        usage = Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
-        cost = query_cost(usage, {}, self.routing.prices)
-        for step, money in cost.money.items():
-            metrics.COST_MONEY.labels(step, tenant).inc(money)
-        self.routing.budgets.record(tenant, cost.money_total)
-        return cost.money_total
 
     async def feedback(
         self,

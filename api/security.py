@@ -26,12 +26,17 @@ def service_of(request: Request) -> RetrievalService:
     return service
 
 
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value; "" for any other value."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def principal_of(keys: KeyRing, authorization: str | None) -> Principal:
     """The principal of an ``Authorization`` header value, or :class:`ApiError` 401. The one place a bearer
     token is resolved: the middleware (before the body is read) and the route dependencies both call it."""
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(authorization)
+    if not token:
         raise ApiError(
             401,
             "unauthorized",
@@ -57,8 +62,7 @@ def check_metrics_token(expected: SecretStr | None, authorization: str | None) -
     time); nothing to check when no metrics token is configured."""
     if expected is None:
         return
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    given = token.strip() if scheme.lower() == "bearer" else ""
+    given = bearer_token(authorization)
     # digests of equal length: the comparison time says nothing about the token, not even its length
     if not hmac.compare_digest(_sha256(given), _sha256(expected.get_secret_value())):
         raise ApiError(
@@ -91,6 +95,22 @@ async def require_admin(request: Request, _credentials: Credentials) -> None:
     the admin token, before reading its body; this holds if a route is ever mounted elsewhere."""
     check_admin(_principal(request))
     tenant_var.set("admin")
+
+
+async def take_rate_token(service: RetrievalService, tenant: str, bucket: str | None = None) -> None:
+    """A token of ``tenant``'s rate limit (its queries', or its own ``bucket``'s, e.g. "feedback"), or
+    :class:`ApiError` 429 ``rate_limited`` with ``Retry-After``."""
+    decision = await service.rate_limit(tenant, bucket)
+    if decision.allowed:
+        return
+    qps, burst = service.settings.rate_limit_qps, service.settings.rate_limit_burst
+    limit = f"rate limit of {qps:g} queries/s" if bucket is None else f"{bucket} rate limit of {qps:g}/s"
+    raise ApiError(
+        429,
+        "rate_limited",
+        f"tenant {tenant!r} is over its {limit} (burst {burst}); retry after {decision.retry_after_header} s",
+        headers={"Retry-After": decision.retry_after_header},
+    )
 
 
 async def require_metrics_token(request: Request) -> None:

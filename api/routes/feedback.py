@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from api.errors import ApiError, declared
 from api.schemas import FeedbackBody, FeedbackOut
-from api.security import Tenant, service_of
+from api.security import Tenant, service_of, take_rate_token
 
 router = APIRouter(tags=["feedback"])
 
@@ -23,16 +23,7 @@ async def feedback(body: FeedbackBody, request: Request, tenant: Tenant) -> Feed
             422, "invalid_request", "feedback needs one of rating (1-5), clicked ([doc_id]) or relevance"
         )
     service = service_of(request)
-    limit = await service.rate_limit(tenant, FEEDBACK_BUCKET)
-    if not limit.allowed:
-        settings = service.settings
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"tenant {tenant!r} is over its feedback rate limit of {settings.rate_limit_qps:g}/s "
-            f"(burst {settings.rate_limit_burst}); retry after {limit.retry_after_header} s",
-            headers={"Retry-After": limit.retry_after_header},
-        )
+    await take_rate_token(service, tenant, FEEDBACK_BUCKET)
     applied = await service.feedback(
         tenant, body.request_id, rating=body.rating, clicked=body.clicked, relevance=body.relevance
     )

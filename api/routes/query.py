@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from api.errors import ApiError, declared
+from api.errors import declared
 from api.schemas import QueryBody, QueryResponse
-from api.security import Tenant, service_of
+from api.security import Tenant, service_of, take_rate_token
 from rag.logs import request_id_var
 from rag.retrieval.pipeline import RetrievalUnavailable, StepEvent, StepFailed
 from rag.routing.budgets import OverBudgetError
@@ -53,15 +53,7 @@ async def admit(service: RetrievalService, tenant: str, body: QueryBody) -> Quer
         tenant, body.query, body.top_k, body.filters, body.profile, body.answer, body.session_id
     )
     service.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
-    decision = await service.rate_limit(tenant)
-    if not decision.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"tenant {tenant!r} is over its rate limit of {service.settings.rate_limit_qps:g} queries/s "
-            f"(burst {service.settings.rate_limit_burst}); retry after {decision.retry_after_header} s",
-            headers={"Retry-After": decision.retry_after_header},
-        )
+    await take_rate_token(service, tenant)
     return request
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
+from rag.bm25.scoring import idf_lucene
 from rag.index.versions import VersionStore
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
@@ -167,9 +168,7 @@ class IndexSnapshot:
         term_id = self.terms.term_ids.get(term)
         if term_id is None:
             return None
-        df = float(self._document_frequency[term_id])
-        n = float(self.terms.tf.shape[0])
-        return float(np.log1p((n - df + 0.5) / (df + 0.5)))
+        return float(idf_lucene(self._document_frequency[term_id : term_id + 1], self.terms.tf.shape[0])[0])
 
     def chunk(self, chunk_key: str) -> ChunkRecord:
         """The chunk with this tenant-scoped id (a :class:`~rag.types.Hit`'s ``chunk_id``)."""

@@ -18,22 +18,17 @@ in its worker thread when it opens a version, so a query's lookup is a binary se
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
+from rag.bm25.scoring import idf_lucene
 from rag.index.snapshot import IndexSnapshot
 
 IdfLookup = Callable[[str], float | None]
 DERIVED_KEY = "routing.tenant_vocabularies"  # where a version keeps them (IndexSnapshot.derived)
-
-
-def lucene_idf(n_docs: int, df: int) -> float:
-    """``log(1 + (N - df + 0.5) / (df + 0.5))``, as the snapshot's (and BM25's default) IDF."""
-    return math.log1p((n_docs - df + 0.5) / (df + 0.5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +46,7 @@ class TenantVocabulary:
     def idf(self, term_id: int) -> float | None:
         """The term's IDF over the tenant's chunks; None when none of them contains it."""
         df = self.document_frequency(term_id)
-        return lucene_idf(self.n_docs, df) if df else None
+        return float(idf_lucene(np.array([df]), self.n_docs)[0]) if df else None
 
 
 EMPTY = TenantVocabulary(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))

@@ -53,10 +53,15 @@ def peppered(pepper: SecretStr, key: str) -> str:
     ).hexdigest()
 
 
+def key_digest(key: str, pepper: SecretStr | None) -> str:
+    """What a key is known by: HMAC-SHA256(pepper, key) with a pepper, else its plain SHA-256."""
+    return peppered(pepper, key) if pepper is not None else digest(key)
+
+
 def hashed_line(key: str, pepper: SecretStr | None) -> str:
     """What follows ``tenant:`` in a keys-file line for ``key``: ``hmac-sha256:<hex>`` with a pepper,
     else ``sha256:<hex>``."""
-    return f"{_HMAC}{peppered(pepper, key)}" if pepper is not None else f"{_SHA256}{digest(key)}"
+    return f"{_HMAC if pepper is not None else _SHA256}{key_digest(key, pepper)}"
 
 
 def new_key() -> str:
@@ -128,8 +133,7 @@ def _parse_entry(entry: str, where: str, pepper: SecretStr | None) -> _Entry:
             return _Entry(tenant, hexdigest, kind)
     if len(secret) < MIN_KEY_CHARS:
         raise KeyRingError(f"{where}: keys must be at least {MIN_KEY_CHARS} characters")
-    key_digest = peppered(pepper, secret) if pepper is not None else digest(secret)
-    return _Entry(tenant, key_digest, DigestKind.PEPPERED)
+    return _Entry(tenant, key_digest(secret, pepper), DigestKind.PEPPERED)
 
 
 def _reveal(value: SecretStr | str | None) -> str | None:
@@ -182,7 +186,7 @@ class KeyRing:
         token = _reveal(admin_token)
         if token is not None and len(token) < MIN_KEY_CHARS:
             raise KeyRingError(f"RAG_ADMIN_TOKEN must be at least {MIN_KEY_CHARS} characters")
-        admin = (peppered(pepper, token) if pepper is not None else digest(token)) if token else None
+        admin = key_digest(token, pepper) if token else None
         if token and (
             admin in tables[DigestKind.PEPPERED] or digest(token) in tables[DigestKind.LEGACY_SHA256]
         ):
@@ -211,7 +215,7 @@ class KeyRing:
         return len(self._legacy)
 
     def resolve(self, token: str) -> Principal | None:
-        d = peppered(self._pepper, token) if self._pepper is not None else digest(token)
+        d = key_digest(token, self._pepper)
         if self._admin is not None and hmac.compare_digest(d, self._admin):
             return Principal(Scope.ADMIN)
         tenant = self._tenants.get(d)  # a lookup by digest: no timing signal about the key itself

@@ -1,6 +1,6 @@
 """Per-tenant rate limits: a token bucket, in process by default, in Redis when ``RAG_REDIS_URL`` is set
-(so that N replicas share one budget). Redis is never required: if it fails, the limit falls back to the
-replica's own bucket for that call."""
+(so that N replicas share one budget). Redis is never required: if it fails, or its breaker is open, the
+limit falls back to the replica's own bucket for that call at once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,27 +92,29 @@ return {allowed, tostring(retry)}
 
 
 class RedisRateLimiter:
-    """The bucket in Redis, shared by every replica; on a Redis error this call uses ``fallback``."""
+    """The bucket in Redis, shared by every replica, behind the Redis breaker and timeout; when Redis fails
+    or the breaker is open, this call uses ``fallback`` (without waiting on Redis)."""
 
-    def __init__(self, redis: Any, rate: float, burst: float, *, prefix: str = "rag:ratelimit:") -> None:
+    def __init__(
+        self, redis: GuardedRedis, rate: float, burst: float, *, prefix: str = "rag:ratelimit:"
+    ) -> None:
         self.redis = redis
         self.rate, self.burst, self.prefix = rate, burst, prefix
         self.fallback = InProcessRateLimiter(rate, burst)
-        self._script = redis.register_script(TOKEN_BUCKET_LUA)
+        self._script = redis.client.register_script(TOKEN_BUCKET_LUA)
         self._warned_at = 0.0
 
     async def acquire(self, tenant: str) -> Decision:
+        keys, args = [self.prefix + tenant], [self.rate, self.burst, 1]
         try:
-            allowed, retry = await self._script(keys=[self.prefix + tenant], args=[self.rate, self.burst, 1])
-        except Exception as exc:  # Redis down or slow: this replica's bucket decides
+            allowed, retry = await self.redis.run(lambda _: self._script(keys=keys, args=args))
+        except RedisUnavailable as exc:  # Redis down, slow or its breaker open: this replica's bucket decides
             now = time.monotonic()
             if now - self._warned_at > 30:
                 self._warned_at = now
-                log.warning(
-                    "rate limit: Redis unavailable (%s); using the in-process bucket", type(exc).__name__
-                )
+                log.warning("rate limit: %s; using the in-process bucket", exc)
             return self.fallback.acquire_now(tenant)
         return Decision(bool(int(allowed)), float(retry))
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.close()

@@ -37,7 +37,7 @@ from rag.rerank.cross_encoder import Reranker
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import BreakerPolicy
 from rag.resilience.deadline import Deadline, StepCosts
-from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable, one_attempt
 from rag.resilience.shared import SharedBreakerState
 from rag.retrieval.filters import SearchFilter
 from rag.retrieval.pipeline import (
@@ -229,7 +229,7 @@ class RetrievalService:
         if settings.rate_limit_qps > 0:
             rate, burst = settings.rate_limit_qps, settings.rate_limit_burst
             self.limiter = (
-                RedisRateLimiter(self.redis.client, rate, burst)
+                RedisRateLimiter(self.redis, rate, burst)
                 if self.redis is not None
                 else InProcessRateLimiter(rate, burst)
             )
@@ -424,9 +424,10 @@ class RetrievalService:
         status = "error"
         computed: Computed | None = None
         try:
-            computed = await self._cached_or_computed(
-                _Query(request, pipeline, plan, flt, ns, deadline, record, decision)
-            )
+            with one_attempt():  # Redis failing once costs this request one timeout, not one per call
+                computed = await self._cached_or_computed(
+                    _Query(request, pipeline, plan, flt, ns, deadline, record, decision)
+                )
             status = "degraded" if computed.degraded else "ok"
         except asyncio.CancelledError:
             status = "cancelled"  # the client went away

@@ -108,3 +108,27 @@ async def test_l2_is_shared_through_redis(
         # purge through the admin route reaches Redis: the entry is gone for every replica
         assert (await c2.delete("/admin/tenants/acme/cache", headers=ADMIN)).status_code == 200
         assert (await ask(c2, "at night which animal hunts mice"))["cache"] == "miss"
+
+
+async def test_a_query_tries_an_unreachable_redis_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the Redis breaker opens, a request pays for Redis failing once (its L1 sync), not once per
+    call: the L2 lookup and the L2 write that follow are not tried (the CI run that froze Redis mid-load
+    saw 700 ms answers under a 400 ms deadline from one timeout per call)."""
+    settings = service_settings(
+        tmp_path,
+        monkeypatch,
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens
+        cache_secret="s" * 32,
+        breaker_min_calls=1000,  # the breaker stays closed: every call would try Redis
+        breaker_window_calls=1000,
+        breaker_sync_ms=600_000,
+    )
+    async with serve(create_app(settings)) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        body = await ask(client, "Which animal hunts mice at night?")
+    reasons = [d["reason"] for d in body["degraded"] if d["code"] == "redis_unavailable"]
+    assert len(reasons) >= 2, body["degraded"]  # the L1 sync failed, then the L2 was skipped (and the write)
+    tried = [r for r in reasons if not r.startswith("not tried again in this request")]
+    assert len(tried) == 1 and "ConnectionError" in tried[0], reasons

@@ -6,8 +6,16 @@ import asyncio
 
 import pytest
 
+from rag.resilience.breaker import Breaker, BreakerPolicy, State
+from rag.resilience.guarded_redis import GuardedRedis
 from rag.service.ratelimit import InProcessRateLimiter, RedisRateLimiter, refill, take
 from rag.service.redis_client import connect_redis
+
+
+def guarded(url: str, timeout_s: float) -> GuardedRedis:
+    return GuardedRedis(
+        connect_redis(url, timeout_s=timeout_s), Breaker("redis", BreakerPolicy()), timeout_s=timeout_s
+    )
 
 
 def test_refill_caps_at_burst_and_ignores_clock_going_back() -> None:
@@ -40,8 +48,8 @@ def test_bad_limits_are_refused() -> None:
 
 def test_redis_bucket_is_shared_by_replicas_and_falls_back_when_redis_is_down(redis_url: str) -> None:
     async def scenario() -> None:
-        replica_a = RedisRateLimiter(connect_redis(redis_url, timeout_s=0.5), rate=0.01, burst=3)
-        replica_b = RedisRateLimiter(connect_redis(redis_url, timeout_s=0.5), rate=0.01, burst=3)
+        replica_a = RedisRateLimiter(guarded(redis_url, 0.5), rate=0.01, burst=3)
+        replica_b = RedisRateLimiter(guarded(redis_url, 0.5), rate=0.01, burst=3)
         got = [await replica_a.acquire("t"), await replica_b.acquire("t"), await replica_a.acquire("t")]
         assert all(d.allowed for d in got)
         refused = await replica_b.acquire("t")  # the fourth call, across both replicas, is over the burst
@@ -50,9 +58,31 @@ def test_redis_bucket_is_shared_by_replicas_and_falls_back_when_redis_is_down(re
         await replica_a.close()
         await replica_b.close()
         # Redis unreachable: answered at once by the replica's own bucket, never an error
-        dead = RedisRateLimiter(connect_redis("redis://127.0.0.1:1/0", timeout_s=0.05), rate=0.01, burst=1)
+        dead = RedisRateLimiter(guarded("redis://127.0.0.1:1/0", 0.05), rate=0.01, burst=1)
         assert (await dead.acquire("t")).allowed
         assert not (await dead.acquire("t")).allowed
         await dead.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_open_redis_breaker_sends_the_limit_to_the_local_bucket_without_calling_redis(
+    redis_url: str,
+) -> None:
+    """A frozen Redis must not cost every request its timeout: once the Redis breaker is open, the shared
+    bucket is not consulted (here Redis would refuse, the fresh local bucket allows)."""
+
+    async def scenario() -> None:
+        other = RedisRateLimiter(guarded(redis_url, 0.5), rate=0.01, burst=1)
+        assert (await other.acquire("t")).allowed  # the shared bucket is now empty
+        redis = guarded(redis_url, 0.5)
+        limiter = RedisRateLimiter(redis, rate=0.01, burst=1)
+        redis.breaker.force(State.OPEN, "test: redis is down")
+        assert (await limiter.acquire("t")).allowed  # the local bucket decided
+        assert redis.breaker.snapshot()["calls_in_window"] == 0
+        redis.breaker.force(State.CLOSED, "test: redis is back")
+        assert not (await limiter.acquire("t")).allowed  # the shared bucket decides again
+        await other.close()
+        await limiter.close()
 
     asyncio.run(scenario())

@@ -1,8 +1,12 @@
-"""The one error shape every route returns, and the OpenAPI declarations of each status code."""
+"""The one error shape every route returns, the one table of how a domain error reads (status, code,
+message, ``Retry-After``) for the HTTP handlers and the event stream alike, and the OpenAPI declarations
+of each status code."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,12 +16,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rag.errors import RagError
 from rag.logs import request_id_var
-from rag.resilience.guarded_redis import RedisUnavailable
+from rag.resilience.redis import RedisUnavailable
 from rag.retrieval.filters import FilterError
 from rag.retrieval.pipeline import RetrievalUnavailable, StepFailed
+from rag.rollout.config import ConfigError
 from rag.routing.budgets import OverBudgetError
-from rag.service.service import NotReady
+from rag.service.lifecycle import NotReady
 
 log = logging.getLogger(__name__)
 
@@ -113,50 +119,109 @@ async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def not_ready_handler(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, "not_ready", str(exc), headers={"Retry-After": "5"})
+# -- the one table: a domain error → status, code, message, Retry-After ----------------------------------
+@dataclass(frozen=True, slots=True)
+class ErrorRule:
+    """How one kind of domain error reads, in an HTTP response and in the event stream alike."""
+
+    status: int
+    code: str
+    message: Callable[[Any], str] = str
+    retry_after: Callable[[Any], str] | None = None  # seconds, as the header's value
+    fields: Callable[[Any], list[FieldError]] | None = None  # the offending request fields
+    detail: Callable[[Any], dict[str, str]] | None = None  # what the stream's error event adds
+    warn: bool = False  # log it (a dependency failed), apart from the request log line
 
 
-async def filter_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, FilterError)
-    field = FieldError(field=f"body.{exc.field}", message=str(exc), limit=None)
-    return error_response(422, "invalid_request", str(exc), [field])
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A domain error rendered by its :class:`ErrorRule`."""
+
+    status: int
+    code: str
+    message: str
+    headers: dict[str, str]
+    fields: list[FieldError]
+    detail: dict[str, str]
 
 
-async def step_failed_handler(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StepFailed)
-    log.warning("query failed at step %s: %s", exc.step, exc)
-    return error_response(503, "step_failed", f"a dependency failed: {exc}", headers={"Retry-After": "1"})
+def _seconds(n: float) -> Callable[[Any], str]:
+    return lambda _: f"{n:g}"
 
 
-async def retrieval_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RetrievalUnavailable)
-    log.warning("no retriever available: %s", exc)
-    return error_response(
-        503, "retrieval_unavailable", f"no retriever could answer: {exc}", headers={"Retry-After": "1"}
+ERROR_TABLE: dict[type[RagError], ErrorRule] = {
+    NotReady: ErrorRule(503, "not_ready", retry_after=_seconds(5)),
+    FilterError: ErrorRule(
+        422,
+        "invalid_request",
+        fields=lambda e: [FieldError(field=f"body.{e.field}", message=str(e), limit=None)],
+    ),
+    StepFailed: ErrorRule(
+        503,
+        "step_failed",
+        message=lambda e: f"a dependency failed: {e}",
+        retry_after=_seconds(1),
+        detail=lambda e: {"step": str(e.step)},
+        warn=True,
+    ),
+    RetrievalUnavailable: ErrorRule(
+        503,
+        "retrieval_unavailable",
+        message=lambda e: f"no retriever could answer: {e}",
+        retry_after=_seconds(1),
+        warn=True,
+    ),
+    RedisUnavailable: ErrorRule(503, "redis_unavailable", retry_after=_seconds(1)),
+    OverBudgetError: ErrorRule(429, "budget_exceeded", retry_after=lambda e: str(e.retry_after_s)),
+    ConfigError: ErrorRule(  # only a rollout config is validated within a request (PUT /admin/rollout)
+        422,
+        "invalid_config",
+        message=lambda e: f"rollout config refused, the previous one keeps serving: {e}",
+    ),
+}
+
+
+def refusal_of(exc: BaseException) -> Refusal | None:
+    """``exc`` rendered by the rule of its nearest class in :data:`ERROR_TABLE`; None for any other
+    error (a bug: 500 over HTTP, ``internal`` in the stream)."""
+    rule = next((ERROR_TABLE[c] for c in type(exc).__mro__ if c in ERROR_TABLE), None)
+    if rule is None:
+        return None
+    refusal = Refusal(
+        status=rule.status,
+        code=rule.code,
+        message=rule.message(exc),
+        headers={"Retry-After": rule.retry_after(exc)} if rule.retry_after is not None else {},
+        fields=rule.fields(exc) if rule.fields is not None else [],
+        detail=rule.detail(exc) if rule.detail is not None else {},
     )
+    if rule.warn:
+        log.warning("%s: %s", refusal.code, refusal.message)
+    return refusal
 
 
-async def redis_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, "redis_unavailable", str(exc), headers={"Retry-After": "1"})
+async def domain_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    refusal = refusal_of(exc)
+    assert refusal is not None  # installed for the classes of ERROR_TABLE only
+    return error_response(refusal.status, refusal.code, refusal.message, refusal.fields, refusal.headers)
 
 
-async def over_budget_handler(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, OverBudgetError)
-    return error_response(429, "budget_exceeded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+def stream_error(exc: BaseException, request_id: str) -> dict[str, Any]:
+    """The data of the event stream's ``error`` event (the 200 status line has already gone out)."""
+    refusal = refusal_of(exc)
+    if refusal is None:
+        log.error("query failed", exc_info=exc)
+        return {"code": "internal", "message": type(exc).__name__, "request_id": request_id}
+    return {"code": refusal.code, **refusal.detail, "message": refusal.message, "request_id": request_id}
 
 
 def install_handlers(app: FastAPI) -> None:
-    """How each error the service raises becomes HTTP, in one place for every route."""
+    """How each error becomes HTTP, in one place for every route."""
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    app.add_exception_handler(NotReady, not_ready_handler)
-    app.add_exception_handler(FilterError, filter_error_handler)
-    app.add_exception_handler(StepFailed, step_failed_handler)
-    app.add_exception_handler(RetrievalUnavailable, retrieval_unavailable_handler)
-    app.add_exception_handler(RedisUnavailable, redis_unavailable_handler)
-    app.add_exception_handler(OverBudgetError, over_budget_handler)
+    for error in ERROR_TABLE:
+        app.add_exception_handler(error, domain_error_handler)
 
 
 def declared(*statuses: int, json_content: bool = False) -> dict[int | str, dict[str, Any]]:

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -18,8 +19,9 @@ from pydantic_core import PydanticCustomError
 
 from rag.cache.keys import normalize_query
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
-from rag.retrieval.plan import Profile
+from rag.rollout.config import Profile
 from rag.tenancy import TENANT_PATTERN as TENANT_RE
+from rag.types import DegradationCode
 
 MAX_QUERY_CHARS = 2048
 MAX_TOP_K = 100
@@ -89,12 +91,14 @@ class ResultOut(BaseModel):
     metadata: dict[str, Any]
 
 
+WireName = Annotated[str, BeforeValidator(str)]  # a vocabulary value (StepKey, an enum) by its wire name
+
+
 class DegradationOut(BaseModel):
-    step: str = Field(description="the step that did not run as planned (rerank, retrieve.dense, cache…)")
-    code: str = Field(
-        description="breaker_open, timeout, deadline, error, lower_dims, bm25_only, cache_only, "
-        "redis_unavailable, not_configured, unavailable"
+    step: WireName = Field(
+        description="the step that did not run as planned (rerank, retrieve.dense, cache…)"
     )
+    code: WireName = Field(description=", ".join(DegradationCode))
     reason: str
 
 
@@ -183,12 +187,17 @@ class AnswerOut(BaseModel):
 
 
 class QueryResponse(BaseModel):
+    """Read from a :class:`rag.service.answer.QueryAnswer` attribute by attribute
+    (``model_validate(answer, from_attributes=True)``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     request_id: str
     results: list[ResultOut]
     route: str = Field(description="the pipeline that answered: bm25, dense, hybrid, hybrid-rerank")
     plan: dict[str, Any]
     degraded: list[DegradationOut]
-    cache: Literal["off", "l1", "l2", "miss", "coalesced"] = Field(
+    cache: Literal["off", "l1", "l2", "miss", "coalesced"] = Field(  # CacheLevel's values (a test checks)
         description="l1: exact repeat; l2: a semantically equal cached query; coalesced: shared the work "
         "of an identical query in flight; miss: computed; off: no cache"
     )

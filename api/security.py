@@ -12,18 +12,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from api.deps import AppSettings, Keys
 from api.errors import ApiError
 from rag.logs import tenant_var
 from rag.service.auth import KeyRing, Principal, Scope
-from rag.service.service import RetrievalService
+from rag.service.limits import RateLimits
 
 bearer = HTTPBearer(auto_error=False, description="a tenant API key, or the admin token for /admin routes")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-
-
-def service_of(request: Request) -> RetrievalService:
-    service: RetrievalService = request.app.state.service
-    return service
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -77,33 +73,29 @@ def _sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def _principal(request: Request) -> Principal:
-    return principal_of(service_of(request).keys, request.headers.get("authorization"))
-
-
-async def tenant_of(request: Request, _credentials: Credentials) -> str:
+async def tenant_of(request: Request, keys: Keys, _credentials: Credentials) -> str:
     """The tenant of a tenant API key; the admin token has no tenant to query as (403)."""
-    principal = _principal(request)
+    principal = principal_of(keys, request.headers.get("authorization"))
     if principal.scope is not Scope.TENANT or principal.tenant is None:
         raise ApiError(403, "forbidden", "this route needs a tenant API key; the admin token cannot query")
     tenant_var.set(principal.tenant)
     return principal.tenant
 
 
-async def require_admin(request: Request, _credentials: Credentials) -> None:
+async def require_admin(request: Request, keys: Keys, _credentials: Credentials) -> None:
     """Defence in depth: the middleware has already refused a request to ``/admin`` or ``/jobs`` without
     the admin token, before reading its body; this holds if a route is ever mounted elsewhere."""
-    check_admin(_principal(request))
+    check_admin(principal_of(keys, request.headers.get("authorization")))
     tenant_var.set("admin")
 
 
-async def take_rate_token(service: RetrievalService, tenant: str, bucket: str | None = None) -> None:
+async def take_rate_token(limits: RateLimits, tenant: str, bucket: str | None = None) -> None:
     """A token of ``tenant``'s rate limit (its queries', or its own ``bucket``'s, e.g. "feedback"), or
     :class:`ApiError` 429 ``rate_limited`` with ``Retry-After``."""
-    decision = await service.rate_limit(tenant, bucket)
+    decision = await limits.take(tenant, bucket)
     if decision.allowed:
         return
-    qps, burst = service.settings.rate_limit_qps, service.settings.rate_limit_burst
+    qps, burst = limits.qps, limits.burst
     limit = f"rate limit of {qps:g} queries/s" if bucket is None else f"{bucket} rate limit of {qps:g}/s"
     raise ApiError(
         429,
@@ -113,8 +105,8 @@ async def take_rate_token(service: RetrievalService, tenant: str, bucket: str | 
     )
 
 
-async def require_metrics_token(request: Request) -> None:
-    check_metrics_token(service_of(request).settings.metrics_token, request.headers.get("authorization"))
+async def require_metrics_token(request: Request, settings: AppSettings) -> None:
+    check_metrics_token(settings.metrics_token, request.headers.get("authorization"))
 
 
 Tenant = Annotated[str, Depends(tenant_of)]

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import load_settings
-from rag.service.service import QueryRequest, RetrievalService
+from rag.service.answer import QueryRequest
+from rag.service.service import RetrievalService
 from rag.types import Document
 
 WORDS = (
@@ -61,12 +62,12 @@ async def _service(folder: str, *, cache: bool) -> RetrievalService:
     )
     service = RetrievalService(settings)
     await service.start()
-    await service.wait_loaded()
+    await service.lifecycle.wait_loaded()
     return service
 
 
 async def _ingest(service: RetrievalService, tenant: str, docs: list[Document]) -> None:
-    _, done = service.submit_ingest(tenant, docs, [])
+    _, done = service.ingestion.submit(tenant, docs, [])
     await asyncio.wrap_future(done)
 
 
@@ -76,12 +77,12 @@ async def l1_hits(repeats: int, rounds: int) -> list[Timing]:
         docs = [Document(f"d{i}", f"cats and dogs number {i} hunt mice", "t", {}, "acme") for i in range(50)]
         await _ingest(service, "acme", docs)
         request = QueryRequest("acme", "which animal hunts mice")
-        await service.query(request)  # the miss that fills the cache
+        await service.queries.query(request)  # the miss that fills the cache
         per_round = []
         for _ in range(rounds):
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(repeats):
-                answer = await service.query(request)
+                answer = await service.queries.query(request)
             assert answer.cache == "l1"
             per_round.append(
                 Timing(
@@ -101,10 +102,10 @@ async def uncached(queries: int, filters: dict[str, Any] | None) -> Timing:
             " ".join(WORDS[(q * 5 + j * 3) % len(WORDS)] for j in range(6)) + f" {q}" for q in range(queries)
         ]
         for text in texts[:20]:  # warm-up
-            assert (await service.query(QueryRequest("acme", text, filters=filters))).results
+            assert (await service.queries.query(QueryRequest("acme", text, filters=filters))).results
         wall, cpu = time.perf_counter(), time.process_time()
         for text in texts:
-            await service.query(QueryRequest("acme", text, filters=filters))
+            await service.queries.query(QueryRequest("acme", text, filters=filters))
         timing = Timing(
             (time.perf_counter() - wall) / queries * 1e6, (time.process_time() - cpu) / queries * 1e6
         )

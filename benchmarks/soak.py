@@ -93,7 +93,8 @@ def object_ratio(answer: dict[str, Any]) -> float:
 
 async def run(mode: str, queries: int, docs: int, redis_url: str | None) -> dict[str, Any]:
     from rag.config import load_settings
-    from rag.service.service import QueryRequest, RetrievalService
+    from rag.service.answer import QueryRequest
+    from rag.service.service import RetrievalService
 
     with tempfile.TemporaryDirectory() as folder:
         settings = load_settings(
@@ -111,11 +112,11 @@ async def run(mode: str, queries: int, docs: int, redis_url: str | None) -> dict
         )
         service = RetrievalService(settings)
         await service.start()
-        await service.wait_loaded()
+        await service.lifecycle.wait_loaded()
         for tenant in TENANTS:
-            _, done = service.submit_ingest(tenant, [document(i, tenant) for i in range(docs)], [])
+            _, done = service.ingestion.submit(tenant, [document(i, tenant) for i in range(docs)], [])
             await asyncio.wrap_future(done)
-        assert service.cache is not None
+        assert service.lifecycle.cache is not None
         gc.collect()
         rss0 = rss_bytes()
         samples: list[dict[str, Any]] = []
@@ -126,15 +127,16 @@ async def run(mode: str, queries: int, docs: int, redis_url: str | None) -> dict
             if i == queries // 2:  # a new index version mid-run
                 for tenant in TENANTS:
                     extra = document(docs + i, tenant)
-                    _, done = service.submit_ingest(tenant, [extra], [])
+                    _, done = service.ingestion.submit(tenant, [extra], [])
                     await asyncio.wrap_future(done)
             text, filters = query(i)
-            answer = await service.query(QueryRequest(TENANTS[i % 2], text, top_k=100, filters=filters))
+            request = QueryRequest(TENANTS[i % 2], text, top_k=100, filters=filters)
+            answer = await service.queries.query(request)
             outcomes[answer.cache] = outcomes.get(answer.cache, 0) + 1
             if filters is None and len(answer.results) == 100:
                 last_full = answer
             if (i + 1) % 1000 == 0:
-                stats = service.cache.stats()
+                stats = service.lifecycle.cache.stats()
                 redis_used = await redis_memory(service) if redis_url else None
                 samples.append(
                     {
@@ -150,7 +152,7 @@ async def run(mode: str, queries: int, docs: int, redis_url: str | None) -> dict
                     }
                 )
                 print(mode, samples[-1], file=sys.stderr, flush=True)
-        stats = service.cache.stats()
+        stats = service.lifecycle.cache.stats()
         assert last_full is not None, "no unfiltered query returned 100 results"
         full = {"results": [asdict(r) for r in last_full.results], "route": last_full.route, "plan": {}}
         ratio = object_ratio({**full, "index_version": last_full.index_version})
@@ -178,7 +180,7 @@ async def run(mode: str, queries: int, docs: int, redis_url: str | None) -> dict
 
 async def redis_memory(service: Any) -> float | None:
     try:
-        info = await service.redis.client.info("memory")
+        info = await service.lifecycle.redis.run(lambda r: r.info("memory"))
         return round(float(info["used_memory"]) / MIB, 1)
     except Exception:
         return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
+from api.deps import Breakers, Ingest, Queries, Readiness
 from api.errors import ApiError, declared
 from api.schemas import BreakerChange, BreakerOut, IndexOut, IngestBody, IngestResponse, JobOut, PurgeOut
-from api.security import require_admin, service_of
+from api.security import require_admin
 from rag.logs import request_id_var
 from rag.resilience.breaker import State
 from rag.service.jobs import Job
@@ -36,18 +37,17 @@ def job_out(job: Job) -> JobOut:
 async def ingest(
     tenant: TenantPath,
     body: IngestBody,
-    request: Request,
+    ingestion: Ingest,
     response: Response,
     background: Annotated[bool, Query(description="always answer 202 and run as a job")] = False,
 ) -> IngestResponse:
     """Upsert and delete documents of ``tenant`` in one new index version (idempotent: the same batch twice
     publishes nothing new). Batches up to ``RAG_INGEST_SYNC_MAX_DOCS`` documents are answered when the
     version is published; larger ones (or ``background=true``) answer 202 with a job to follow."""
-    service = service_of(request)
     documents = [Document(d.id, d.text, d.title, dict(d.metadata), tenant) for d in body.upsert]
-    job, done = service.submit_ingest(tenant, documents, body.delete)
+    job, done = ingestion.submit(tenant, documents, body.delete)
     status_url = f"/jobs/{job.id}"
-    sync = not background and len(documents) + len(body.delete) <= service.settings.ingest_sync_max_docs
+    sync = not background and len(documents) + len(body.delete) <= ingestion.sync_max_docs
     if sync:
         await asyncio.wrap_future(done)
         response.status_code = 200
@@ -58,42 +58,41 @@ async def ingest(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=declared(401, 403, 404, 422))
-async def get_job(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], request: Request) -> JobOut:
+async def get_job(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], ingestion: Ingest) -> JobOut:
     """An ingest job: state, progress in chunks, and the index version it published."""
-    job = service_of(request).jobs.get(job_id)
+    job = ingestion.get(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r} (jobs are kept in memory until restart)")
     return job_out(job)
 
 
 @router.get("/admin/index", response_model=IndexOut, responses=declared(401, 403, 503))
-async def index(request: Request) -> IndexOut:
+async def index(lifecycle: Readiness) -> IndexOut:
     """The index version being served, with document counts per tenant."""
-    return IndexOut.model_validate(service_of(request).index_summary())
+    return IndexOut.model_validate(lifecycle.index_summary())
 
 
 @router.delete(
     "/admin/tenants/{tenant}/cache", response_model=PurgeOut, responses=declared(401, 403, 422, 503)
 )
-async def purge_cache(tenant: TenantPath, request: Request) -> PurgeOut:
+async def purge_cache(tenant: TenantPath, queries: Queries) -> PurgeOut:
     """Forget every cached answer of ``tenant`` on every replica (through Redis when configured)."""
-    await service_of(request).purge_cache(tenant)  # RedisUnavailable → 503
+    await queries.purge_cache(tenant)  # RedisUnavailable → 503
     return PurgeOut(tenant=tenant, purged=True)
 
 
 @router.get("/admin/breakers", response_model=list[BreakerOut], responses=declared(401, 403))
-async def breakers(request: Request) -> list[BreakerOut]:
+async def breakers(board: Breakers) -> list[BreakerOut]:
     """Every dependency's breaker: state, window failure and slow-call rates, time to the next probe."""
-    return [BreakerOut.model_validate(b) for b in service_of(request).breakers.snapshot()]
+    return [BreakerOut.model_validate(b) for b in board.snapshot()]
 
 
 @router.post("/admin/breakers/{name}", response_model=BreakerOut, responses=declared(401, 403, 404, 422))
 async def set_breaker(
-    name: Annotated[str, Path(pattern=r"^[a-z]{1,32}$")], change: BreakerChange, request: Request
+    name: Annotated[str, Path(pattern=r"^[a-z]{1,32}$")], change: BreakerChange, board: Breakers
 ) -> BreakerOut:
     """Force a breaker open (it probes again after its open period) or closed; shared with the other
     replicas like any transition."""
-    board = service_of(request).breakers
     if name not in board:
         raise ApiError(404, "not_found", f"no breaker {name!r}; breakers: {sorted(board)}")
     board[name].force(State(change.state), f"set {change.state} by an operator")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.deps import Readiness
 from api.errors import declared
 from api.schemas import HealthOut, ReadyOut
-from api.security import require_metrics_token, service_of
+from api.security import require_metrics_token
 from rag import metrics
 
 router = APIRouter(tags=["operations"])
@@ -25,9 +26,9 @@ async def health() -> HealthOut:
     response_model=ReadyOut,
     responses={503: {"model": ReadyOut, "description": "Not ready yet; `reason` says why"}},
 )
-async def ready(request: Request) -> JSONResponse:
+async def ready(lifecycle: Readiness) -> JSONResponse:
     """Ready when the models are loaded and an index version is being served."""
-    status = ReadyOut.model_validate(service_of(request).status())
+    status = ReadyOut.model_validate(lifecycle.status())
     return JSONResponse(status.model_dump(), status_code=200 if status.ready else 503)
 
 

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.errors import declared
+from api.deps import Limits, Queries
+from api.errors import declared, stream_error
 from api.schemas import QueryBody, QueryResponse
-from api.security import Tenant, service_of, take_rate_token
+from api.security import Tenant, take_rate_token
 from rag.logs import request_id_var
-from rag.retrieval.pipeline import RetrievalUnavailable, StepEvent, StepFailed
-from rag.routing.budgets import OverBudgetError
-from rag.service.service import NotReady, QueryAnswer, QueryRequest, RetrievalService
+from rag.retrieval.pipeline import StepEvent
+from rag.service.answer import QueryAnswer, QueryRequest
+from rag.service.limits import RateLimits
+from rag.service.queries import QueryHandler
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["query"])
 ERRORS = declared(401, 403, 413, 422, 429, 503)
 
@@ -29,41 +28,25 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
 
-def to_response(answer: QueryAnswer, request_id: str) -> QueryResponse:
-    return QueryResponse.model_validate(
-        {
-            "request_id": request_id,
-            "results": [asdict(r) for r in answer.results],
-            "route": answer.route,
-            "plan": answer.plan,
-            "degraded": answer.degraded,
-            "cache": answer.cache,
-            "timings_ms": answer.timings_ms,
-            "cost": answer.cost,
-            "index_version": answer.index_version,
-            "took_ms": answer.took_ms,
-            "answer": answer.answer,
-        }
-    )
+def to_response(answer: QueryAnswer) -> QueryResponse:
+    return QueryResponse.model_validate(answer, from_attributes=True)
 
 
-async def admit(service: RetrievalService, tenant: str, body: QueryBody) -> QueryRequest:
+async def admit(queries: QueryHandler, limits: RateLimits, tenant: str, body: QueryBody) -> QueryRequest:
     """Everything that can refuse a query before work starts: readiness, rate limit, filter shape."""
     request = QueryRequest(
         tenant, body.query, body.top_k, body.filters, body.profile, body.answer, body.session_id
     )
-    service.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
-    await take_rate_token(service, tenant)
+    queries.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
+    await take_rate_token(limits, tenant)
     return request
 
 
 @router.post("/query", response_model=QueryResponse, responses=ERRORS)
-async def query(body: QueryBody, request: Request, tenant: Tenant) -> QueryResponse:
+async def query(body: QueryBody, tenant: Tenant, queries: Queries, limits: Limits) -> QueryResponse:
     """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``."""
-    service = service_of(request)
-    query_request = await admit(service, tenant, body)
-    answer = await service.query(query_request)  # NotReady, RetrievalUnavailable → 503 (api.errors)
-    return to_response(answer, request_id_var.get() or "")
+    query_request = await admit(queries, limits, tenant, body)
+    return to_response(await queries.query(query_request))  # errors: api.errors.ERROR_TABLE
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -71,7 +54,7 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 def _step_data(event: StepEvent) -> dict[str, Any]:
-    return {"step": event.step, "ms": round(event.ms, 3), **event.detail}
+    return {"step": str(event.step), "ms": round(event.ms, 3), **event.detail}
 
 
 STREAM_DOC = {
@@ -99,22 +82,23 @@ STREAM_DOC = {
 
 
 @router.post("/query/stream", response_class=EventStreamResponse, responses=STREAM_DOC)
-async def query_stream(body: QueryBody, request: Request, tenant: Tenant) -> EventStreamResponse:
+async def query_stream(
+    body: QueryBody, tenant: Tenant, queries: Queries, limits: Limits
+) -> EventStreamResponse:
     """Like /query, streamed: each step as it completes, then the result. Closing the connection cancels
     the steps not yet started."""
-    service = service_of(request)
-    query_request = await admit(service, tenant, body)
+    query_request = await admit(queries, limits, tenant, body)
     request_id = request_id_var.get() or ""
     return EventStreamResponse(
-        _events(service, query_request, request_id), headers={"Cache-Control": "no-cache"}
+        _events(queries, query_request, request_id), headers={"Cache-Control": "no-cache"}
     )
 
 
 async def _events(
-    service: RetrievalService, query_request: QueryRequest, request_id: str
+    queries: QueryHandler, query_request: QueryRequest, request_id: str
 ) -> AsyncIterator[bytes]:
     events: asyncio.Queue[StepEvent] = asyncio.Queue()
-    task = asyncio.create_task(service.query(query_request, on_step=events.put_nowait))
+    task = asyncio.create_task(queries.query(query_request, on_step=events.put_nowait))
     waiter: asyncio.Task[StepEvent] | None = None
     try:
         while not task.done() or not events.empty():
@@ -127,31 +111,13 @@ async def _events(
                 event = waiter.result()
             else:
                 event = events.get_nowait()
-            yield sse(event.step, _step_data(event))
+            yield sse(str(event.step), _step_data(event))
         try:
             answer = task.result()
-        except StepFailed as exc:
-            yield sse(
-                "error",
-                {"code": "step_failed", "step": exc.step, "message": str(exc), "request_id": request_id},
-            )
-            return
-        except NotReady as exc:
-            yield sse("error", {"code": "not_ready", "message": str(exc), "request_id": request_id})
-            return
-        except RetrievalUnavailable as exc:
-            yield sse(
-                "error", {"code": "retrieval_unavailable", "message": str(exc), "request_id": request_id}
-            )
-            return
-        except OverBudgetError as exc:
-            yield sse("error", {"code": "budget_exceeded", "message": str(exc), "request_id": request_id})
-            return
         except Exception as exc:  # reported in the stream: the 200 status line has already gone out
-            log.exception("query failed")
-            yield sse("error", {"code": "internal", "message": type(exc).__name__, "request_id": request_id})
+            yield sse("error", stream_error(exc, request_id))
             return
-        yield sse("result", to_response(answer, request_id).model_dump(mode="json"))
+        yield sse("result", to_response(answer).model_dump(mode="json"))
     finally:
         # the client went away (or we are done): no further step starts, and nothing is left pending
         task.cancel()

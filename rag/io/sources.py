@@ -6,12 +6,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from rag.errors import RagError
 from rag.types import Document
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".rst"})
 
 
-class SourceError(ValueError):
+class SourceError(RagError, ValueError):
     """Input that cannot be ingested; the message names the file, line and field."""
 
 

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 import pybreaker
 
+from rag.errors import RagError
+
 T = TypeVar("T")
 
 
@@ -40,7 +42,7 @@ class State(StrEnum):
     HALF_OPEN = pybreaker.STATE_HALF_OPEN
 
 
-class BreakerOpen(RuntimeError):
+class BreakerOpen(RagError, RuntimeError):
     """Refused without calling the dependency: the breaker is open, or half-open with its probe out."""
 
     def __init__(self, name: str, state: State, retry_in_s: float) -> None:

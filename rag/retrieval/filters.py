@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
+from rag.errors import RagError
 from rag.index.snapshot import ChunkRecord, IndexSnapshot
 
 Scalar = str | int | bool
@@ -42,7 +43,7 @@ FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 _FIELD_RE = re.compile(FIELD_PATTERN)
 
 
-class FilterError(ValueError):
+class FilterError(RagError, ValueError):
     """A filter of the wrong shape; ``field`` names the offending part (e.g. ``filters.lang``)."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from rag.errors import RagError
 from rag.tenancy import TENANT_PATTERN, check_tenant
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Principal:
     tenant: str | None = None  # set for tenant keys
 
 
-class KeyRingError(ValueError):
+class KeyRingError(RagError, ValueError):
     pass
 
 

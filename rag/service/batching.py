@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from rag.dense.embedder import Embedder
+from rag.errors import RagError
 from rag.metrics import MODEL_BATCH_SIZE
 from rag.rerank.cross_encoder import Pair, Reranker
 
@@ -39,7 +40,7 @@ class _Request(Generic[I]):
     future: asyncio.Future[np.ndarray]
 
 
-class InputRejected(ValueError):
+class InputRejected(RagError, ValueError):
     """The model failed on this submission's input alone while it served the rest of its batch: the
     input's fault, not the model's (an input error to the breakers, :mod:`rag.resilience.failures`)."""
 

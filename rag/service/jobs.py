@@ -4,7 +4,11 @@ answer 202 and are followed at ``GET /jobs/{id}``. A job that fails publishes no
 index version keeps serving. A job whose version was published but whose switch to it (``switch``, the
 service's reload) raised ends ``reload_failed``: the version is durable and is what ``CURRENT`` names, but
 this process keeps serving the one it had until a later reload succeeds. The job table is in memory (the
-index itself is durable)."""
+index itself is durable).
+
+:class:`Ingestion` is what the service exposes: a tenant's batch (upserts and deletes of its plain ids)
+becomes a job whose switch is :meth:`rag.service.lifecycle.Lifecycle.open_index`; it refuses with
+:class:`~rag.service.lifecycle.NotReady` while the models are loading or failed to load."""
 
 from __future__ import annotations
 
@@ -13,13 +17,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from rag.index.ingest import IngestReport
+from rag import metrics
+from rag.config import Settings
+from rag.index.ingest import Ingestor, IngestReport
+from rag.service.lifecycle import Lifecycle, Phase
+from rag.tenancy import scoped_id
+from rag.types import Document
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +154,39 @@ class IngestJobs:
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+class Ingestion:
+    def __init__(self, settings: Settings, lifecycle: Lifecycle) -> None:
+        self.settings = settings
+        self.sync_max_docs = settings.ingest_sync_max_docs  # larger batches answer 202 with a job
+        self._lifecycle = lifecycle
+        self._jobs = IngestJobs()
+
+    def submit(
+        self, tenant: str, documents: Sequence[Document], delete_ids: Sequence[str]
+    ) -> tuple[Job, Future[Job]]:
+        """Queue an ingest of ``documents`` and deletes of ``delete_ids`` (plain ids of ``tenant``)."""
+        lifecycle = self._lifecycle
+        embedder, store = lifecycle.embedder, lifecycle.store
+        if lifecycle.phase in (Phase.LOADING, Phase.FAILED) or embedder is None or store is None:
+            raise lifecycle.not_ready()
+        scoped_deletes = [scoped_id(tenant, d) for d in delete_ids]
+
+        def work(progress: ProgressFn) -> IngestReport:
+            ingestor = Ingestor(self.settings, embedder, store, progress=False, on_progress=progress)
+            return ingestor.ingest(documents, scoped_deletes)
+
+        # then switch queries to the new version (or become ready on the first one); if that raises, the
+        # job ends reload_failed (the version is published) rather than failed
+        job, future = self._jobs.submit(
+            tenant, len(documents), len(delete_ids), work, switch=lifecycle.open_index
+        )
+        future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
+        return job, future
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def close(self) -> None:
+        self._jobs.close()

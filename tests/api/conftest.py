@@ -86,7 +86,7 @@ def service_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **override
 async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, behind an httpx client (no network)."""
     async with app.router.lifespan_context(app):
-        await app.state.service.wait_loaded()
+        await app.state.service.lifecycle.wait_loaded()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rag.test") as client:
             yield client
@@ -122,7 +122,7 @@ def live_server(app: FastAPI, tenants: dict[str, list[dict[str, Any]]]) -> Itera
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while not (hasattr(app.state, "service") and app.state.service.phase.value != "loading"):
+        while not (hasattr(app.state, "service") and app.state.service.lifecycle.phase.value != "loading"):
             if time.monotonic() > deadline:
                 raise TimeoutError("the app did not finish loading")
             time.sleep(0.05)

@@ -20,12 +20,12 @@ async def test_a_job_whose_publish_succeeded_but_reload_failed_reports_the_publi
         first = await client.post("/admin/tenants/acme/documents", json={"upsert": ACME_DOCS}, headers=ADMIN)
         assert first.json()["job"]["state"] == "succeeded"
         service = app.state.service
-        assert service.runtime is not None
+        assert service.lifecycle.runtime is not None
 
         def broken_reload() -> None:
             raise OSError("chunks.jsonl: input/output error")
 
-        monkeypatch.setattr(service.runtime, "reload", broken_reload)
+        monkeypatch.setattr(service.lifecycle.runtime, "reload", broken_reload)
         edited = [{**ACME_DOCS[0], "text": "Cats sleep most of the day."}]
         r = await client.post("/admin/tenants/acme/documents", json={"upsert": edited}, headers=ADMIN)
         job = r.json()["job"]

@@ -263,11 +263,11 @@ candidate = "adaptive_rerank"
 async def test_a_query_without_a_request_id_is_answered_and_not_kept_for_feedback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rag.service.service import QueryRequest
+    from rag.service.answer import QueryRequest
 
     app = create_app(service_settings(tmp_path, monkeypatch, cache_enabled=False))
     async with serve(app) as client:
         await ingest(client, "acme", ACME_DOCS)
         service = app.state.service
-        answer = await service.query(QueryRequest("acme", "who hunts mice"))  # no HTTP request: no id
+        answer = await service.queries.query(QueryRequest("acme", "who hunts mice"))  # no HTTP request: no id
         assert answer.results and len(service.routing.decisions) == 0

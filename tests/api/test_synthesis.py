@@ -31,7 +31,7 @@ async def ask(client: httpx.AsyncClient, query: str) -> dict[str, Any]:
 def with_fake_llm(app: Any) -> tuple[RetrievalService, FakeChat]:
     service: RetrievalService = app.state.service
     chat = FakeChat(prompt_tokens=1000, completion_tokens=200)
-    service.llm = chat
+    service.synthesis.llm = chat
     return service, chat
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from rag.config import Settings
 from rag.routing.analyzer import QueryAnalyzer, QueryFeatures
-from rag.service.service import ANALYZE_OFF_LOOP_CHARS, QueryRequest, RetrievalService
+from rag.service.answer import QueryRequest
+from rag.service.queries import ANALYZE_OFF_LOOP_CHARS
+from rag.service.service import RetrievalService
 from rag.types import Document
 
 
@@ -35,15 +37,15 @@ def test_a_long_query_is_analysed_off_the_event_loop(
     async def main() -> int:
         service = RetrievalService(settings)
         await service.start()
-        await service.wait_loaded()
+        await service.lifecycle.wait_loaded()
         docs = [
             Document(f"d{i}", f"owls and cats number {i} hunt mice at night", "t", {}, "acme")
             for i in range(20)
         ]
-        _, done = service.submit_ingest("acme", docs, [])
+        _, done = service.ingestion.submit("acme", docs, [])
         await asyncio.wrap_future(done)
         for text in (short, long, long):  # the repeat is memoised: no second analysis
-            answer = await service.query(QueryRequest("acme", text))
+            answer = await service.queries.query(QueryRequest("acme", text))
             assert answer.results, answer.degraded
         await service.stop()
         return threading.get_ident()

@@ -1,0 +1,215 @@
+"""Cached retrieval: the passages of one query, from the cheapest source that has them.
+
+Order (invariants): L1 exact (in process, by normalised text), then identical concurrent misses join one
+flight (single-flight, keyed by the exact key: the namespace digest holds the tenant), whose work is: the
+query embedded once, L2 semantic (the same vector), then the pipeline under guards; a full (undegraded)
+answer is cached. When no retriever can run, a near-enough cached answer is served instead
+(``cache_only``), or :class:`RetrievalUnavailable` goes on.
+
+Redis is an optimisation here, never a dependency: :meth:`CachedRetrieval._through_redis` is the one place
+a :class:`RedisUnavailable` becomes a ``cache``/``redis_unavailable`` degradation, and the whole retrieval
+runs in one :func:`one_attempt` scope, so a failing Redis costs the request one timeout, not one per call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rag import metrics
+from rag.cache.keys import Namespace
+from rag.cache.semantic import CacheHit, QueryCache
+from rag.cache.singleflight import SingleFlight
+from rag.resilience.deadline import Deadline
+from rag.resilience.redis import RedisUnavailable, one_attempt
+from rag.retrieval.filters import SearchFilter
+from rag.retrieval.pipeline import (
+    Guards,
+    PipelineRun,
+    RetrievalUnavailable,
+    SearchPipeline,
+    StepEvent,
+    StepListener,
+)
+from rag.retrieval.plan import QueryPlan
+from rag.routing.costs import Usage, usage_of
+from rag.service.answer import AnswerCost
+from rag.service.lifecycle import Lifecycle
+from rag.types import CacheLevel, Degradation, DegradationCode, Result, Step, StepKey
+
+T = TypeVar("T")
+CpuListener = Callable[[str, float, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """One query's retrieval: what it asks and with what it runs (one index version for the request)."""
+
+    tenant: str
+    query: str
+    top_k: int
+    pipeline: SearchPipeline
+    plan: QueryPlan
+    flt: SearchFilter
+    ns: Namespace
+    deadline: Deadline
+    record: StepListener
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    """The retrieval part of an answer: what the cache keeps and what single-flight shares."""
+
+    results: list[Result]
+    degraded: tuple[Degradation, ...]
+    cache: CacheLevel
+    cost: AnswerCost
+    index_version: str
+    usage: Usage | None = None  # the work done (None: answered from the cache)
+
+    @classmethod
+    def from_cache(cls, hit: CacheHit, degraded: list[Degradation]) -> Retrieved:
+        a = hit.answer
+        return cls(
+            results=[Result(**r) for r in a["results"]],
+            degraded=tuple(degraded),
+            cache=CacheLevel(hit.level),
+            cost=AnswerCost(
+                embedded_texts=1 if hit.level == CacheLevel.L2 else 0, rerank_pairs=0, candidates=0
+            ),
+            index_version=a["index_version"],
+        )
+
+
+def cache_entry(retrieved: Retrieved, plan: QueryPlan) -> dict[str, Any]:
+    """What the cache stores of an answer (:class:`rag.cache.shared.CachedAnswer`)."""
+    return {
+        "results": [asdict(r) for r in retrieved.results],
+        "route": plan.route,
+        "plan": plan.as_dict(),
+        "index_version": retrieved.index_version,
+    }
+
+
+class CachedRetrieval:
+    def __init__(self, lifecycle: Lifecycle, *, cpu: CpuListener) -> None:
+        """``lifecycle`` holds the cache (once loaded), the breakers and the step-cost estimates; ``cpu``
+        is told each CPU step's thread time (the cost model)."""
+        self._lifecycle = lifecycle
+        self._cpu = cpu
+        self.flights: SingleFlight[Retrieved] = SingleFlight()
+
+    async def retrieve(self, r: Retrieval) -> Retrieved:
+        """The passages of ``r``; raises :class:`RetrievalUnavailable` (no retriever and no cached
+        answer) and whatever the pipeline raises unguarded."""
+        with one_attempt():  # Redis failing once costs this request one timeout, not one per call
+            return await self._l1_or_flight(r)
+
+    async def _l1_or_flight(self, r: Retrieval) -> Retrieved:
+        cache = self._lifecycle.cache
+        if cache is None:
+            return await self._compute(r, None)
+        degraded: list[Degradation] = []
+        t0 = time.perf_counter()
+        hit = await self._through_redis(cache.get_exact(r.ns, r.query), degraded, lookup=CacheLevel.L1)
+        r.record(
+            StepEvent(StepKey(Step.CACHE_L1), (time.perf_counter() - t0) * 1000.0, {"hit": hit is not None})
+        )
+        if hit is not None:
+            return Retrieved.from_cache(hit, degraded)
+        # the namespace digest holds the tenant: the exact key alone identifies the flight
+        retrieved, shared = await self.flights.do(r.ns.exact_key(r.query), lambda: self._compute(r, cache))
+        if shared:
+            metrics.CACHE_COALESCED.inc()
+            retrieved = replace(retrieved, cache=CacheLevel.COALESCED)
+        return replace(retrieved, degraded=(*degraded, *retrieved.degraded))
+
+    async def _compute(self, r: Retrieval, cache: QueryCache | None) -> Retrieved:
+        """L2 (after embedding the query once), else the pipeline; a full answer is cached."""
+        lifecycle = self._lifecycle
+        guards = Guards(r.deadline, lifecycle.breakers, lifecycle.costs, cpu=self._cpu)
+        run = r.pipeline.prepare(r.query, r.plan, r.flt, r.record, guards)
+        vector = await run.embed() if cache is not None else None
+        degraded: list[Degradation] = []
+        if cache is not None and vector is not None:
+            hit = await self._l2(r, cache, vector, degraded)
+            if hit is not None:
+                return Retrieved.from_cache(hit, run.outcome.degraded + degraded)
+        try:
+            retrieved = await self._run(r, run, cache)
+        except RetrievalUnavailable as exc:
+            # the last rung: nothing could retrieve; a cached answer of a near-enough query may still do
+            fallback = await self._cache_only(r, cache, vector)
+            if fallback is None:
+                raise
+            why = Degradation(
+                StepKey(Step.RETRIEVE),
+                DegradationCode.CACHE_ONLY,
+                f"no retriever available ({exc}); served from cache",
+            )
+            return Retrieved.from_cache(fallback, exc.degraded + degraded + [why])
+        if cache is not None and not retrieved.degraded:  # a degraded answer is never cached
+            await self._through_redis(
+                cache.put(r.ns, r.query, vector, cache_entry(retrieved, r.plan)), degraded
+            )
+        return replace(retrieved, degraded=retrieved.degraded + tuple(degraded))
+
+    async def _l2(
+        self, r: Retrieval, cache: QueryCache, vector: np.ndarray, degraded: list[Degradation]
+    ) -> CacheHit | None:
+        t0 = time.perf_counter()
+        idf = r.pipeline.snapshot.idf
+        hit = await self._through_redis(
+            cache.get_similar(r.ns, r.query, vector, idf), degraded, lookup=CacheLevel.L2
+        )
+        detail = {"hit": hit is not None, **({"similarity": round(hit.similarity, 4)} if hit else {})}
+        r.record(StepEvent(StepKey(Step.CACHE_L2), (time.perf_counter() - t0) * 1000.0, detail))
+        return hit
+
+    async def _run(self, r: Retrieval, run: PipelineRun, cache: QueryCache | None) -> Retrieved:
+        outcome = await run.execute()
+        metrics.RERANK_PAIRS.labels(r.tenant).inc(outcome.rerank_pairs)
+        return Retrieved(
+            results=r.pipeline.results(outcome.hits, r.top_k),
+            degraded=tuple(outcome.degraded),
+            cache=CacheLevel.MISS if cache is not None else CacheLevel.OFF,
+            cost=AnswerCost(
+                embedded_texts=outcome.embedded_texts,
+                rerank_pairs=outcome.rerank_pairs,
+                candidates=r.plan.candidates * len(r.plan.retrievers),
+            ),
+            index_version=r.pipeline.snapshot.version,
+            usage=usage_of(outcome),
+        )
+
+    async def _cache_only(
+        self, r: Retrieval, cache: QueryCache | None, vector: np.ndarray | None
+    ) -> CacheHit | None:
+        if cache is None or vector is None:
+            return None
+        unused: list[Degradation] = []  # without a cached answer the request fails: nothing to report
+        return await self._through_redis(
+            cache.get_similar(r.ns, r.query, vector, r.pipeline.snapshot.idf), unused
+        )
+
+    @staticmethod
+    async def _through_redis(
+        call: Awaitable[T], degraded: list[Degradation], *, lookup: CacheLevel | None = None
+    ) -> T | None:
+        """The one adapter between the cache's Redis calls and the answer: :class:`RedisUnavailable`
+        becomes a ``cache``/``redis_unavailable`` degradation and None (a miss, or an unstored entry).
+        ``lookup`` (``l1``, ``l2``): count the call in ``rag_cache_lookups_total`` as hit, miss or error."""
+        try:
+            value = await call
+        except RedisUnavailable as exc:
+            degraded.append(Degradation(StepKey(Step.CACHE), DegradationCode.REDIS_UNAVAILABLE, str(exc)))
+            if lookup is not None:
+                metrics.CACHE_LOOKUPS.labels(lookup.value, "error").inc()
+            return None
+        if lookup is not None:
+            metrics.CACHE_LOOKUPS.labels(lookup.value, "hit" if value is not None else "miss").inc()
+        return value

@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from enum import StrEnum
+from typing import TypeVar
 
 from rag.types import Hit
+
+K = TypeVar("K", bound=Hashable)  # what names a ranked list (a retriever name, a ListKey)
 
 
 class FusionMethod(StrEnum):
@@ -25,11 +28,11 @@ class FusionMethod(StrEnum):
             raise ValueError(f"fusion must be one of {[m.value for m in cls]}, got {value!r}") from None
 
 
-def _check_weights(lists: Mapping[str, Sequence[Hit]], weights: Mapping[str, float]) -> None:
+def _check_weights(lists: Mapping[K, Sequence[Hit]], weights: Mapping[K, float]) -> None:
     missing = set(lists) - set(weights)
     if missing:
         raise ValueError(
-            f"no fusion weight for retriever(s) {sorted(missing)}; weights given: {dict(weights)}"
+            f"no fusion weight for retriever(s) {sorted(map(str, missing))}; weights given: {dict(weights)}"
         )
     negative = {name: w for name, w in weights.items() if w < 0}
     if negative:
@@ -41,9 +44,7 @@ def _ranked(scores: dict[str, float], best_chunk: dict[str, str], first_seen: di
     return [Hit(d, scores[d], best_chunk[d]) for d in order]
 
 
-def weighted_rrf(
-    lists: Mapping[str, Sequence[Hit]], weights: Mapping[str, float], *, k: int = 60
-) -> list[Hit]:
+def weighted_rrf(lists: Mapping[K, Sequence[Hit]], weights: Mapping[K, float], *, k: int = 60) -> list[Hit]:
     """Fuse ranked lists with weighted RRF. Ties keep the order in which documents were first seen
     (list order, then rank), so the result is deterministic."""
     if k < 1:
@@ -71,7 +72,7 @@ def minmax_normalise(values: Sequence[float]) -> list[float]:
     return [(v - lo) / (hi - lo) for v in values]
 
 
-def minmax_fusion(lists: Mapping[str, Sequence[Hit]], weights: Mapping[str, float]) -> list[Hit]:
+def minmax_fusion(lists: Mapping[K, Sequence[Hit]], weights: Mapping[K, float]) -> list[Hit]:
     """Fuse ranked lists by the weighted sum of min-max normalised scores."""
     _check_weights(lists, weights)
     scores: dict[str, float] = {}
@@ -87,7 +88,7 @@ def minmax_fusion(lists: Mapping[str, Sequence[Hit]], weights: Mapping[str, floa
 
 
 def fuse(
-    method: FusionMethod, lists: Mapping[str, Sequence[Hit]], weights: Mapping[str, float], *, rrf_k: int = 60
+    method: FusionMethod, lists: Mapping[K, Sequence[Hit]], weights: Mapping[K, float], *, rrf_k: int = 60
 ) -> list[Hit]:
     if method is FusionMethod.RRF:
         return weighted_rrf(lists, weights, k=rrf_k)

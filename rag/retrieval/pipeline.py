@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,8 +21,9 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from rag.config import MATRYOSHKA_DIMS
 from rag.dense.embedder import Embedder
+from rag.config import MATRYOSHKA_DIMS
+from rag.errors import RagError
 from rag.fusion import fuse
 from rag.index.snapshot import IndexSnapshot
 from rag.rerank.cross_encoder import Pair, Reranker, rerank
@@ -33,20 +35,19 @@ from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
 from rag.routing.adaptive import MIN_USEFUL_DEPTH, affordable_pairs, agreement, gated_depth
 from rag.routing.costs import cpu_timed
-from rag.types import Hit, Result
+from rag.types import (
+    Degradation,
+    DegradationCode,
+    Hit,
+    ListKey,
+    Result,
+    Retriever,
+    Step,
+    StepKey,
+)
 
 T = TypeVar("T")
 _thread_loops = threading.local()
-
-
-@dataclass(frozen=True, slots=True)
-class Degradation:
-    """A step that did not run as planned. ``code`` is a fixed vocabulary (metrics label it);
-    ``reason`` says what happened in words."""
-
-    step: str
-    code: str
-    reason: str
 
 
 @dataclass(slots=True)
@@ -62,7 +63,7 @@ class Guards:
     cpu: Callable[[str, float, int], None] | None = None  # told each CPU step's thread time (cost model)
 
 
-class RetrievalUnavailable(RuntimeError):
+class RetrievalUnavailable(RagError, RuntimeError):
     """Every retriever of the plan failed or was skipped; ``degraded`` says why for each."""
 
     def __init__(self, degraded: list[Degradation]) -> None:
@@ -72,9 +73,9 @@ class RetrievalUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class StepEvent:
-    """A finished step: its name (``retrieve.bm25``, ``embed``, ``rerank``, …), wall time and details."""
+    """A finished step (``retrieve.bm25``, ``embed``, ``rerank``, …), its wall time and details."""
 
-    step: str
+    step: StepKey
     ms: float
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -85,18 +86,23 @@ StepListener = Callable[[StepEvent], None]
 @dataclass(slots=True)
 class SearchOutcome:
     hits: list[Hit]
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    timings: dict[StepKey, float] = field(default_factory=dict)  # wall ms of each step that ran, in order
     rerank_pairs: int = 0
     embedded_texts: int = 0
     degraded: list[Degradation] = field(default_factory=list)
     rerank_gate: dict[str, Any] | None = None  # the adaptive-depth decision, when the plan has a gate
 
+    @property
+    def timings_ms(self) -> dict[str, float]:
+        """``timings`` by wire name (``retrieve.bm25.q1``)."""
+        return {str(step): ms for step, ms in self.timings.items()}
 
-class StepFailed(RuntimeError):
+
+class StepFailed(RagError, RuntimeError):
     """A pipeline step failed; ``step`` names it."""
 
-    def __init__(self, step: str, cause: BaseException) -> None:
-        super().__init__(f"step {step!r} failed: {cause}")
+    def __init__(self, step: StepKey, cause: BaseException) -> None:
+        super().__init__(f"step {str(step)!r} failed: {cause}")
         self.step = step
 
 
@@ -226,12 +232,12 @@ class PipelineRun:
         leaves time for BM25 as well, so that a slow embedder still leaves a BM25 answer."""
         if not self._embedded:
             self._embedded = True
-            if self.guards is not None and self.guards.costs is not None and "bm25" in self.plan.retrievers:
-                reserve_after_s += self.guards.costs.estimate_s("retrieve.bm25")
+            costs = self.guards.costs if self.guards is not None else None
+            if costs is not None and Retriever.BM25 in self.plan.retrievers:
+                reserve_after_s += costs.estimate_s(Step.RETRIEVE_BM25)
             if self.p.embedder is not None:
                 self._vector = await self._guarded(
-                    "embed",
-                    "embedder",
+                    StepKey(Step.EMBED),
                     lambda: self.p.compute.embed_query(self.query),
                     reserve_after_s=reserve_after_s,
                 )
@@ -241,101 +247,117 @@ class PipelineRun:
 
     async def execute(self) -> SearchOutcome:
         p, plan, outcome = self.p, self.plan, self.outcome
-        retrievals: dict[str, Awaitable[list[Hit] | None]] = {}
-        if "bm25" in plan.retrievers:
-            retrievals["bm25"] = self._bm25()
-        if "dense" in plan.retrievers:
+        bm25, dense = ListKey(Retriever.BM25), ListKey(Retriever.DENSE)
+        retrievals: dict[ListKey, Awaitable[list[Hit] | None]] = {}
+        if Retriever.BM25 in plan.retrievers:
+            retrievals[bm25] = self._bm25()
+        if Retriever.DENSE in plan.retrievers:
             if p.dense is None or p.embedder is None:
                 outcome.degraded.append(
-                    Degradation("retrieve.dense", "unavailable", "no dense index or embedder")
+                    Degradation(
+                        StepKey(Step.RETRIEVE_DENSE),
+                        DegradationCode.UNAVAILABLE,
+                        "no dense index or embedder",
+                    )
                 )
             else:
-                retrievals["dense"] = self._dense()
+                retrievals[dense] = self._dense()
         if plan.multi_query:
             # in a worker thread: decomposition tokenises the query once per candidate cut
             parts = await p.compute.run(decompose, self.query, p.snapshot.analyzer)
-            retrievals.update(self._multi_query_retrievals("dense" in retrievals, parts[1:]))
+            retrievals.update(self._multi_query_retrievals(dense in retrievals, parts[1:]))
         done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
         lists = {name: hits for name, hits in done.items() if hits is not None}
-        if "dense" in plan.retrievers and "dense" not in lists:
-            if "bm25" not in plan.retrievers:  # only dense was asked for: BM25 stands in
+        if Retriever.DENSE in plan.retrievers and dense not in lists:
+            if Retriever.BM25 not in plan.retrievers:  # only dense was asked for: BM25 stands in
                 hits = await self._bm25()
                 if hits is not None:
-                    lists["bm25"] = hits
+                    lists[bm25] = hits
             if lists:
                 outcome.degraded.append(
                     Degradation(
-                        "retrieve", "bm25_only", "dense retrieval unavailable; answered by BM25 alone"
+                        StepKey(Step.RETRIEVE),
+                        DegradationCode.BM25_ONLY,
+                        "dense retrieval unavailable; answered by BM25 alone",
                     )
                 )
         if not lists:
             raise RetrievalUnavailable(outcome.degraded)
-        hits = await self._step("fuse", p.compute.run(self._cpu("fuse", partial(_fuse, lists, plan))))
+        fused = self._cpu(Step.FUSE, partial(_fuse, lists, plan))
+        hits = await self._step(StepKey(Step.FUSE), p.compute.run(fused))
         depth = self._gated_depth(lists) if hits else 0
         if depth > 0:
             if p.reranker is None:
                 outcome.degraded.append(
-                    Degradation("rerank", "not_configured", "no reranker configured (RAG_RERANKER_MODEL)")
+                    Degradation(
+                        StepKey(Step.RERANK),
+                        DegradationCode.NOT_CONFIGURED,
+                        "no reranker configured (RAG_RERANKER_MODEL)",
+                    )
                 )
             else:
                 hits = await self._rerank(hits, depth)
         outcome.hits = hits
         return outcome
 
-    def _gated_depth(self, lists: dict[str, list[Hit]]) -> int:
+    def _gated_depth(self, lists: dict[ListKey, list[Hit]]) -> int:
         """The plan's rerank depth, or 0 when its gate finds the retrievers disagreeing (adaptive)."""
         plan = self.plan
         if plan.rerank_depth == 0 or plan.rerank_gate is None:
             return plan.rerank_depth
+        bm25, dense = lists.get(ListKey(Retriever.BM25)), lists.get(ListKey(Retriever.DENSE))
         share = (
-            agreement([h.doc_id for h in lists["bm25"]], [h.doc_id for h in lists["dense"]])
-            if "bm25" in lists and "dense" in lists
+            agreement([h.doc_id for h in bm25], [h.doc_id for h in dense])
+            if bm25 is not None and dense is not None
             else None
         )
         depth = gated_depth(share, plan.rerank_gate, plan.rerank_depth)
         self.outcome.rerank_gate = {"agreement": share, "gate": plan.rerank_gate, "depth": depth}
         if self.on_step is not None:
-            self.on_step(StepEvent("rerank.gate", 0.0, dict(self.outcome.rerank_gate)))
+            self.on_step(StepEvent(StepKey(Step.RERANK_GATE), 0.0, dict(self.outcome.rerank_gate)))
         return depth
 
     # -- steps ---------------------------------------------------------------------------------------
-    async def _bm25(self, text: str | None = None, step: str = "retrieve.bm25") -> list[Hit] | None:
+    async def _bm25(self, text: str | None = None, sub_query: int = 0) -> list[Hit] | None:
         retrieve = self._cpu(
-            "retrieve.bm25",
+            Step.RETRIEVE_BM25,
             partial(self._masked, self.p.bm25.retrieve, text or self.query, self.plan.candidates),
         )
-        return await self._guarded(step, None, lambda: self.p.compute.run(retrieve), cost_key="retrieve.bm25")
+        step = StepKey(Step.RETRIEVE_BM25, sub_query)
+        return await self._guarded(step, lambda: self.p.compute.run(retrieve))
 
     def _multi_query_retrievals(
         self, dense: bool, sub_queries: list[str]
-    ) -> dict[str, Awaitable[list[Hit] | None]]:
+    ) -> dict[ListKey, Awaitable[list[Hit] | None]]:
         """Multi-query: a PRF-expanded BM25 query, and BM25 (and dense) for each sub-query of a
         decomposable query; all fused with the original lists by weighted RRF (:func:`list_weights`)."""
         p, plan = self.p, self.plan
-        out: dict[str, Awaitable[list[Hit] | None]] = {}
-        if "bm25" in plan.retrievers:
+        out: dict[ListKey, Awaitable[list[Hit] | None]] = {}
+        if Retriever.BM25 in plan.retrievers:
             prf = self._cpu(
-                "retrieve.bm25.prf", partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates)
+                Step.RETRIEVE_BM25_PRF,
+                partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates),
             )
-            out["bm25.prf"] = self._guarded("retrieve.bm25.prf", None, lambda: p.compute.run(prf))
+            prf_list = ListKey(Retriever.BM25, prf=True)
+            out[prf_list] = self._guarded(prf_list.step, lambda: p.compute.run(prf))
         for i, part in enumerate(sub_queries, start=1):
-            if "bm25" in plan.retrievers:
-                out[f"bm25.q{i}"] = self._bm25(part, f"retrieve.bm25.q{i}")
+            if Retriever.BM25 in plan.retrievers:
+                out[ListKey(Retriever.BM25, i)] = self._bm25(part, i)
             if dense:
-                out[f"dense.q{i}"] = self._dense_part(i, part)
+                out[ListKey(Retriever.DENSE, i)] = self._dense_part(i, part)
         return out
 
     async def _dense_part(self, i: int, text: str) -> list[Hit] | None:
         p, plan = self.p, self.plan
-        vector = await self._guarded(
-            f"embed.q{i}", "embedder", lambda: p.compute.embed_query(text), cost_key="embed"
-        )
+        vector = await self._guarded(StepKey(Step.EMBED, i), lambda: p.compute.embed_query(text))
         if vector is None:
             return None
         self.outcome.embedded_texts += 1
-        search = self._cpu("retrieve.dense", partial(self._search, vector, plan.dims, plan.rescore))
+        search = self._cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, plan.dims, plan.rescore))
         return await self._guarded(
-            f"retrieve.dense.q{i}", "qdrant", lambda: p.compute.run(search), cost_key=_dense_key(plan.dims)
+            StepKey(Step.RETRIEVE_DENSE, i),
+            lambda: p.compute.run(search),
+            cost_key=Step.RETRIEVE_DENSE.cost_key(plan.dims),
         )
 
     def _search(self, vector: np.ndarray, dims: int | None, rescore: bool) -> list[Hit]:
@@ -358,19 +380,21 @@ class PipelineRun:
         p, plan = self.p, self.plan
         assert p.dense is not None
         dims, rescore = plan.dims, plan.rescore
-        search_key = _dense_key(dims)
+        search_key = Step.RETRIEVE_DENSE.cost_key(dims)
         g = self.guards
         if g is not None and g.deadline is not None and g.costs is not None:
             # the lower-dims rung: when the planned search does not fit in the time left, a lower
             # Matryoshka dimension without the full-dimension rescore may
-            need = (0.0 if self._embedded else g.costs.estimate_s("embed")) + g.costs.estimate_s(search_key)
+            need = (0.0 if self._embedded else g.costs.estimate_s(Step.EMBED)) + g.costs.estimate_s(
+                search_key
+            )
             if not g.deadline.fits(need, reserve_s=g.reserve_s) and dims != MATRYOSHKA_DIMS[0]:
                 dims, rescore = MATRYOSHKA_DIMS[0], False
-                search_key = _dense_key(dims)
+                search_key = Step.RETRIEVE_DENSE.cost_key(dims)
                 self.outcome.degraded.append(
                     Degradation(
-                        "retrieve.dense",
-                        "lower_dims",
+                        StepKey(Step.RETRIEVE_DENSE),
+                        DegradationCode.LOWER_DIMS,
                         f"~{need * 1000:.0f} ms needed at {plan.dims or 'full'} dims, "
                         f"{g.deadline.remaining_s() * 1000:.0f} ms left; searched at {dims} dims",
                     )
@@ -379,10 +403,9 @@ class PipelineRun:
         vector = await self.embed(reserve_after_s=after_embed)
         if vector is None:
             return None
-        timed_search = self._cpu("retrieve.dense", partial(self._search, vector, dims, rescore))
+        timed_search = self._cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, dims, rescore))
         return await self._guarded(
-            "retrieve.dense",
-            "qdrant",
+            StepKey(Step.RETRIEVE_DENSE),
             lambda: p.compute.run(timed_search),
             cost_key=search_key,
             dims=dims or "full",
@@ -395,7 +418,7 @@ class PipelineRun:
         head = hits[:depth]
         pairs = [(self.query, p.passage(h)) for h in head]
         scores = await self._guarded(
-            "rerank", "reranker", lambda: p.compute.score_pairs(pairs), units=len(pairs), pairs=len(pairs)
+            StepKey(Step.RERANK), lambda: p.compute.score_pairs(pairs), units=len(pairs), pairs=len(pairs)
         )
         if scores is None:
             return hits  # the first-stage order stands
@@ -414,21 +437,21 @@ class PipelineRun:
         g = self.guards
         if g is None or g.deadline is None or g.costs is None:
             return depth
-        per_pair = g.costs.estimate_s("rerank")
+        per_pair = g.costs.estimate_s(Step.RERANK)
         fit = affordable_pairs(g.deadline.remaining_s(), g.reserve_s, per_pair)
         if fit is None or fit >= depth or fit < MIN_USEFUL_DEPTH:
             return depth
         self.outcome.degraded.append(
             Degradation(
-                "rerank",
-                "shallower",
+                StepKey(Step.RERANK),
+                DegradationCode.SHALLOWER,
                 f"~{per_pair * 1000:.1f} ms per pair, {g.deadline.remaining_s() * 1000:.0f} ms left: "
                 f"reranked the top {fit} of {depth}",
             )
         )
         return fit
 
-    def _cpu(self, step: str, fn: Callable[[], T]) -> Callable[[], T]:
+    def _cpu(self, step: Step, fn: Callable[[], T]) -> Callable[[], T]:
         """``fn`` with its thread CPU time reported to the cost model (when the guards have one)."""
         g = self.guards
         if g is None or g.cpu is None:
@@ -439,8 +462,7 @@ class PipelineRun:
     # -- how every step runs -------------------------------------------------------------------------
     async def _guarded(
         self,
-        step: str,
-        dependency: str | None,
+        step: StepKey,
         work: Callable[[], Awaitable[T]],
         *,
         units: int = 1,
@@ -448,13 +470,14 @@ class PipelineRun:
         reserve_after_s: float = 0.0,
         **detail: Any,
     ) -> T | None:
-        """Run ``work`` as ``step``. Unguarded: failures raise :class:`StepFailed`. Guarded: a step that
-        does not fit in the deadline is not started; one that fails, times out or meets an open breaker
-        is recorded in ``degraded``; both return None."""
+        """Run ``work`` as ``step``, behind the breaker of the step's dependency. Unguarded: failures
+        raise :class:`StepFailed`. Guarded: a step that does not fit in the deadline is not started; one
+        that fails, times out or meets an open breaker is recorded in ``degraded``; both return None.
+        ``cost_key`` names its wall-time estimate (default: the step, whatever its sub-query)."""
         g = self.guards
         if g is None:
             return await self._step(step, work(), **detail)
-        key = cost_key or step
+        key = cost_key or step.step.value
         reserve = g.reserve_s + reserve_after_s
         cost = g.costs.estimate_s(key, units) if g.costs is not None else 0.0
         timeout: float | None = None
@@ -462,10 +485,13 @@ class PipelineRun:
             if not g.deadline.fits(cost, reserve_s=reserve):
                 left = g.deadline.remaining_s() * 1000
                 self.outcome.degraded.append(
-                    Degradation(step, "deadline", f"~{cost * 1000:.0f} ms needed, {left:.0f} ms left")
+                    Degradation(
+                        step, DegradationCode.DEADLINE, f"~{cost * 1000:.0f} ms needed, {left:.0f} ms left"
+                    )
                 )
                 return None
             timeout = g.deadline.timeout_s(reserve_s=reserve)
+        dependency = step.dependency
         breaker = g.breakers.get(dependency) if dependency is not None else None
         start = time.perf_counter()
         try:
@@ -480,7 +506,7 @@ class PipelineRun:
             g.costs.observe(key, time.perf_counter() - start, units)
         return result
 
-    async def _step(self, name: str, work: Awaitable[T], **detail: Any) -> T:
+    async def _step(self, name: StepKey, work: Awaitable[T], **detail: Any) -> T:
         start = time.perf_counter()
         try:
             result = await work
@@ -489,7 +515,7 @@ class PipelineRun:
         except Exception as exc:
             raise StepFailed(name, exc) from exc
         ms = (time.perf_counter() - start) * 1000.0
-        self.outcome.timings_ms[name] = ms
+        self.outcome.timings[name] = ms
         if self.on_step is not None:
             if isinstance(result, list):
                 detail["hits"] = len(result)
@@ -497,18 +523,14 @@ class PipelineRun:
         return result
 
 
-def _dense_key(dims: int | None) -> str:
-    return f"retrieve.dense@{dims or 'full'}"
-
-
-def failure_degradation(step: str, cause: BaseException | None, timeout_s: float | None) -> Degradation:
+def failure_degradation(step: StepKey, cause: BaseException | None, timeout_s: float | None) -> Degradation:
     """How a failed step reads in ``degraded``: an open breaker, a timeout, or an error."""
     if isinstance(cause, BreakerOpen):
-        return Degradation(step, "breaker_open", str(cause))
+        return Degradation(step, DegradationCode.BREAKER_OPEN, str(cause))
     if isinstance(cause, TimeoutError):
         limit = f" after {timeout_s * 1000:.0f} ms" if timeout_s is not None else ""
-        return Degradation(step, "timeout", f"timed out{limit} (deadline)")
-    return Degradation(step, "error", f"{type(cause).__name__}: {cause}"[:200])
+        return Degradation(step, DegradationCode.TIMEOUT, f"timed out{limit} (deadline)")
+    return Degradation(step, DegradationCode.ERROR, f"{type(cause).__name__}: {cause}"[:200])
 
 
 async def _bounded(work: Awaitable[T], timeout_s: float | None) -> T:
@@ -518,22 +540,18 @@ async def _bounded(work: Awaitable[T], timeout_s: float | None) -> T:
 PRF_WEIGHT = 0.5  # of the BM25 weight: the expanded query re-ranks what the original found
 
 
-def list_weights(names: Sequence[str], weights: Mapping[str, float]) -> dict[str, float]:
+def list_weights(keys: Sequence[ListKey], weights: Mapping[str, float]) -> dict[ListKey, float]:
     """Fusion weight of each ranked list: ``bm25`` / ``dense`` as planned; a PRF list half its
     retriever's; each sub-query's list an equal share of its retriever's (``bm25.q1``, ``dense.q2``…)."""
-    parts = {name.split(".")[0]: 0 for name in names}
-    for name in names:
-        if ".q" in name:
-            parts[name.split(".")[0]] += 1
+    parts = Counter(key.retriever for key in keys if key.sub_query)
     out = {}
-    for name in names:
-        base = name.split(".")[0]
-        w = weights.get(base, 1.0)
-        out[name] = w * PRF_WEIGHT if name.endswith(".prf") else w / parts[base] if ".q" in name else w
+    for key in keys:
+        w = weights.get(key.retriever, 1.0)
+        out[key] = w * PRF_WEIGHT if key.prf else w / parts[key.retriever] if key.sub_query else w
     return out
 
 
-def _fuse(lists: dict[str, list[Hit]], plan: QueryPlan) -> list[Hit]:
+def _fuse(lists: dict[ListKey, list[Hit]], plan: QueryPlan) -> list[Hit]:
     if len(lists) == 1:
         return next(iter(lists.values()))
     return fuse(plan.fusion, lists, list_weights(list(lists), plan.weights), rrf_k=plan.rrf_k)

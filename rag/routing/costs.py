@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from rag.resilience.deadline import StepCosts
 from rag.rollout.config import Prices  # the unit prices of the rollout config: one definition
 from rag.routing.budgets import BudgetLevel, BudgetState
+from rag.types import Step, StepKey
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ T = TypeVar("T")
 class Usage:
     """The work one query did, in units."""
 
-    steps: tuple[str, ...] = ()  # the per-query steps that ran (retrieve.bm25, retrieve.dense, fuse)
+    steps: tuple[Step, ...] = ()  # the per-query CPU steps that ran (retrieve.bm25, retrieve.dense, fuse)
     embedded_texts: int = 0
     rerank_pairs: int = 0
     prompt_tokens: int = 0
@@ -52,30 +53,26 @@ class QueryCost:
 class RunOutcome(Protocol):
     """What the cost model reads from a pipeline run (:class:`rag.retrieval.pipeline.SearchOutcome`)."""
 
-    timings_ms: dict[str, float]
+    @property
+    def timings(self) -> Mapping[StepKey, float]: ...
+
     embedded_texts: int
     rerank_pairs: int
 
 
-CPU_STEPS = frozenset({"retrieve.bm25", "retrieve.bm25.prf", "retrieve.dense", "fuse"})
-
-
-def cost_step(step: str) -> str:
-    """The cost model's step for a pipeline step name (``retrieve.bm25.q2`` → ``retrieve.bm25``)."""
-    head, _, last = step.rpartition(".")
-    return head if head and last.startswith("q") and last[1:].isdigit() else step
+CPU_STEPS = frozenset({Step.RETRIEVE_BM25, Step.RETRIEVE_BM25_PRF, Step.RETRIEVE_DENSE, Step.FUSE})
 
 
 def usage_of(outcome: RunOutcome) -> Usage:
     """The work a pipeline run did, in the cost model's units: the CPU steps that ran (a sub-query's
     search counts as one more search), texts embedded and pairs reranked."""
-    steps = tuple(cost_step(step) for step in outcome.timings_ms if cost_step(step) in CPU_STEPS)
+    steps = tuple(run.step for run in outcome.timings if run.step in CPU_STEPS)
     return Usage(steps=steps, embedded_texts=outcome.embedded_texts, rerank_pairs=outcome.rerank_pairs)
 
 
 def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Prices) -> QueryCost:
     """CPU and money of one query from its usage, the running CPU averages and the unit prices."""
-    units = {step: 1 for step in usage.steps}
+    units = {step.value: 1 for step in usage.steps}
     if usage.embedded_texts:
         units["embed"] = usage.embedded_texts
     if usage.rerank_pairs:

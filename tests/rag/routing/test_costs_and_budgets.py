@@ -17,6 +17,7 @@ from rag.routing.budgets import (
     budget_level,
 )
 from rag.routing.costs import CpuCosts, Usage, cpu_timed, query_cost
+from rag.types import Step
 
 
 class Clock:
@@ -29,7 +30,9 @@ class Clock:
 
 def test_query_cost_prices_units_and_cpu() -> None:
     prices = Prices(embed_per_1k_texts=1.0, rerank_per_1k_pairs=10.0, cpu_per_core_hour=3.6)  # 1e-6 / ms
-    usage = Usage(steps=("retrieve.bm25", "retrieve.dense", "fuse"), embedded_texts=1, rerank_pairs=20)
+    usage = Usage(
+        steps=(Step.RETRIEVE_BM25, Step.RETRIEVE_DENSE, Step.FUSE), embedded_texts=1, rerank_pairs=20
+    )
     cpu = {"retrieve.bm25": 2.0, "retrieve.dense": 40.0, "fuse": 0.5, "embed": 10.0, "rerank": 25.0}
     cost = query_cost(usage, cpu, prices)
     assert cost.cpu_ms == {

@@ -10,6 +10,7 @@ from rag.retrieval.filters import SearchFilter
 from rag.retrieval.pipeline import SearchPipeline, StepEvent, list_weights
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.runtime import Runtime
+from rag.types import ListKey, Retriever, Step, StepKey
 from tests.conftest import ANIMALS, make_ingestor
 
 
@@ -39,9 +40,18 @@ def runtime(settings: Settings) -> Runtime:
 
 
 def test_list_weights_share_each_retrievers_weight() -> None:
-    names = ["bm25", "dense", "bm25.prf", "bm25.q1", "bm25.q2", "dense.q1", "dense.q2"]
-    w = list_weights(names, {"bm25": 1.0, "dense": 2.0})
-    assert w == {
+    bm25, dense = Retriever.BM25, Retriever.DENSE
+    keys = [
+        ListKey(bm25),
+        ListKey(dense),
+        ListKey(bm25, prf=True),
+        ListKey(bm25, 1),
+        ListKey(bm25, 2),
+        ListKey(dense, 1),
+        ListKey(dense, 2),
+    ]
+    w = list_weights(keys, {"bm25": 1.0, "dense": 2.0})
+    assert {str(key): weight for key, weight in w.items()} == {
         "bm25": 1.0,
         "dense": 2.0,
         "bm25.prf": 0.5,
@@ -84,9 +94,9 @@ def test_rerank_gate_skips_where_retrievers_disagree(runtime: Runtime, settings:
     import asyncio
 
     asyncio.run(run(1.0))  # six documents: BM25 finds two with "mice", so the top 10s cannot agree fully
-    gate_event = next(e for e in events if e.step == "rerank.gate")
+    gate_event = next(e for e in events if e.step == StepKey(Step.RERANK_GATE))
     assert gate_event.detail["depth"] == 0 and reranker.pairs == 0
     events.clear()
     asyncio.run(run(0.0))
-    gate_event = next(e for e in events if e.step == "rerank.gate")
+    gate_event = next(e for e in events if e.step == StepKey(Step.RERANK_GATE))
     assert gate_event.detail["depth"] == plan.rerank_depth and reranker.pairs > 0

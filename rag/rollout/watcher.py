@@ -4,8 +4,9 @@ Every ``interval_s`` (or on :meth:`ConfigWatcher.check_now`) the watcher reads i
 
 - the **file** (``path``), re-read only when its modification time or size changed; ``.json`` is JSON,
   anything else TOML;
-- the **Redis value** (``redis_get``, e.g. ``GET rag:rollout:config``), used when it changed; JSON when it
-  starts with ``{``, else TOML.
+- the **Redis value** (``redis_get``: the deployment's key,
+  :attr:`rag.resilience.redis.RedisKeys.rollout_config`), used when it changed; JSON when it starts with
+  ``{``, else TOML.
 
 **Redis wins over the file while it holds a value**: an admin sets it for all replicas at once, and a
 replica's file may lag behind. Deleting the Redis value hands control back to the file (re-applied
@@ -13,7 +14,12 @@ at once), or to the initial config when there is no file. While Redis holds a va
 read but not applied (even when the Redis value was rejected: fix or delete it). A Redis error keeps the
 config that is serving and the loop running.
 
-A text that fails to parse or validate (or is not UTF-8) is rejected: the old config keeps serving,
+**All or nothing.** The watcher serves a :class:`~rag.rollout.policy.RoutingPolicy` (the config and every
+part built from it) through one reference. A new config's policy is built completely before that reference
+is swapped: a text that fails to parse, validate or build (or is not UTF-8) is rejected and no part of it
+serves. Listeners run after the swap with the built policy; they only hand its built values on.
+
+A rejected text leaves the old config serving,
 ``last_error`` holds the reason (until that source yields a valid config again), a warning is logged
 and ``rag_background_errors_total{loop="rollout_config"}`` counts it (a Redis outage is not counted: it is
 not a bad value). Nothing a source holds, and no error, stops the polling loop. A new config is applied
@@ -34,13 +40,13 @@ from typing import Literal
 from rag import metrics
 from rag.resilience.background import LoopErrors, run_every
 from rag.rollout.config import ConfigError, Format, RolloutConfig
+from rag.rollout.policy import RoutingPolicy
 
 log = logging.getLogger(__name__)
 LOOP = "rollout_config"
 
-REDIS_KEY = "rag:rollout:config"  # where admin routes should write the config for every replica
 Source = Literal["redis-read", "redis", "file"]  # redis-read: Redis unreachable; redis: its value rejected
-Listener = Callable[[RolloutConfig], None]
+Listener = Callable[[RoutingPolicy], None]
 
 
 def file_format(path: Path) -> Format:
@@ -56,20 +62,23 @@ class ConfigWatcher:
         self,
         initial: RolloutConfig,
         *,
+        deadline_s: float,
         path: Path | None = None,
         redis_get: Callable[[], Awaitable[bytes | str | None]] | None = None,
         interval_s: float = 2.0,
     ) -> None:
+        """``deadline_s``: the request deadline the fallback thresholds are relative to. Raises when
+        ``initial`` cannot be built (startup fails)."""
         if not interval_s > 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
-        self.initial = initial
+        self.deadline_s = deadline_s
+        self.initial = self.build(initial)
         self.path = path
         self.redis_get = redis_get
         self.interval_s = interval_s
         self.listeners: list[Listener] = []
         self.source = "initial"  # where the serving config came from: initial, file:<path>, redis, <admin>
-        self._current = initial
-        self._version = initial.version()
+        self._policy = self.initial  # the one reference every part of the routing state reads
         self._errors: dict[str, str] = {}  # source -> its outstanding error, in the order they happened
         self._file_signature: tuple[int, int] | None = None
         self._file_text: str | None = None
@@ -80,12 +89,16 @@ class ConfigWatcher:
 
     # -- what is serving -----------------------------------------------------------------------------
     @property
+    def policy(self) -> RoutingPolicy:
+        return self._policy
+
+    @property
     def current(self) -> RolloutConfig:
-        return self._current
+        return self._policy.config
 
     @property
     def version(self) -> str:
-        return self._version
+        return self._policy.version
 
     @property
     def last_error(self) -> str | None:
@@ -94,26 +107,38 @@ class ConfigWatcher:
 
     def status(self) -> dict[str, object]:
         """JSON-ready, for an admin route."""
-        return {"version": self._version, "source": self.source, "errors": dict(self._errors)}
+        return {"version": self.version, "source": self.source, "errors": dict(self._errors)}
 
     # -- applying ------------------------------------------------------------------------------------
-    def apply_text(self, text: str, fmt: Format, source: str = "admin") -> str:
-        """Validate and apply ``text`` on this replica; returns the serving version or raises
-        :class:`ConfigError` (the old config keeps serving). To reach every replica, write the text to
-        Redis (:data:`REDIS_KEY`) instead; each replica applies it on its next check."""
-        return self._apply(RolloutConfig.parse_text(text, fmt), source)
+    def build(self, config: RolloutConfig) -> RoutingPolicy:
+        """The complete policy of ``config``; raises when a part cannot be built."""
+        return RoutingPolicy.build(config, deadline_s=self.deadline_s)
 
-    def _apply(self, config: RolloutConfig, source: str) -> str:
-        version = config.version()
-        if version == self._version:
+    def validate(self, text: str, fmt: Format) -> RoutingPolicy:
+        """Parse, validate and build ``text`` without applying it; :class:`ConfigError` says why not."""
+        config = RolloutConfig.parse_text(text, fmt)
+        try:
+            return self.build(config)
+        except Exception as exc:  # whatever a part raises, the config is refused, not half-applied
+            raise ConfigError(f"rollout config cannot be applied: {type(exc).__name__}: {exc}"[:500]) from exc
+
+    def apply_text(self, text: str, fmt: Format, source: str = "admin") -> str:
+        """Validate, build and apply ``text`` on this replica; returns the serving version or raises
+        :class:`ConfigError` (the old config keeps serving). To reach every replica, write the text to
+        the Redis key ``redis_get`` reads instead; each replica applies it on its next check."""
+        return self._apply(self.validate(text, fmt), source)
+
+    def _apply(self, policy: RoutingPolicy, source: str) -> str:
+        version = policy.version
+        if version == self.version:
             self.source = source
             return version
-        old = self._version
-        self._current, self._version, self.source = config, version, source
+        old = self.version
+        self._policy, self.source = policy, source  # the swap: every part serves the new version now
         log.info("rollout config %s -> %s applied from %s", old, version, source)
         for listener in list(self.listeners):
             try:
-                listener(config)
+                listener(policy)
             except Exception:
                 log.exception("rollout config listener %r failed on version %s", listener, version)
         return version
@@ -126,13 +151,13 @@ class ConfigWatcher:
         if repeated:  # a Redis outage is logged once, not every interval
             return
         log.warning(
-            "rollout config source %s failed, version %s keeps serving: %s", source, self._version, message
+            "rollout config source %s failed, version %s keeps serving: %s", source, self.version, message
         )
 
     def _try_apply(self, source: Source, text: str, fmt: Format, label: str) -> bool:
         try:
             text.encode("utf-8")  # bytes that were not UTF-8 arrive as lone surrogates (see _read_redis)
-            config = RolloutConfig.parse_text(text, fmt)
+            policy = self.validate(text, fmt)
         except UnicodeEncodeError:
             self._fail(source, f"{label}: the value is not UTF-8 text")
             return False
@@ -143,8 +168,8 @@ class ConfigWatcher:
             self._fail(source, f"{label}: {type(exc).__name__}: {exc}"[:500])
             return False
         self._errors.pop(source, None)
-        before = self._version
-        return self._apply(config, label) != before
+        before = self.version
+        return self._apply(policy, label) != before
 
     # -- polling -------------------------------------------------------------------------------------
     async def check_now(self) -> bool:
@@ -162,7 +187,7 @@ class ConfigWatcher:
                 label = f"file:{self.path}"
                 return self._try_apply("file", self._file_text, file_format(self.path), label)
             if redis_changed:  # the Redis value was deleted and there is no file: back to the start
-                before = self._version
+                before = self.version
                 return self._apply(self.initial, "initial") != before
             return False
 

@@ -1,9 +1,12 @@
-"""Spend budgets: money per rolling hour, for the whole deployment and per tenant.
+"""Spend against budgets: money per rolling hour, for the whole deployment and per tenant.
 
-Spend is kept in one-minute buckets over the last 60 minutes. As spend nears a budget (past
-``soft_fraction`` of it) the router picks cheaper plans; past the budget a tenant gets either a cheap
-plan or a refusal (``over_budget``), as configured. With Redis, replicas add their spend to shared
-per-minute counters, so a budget holds for the deployment, not per replica.
+The budgets themselves are the rollout config's ``[budgets]`` section
+(:class:`rag.rollout.config.Budgets`, validated there); this module keeps the spend and answers a
+tenant's :class:`BudgetState` under the budgets serving now. Spend is kept in one-minute buckets over the
+last 60 minutes. As spend nears a budget (past ``soft_fraction`` of it) the router picks cheaper plans;
+past the budget a tenant gets either a cheap plan or a refusal (``over_budget``), as configured. With
+Redis, replicas add their spend to shared per-minute counters, so a budget holds for the deployment, not
+per replica.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
 
-OverBudget = Literal["cheap_plan", "reject"]
+from rag.errors import RagError
+from rag.rollout.config import Budgets, OverBudget, TenantBudget
+
 WINDOW_MINUTES = 60
 GLOBAL = "*"
 
@@ -24,29 +28,6 @@ class BudgetLevel(StrEnum):
     OK = "ok"
     SOFT = "soft"  # past the soft fraction: cheaper plans
     OVER = "over"  # past the budget: cheap plan or refusal
-
-
-@dataclass(frozen=True, slots=True)
-class TenantBudget:
-    per_hour: float | None = None
-    over_budget: OverBudget | None = None  # None: the global setting
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetPolicy:
-    global_per_hour: float | None = None  # None = unlimited
-    soft_fraction: float = 0.8
-    over_budget: OverBudget = "cheap_plan"
-    tenants: Mapping[str, TenantBudget] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.soft_fraction <= 1:
-            raise ValueError(f"soft_fraction must be in (0, 1], got {self.soft_fraction}")
-        for name, value in [("global_per_hour", self.global_per_hour)] + [
-            (f"tenants.{t}.per_hour", b.per_hour) for t, b in self.tenants.items()
-        ]:
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 or unset (unlimited), got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +111,28 @@ class SpendWindow:
             self._buckets[scope] = dict(minute_totals)
 
 
-class Budgets:
-    """Tracks spend and answers the budget state of a tenant. ``add`` records spend (default: into the
-    window; :class:`rag.routing.shared_spend.SharedSpend.add` when replicas share it through Redis)."""
+class BudgetMeter:
+    """Tracks spend and answers the budget state of a tenant under the budgets serving now (``budgets``
+    is read at each call: a config reload changes them without touching the spend). ``add`` records
+    spend (default: into the window; :class:`rag.routing.shared_spend.SharedSpend.add` when replicas share
+    it through Redis)."""
 
-    def __init__(self, policy: BudgetPolicy, window: SpendWindow | None = None) -> None:
-        self.policy = policy
+    def __init__(self, budgets: Callable[[], Budgets], window: SpendWindow | None = None) -> None:
+        self._budgets = budgets
         self.window = window or SpendWindow()
         self.add: Callable[[str, float], None] = self.window.add
+
+    @property
+    def policy(self) -> Budgets:
+        """The budgets serving now."""
+        return self._budgets()
 
     def record(self, tenant: str, amount: float) -> None:
         self.add(GLOBAL, amount)
         self.add(tenant, amount)
 
     def state(self, tenant: str) -> BudgetState:
-        policy = self.policy
+        policy = self._budgets()
         tenant_budget = policy.tenants.get(tenant, TenantBudget())
         action = tenant_budget.over_budget or policy.over_budget
         candidates: list[tuple[float, str, float, float]] = []
@@ -172,7 +160,7 @@ def _share(spent: float, budget: float) -> float:
     return spent / budget
 
 
-class OverBudgetError(RuntimeError):
+class OverBudgetError(RagError, RuntimeError):
     """A tenant past its hard budget, configured to refuse (``over_budget = "reject"``)."""
 
     def __init__(self, tenant: str, state: BudgetState) -> None:

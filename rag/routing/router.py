@@ -1,10 +1,18 @@
-"""The cost-aware router: (query features, profile, budget state, flags, bandit) → a :class:`QueryPlan`.
+"""The cost-aware router: (query features, profile limits, budget state, flags, bandit) → a
+:class:`QueryPlan`. Where a plan's rerank depth (and every other cap) is decided:
 
-A plan starts from an *arm*, a named plan template (BM25 only, hybrid, hybrid with a gated rerank, hybrid
-with a full rerank, multi-query). The rules policy picks the arm from the features; the bandit policy (a
-LinUCB over the same arms, when enabled) learns it from feedback. The arm's plan is then fitted to the
-profile's limits and to the budget: cheaper as spend nears the budget, the cheap plan past it. Every
-choice is recorded in ``reasons`` and shown in the response's ``plan``.
+1. :func:`rag.retrieval.plan.plan_for` — the arm's pipeline with the configured defaults
+   (``RAG_RERANK_DEPTH``, ``RAG_CANDIDATES``…), nothing else;
+2. the *arm* (here), a named plan template: BM25 only, hybrid, hybrid with a gated rerank, hybrid with a
+   full rerank, multi-query. The rules policy picks it from the features; the bandit policy (a LinUCB over
+   the same arms, when enabled) learns it from feedback;
+3. :func:`fit` (here), the one function that caps a plan: the profile's limits (the rollout config's
+   ``[profiles.<name>]`` over :data:`rag.rollout.config.PROFILE_DEFAULTS`), then the budget — cheaper as
+   spend nears it (:data:`SOFT_BUDGET_DEPTH`), the cheap plan past it.
+
+At run time the pipeline may rerank fewer than planned: its adaptive gate (none where BM25 and dense
+disagree) and the deadline. Every choice here is recorded in ``reasons`` and shown in the response's
+``plan``.
 """
 
 from __future__ import annotations
@@ -12,21 +20,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
-from rag.config import Settings
-from rag.retrieval.plan import (
-    PROFILE_LIMITS,
-    PipelineName,
-    Profile,
-    ProfileLimits,
-    QueryPlan,
-    apply_profile,
-    plan_for,
-)
+from rag.retrieval.plan import PipelineName, PlanSettings, QueryPlan, plan_for
+from rag.rollout.config import ProfileLimits
+from rag.rollout.flags import CONTROL
 from rag.routing.analyzer import QueryFeatures
 from rag.routing.budgets import BudgetLevel, BudgetState
 
-CONTROL = "control"  # the variant of a flag that keeps the baseline behaviour
+# rerank depth cap when spend is past the budget's soft fraction: the gated rerank's quality at a quarter
+# of the default depth's pairs
+SOFT_BUDGET_DEPTH = 10
+# below this difficulty a rare anchor term carries the query: a 64-d prefetch suffices (dims per query)
+EASY_DIFFICULTY = 0.2
 
 
 class Arm(StrEnum):
@@ -51,11 +57,10 @@ class Flag(StrEnum):
 @dataclass(frozen=True, slots=True)
 class RouteInputs:
     features: QueryFeatures
-    profile: Profile
+    limits: ProfileLimits  # the request's profile, as the serving rollout config has it
     budget: BudgetState
     top_k: int = 10
     flags: Mapping[str, str] = field(default_factory=dict)  # flag name → variant
-    limits: ProfileLimits | None = None  # the profile's limits when overridden by the rollout config
     tenant: str = ""  # whose query: the bandit routes each tenant with its own model (rag.bandit.tenants)
 
 
@@ -76,13 +81,15 @@ class Routed:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
-    """The rules policy's thresholds (defaults chosen on SciFact *train* queries; see the README)."""
+class RouterSettings(PlanSettings, Protocol):
+    """The per-process settings the router reads (``rag.config.Settings`` has them)."""
 
-    rerank_gate: float | None = 0.6  # rerank when BM25 and dense share at least this much of their top 10
-    easy_difficulty: float = 0.2  # below: a rare anchor term carries the query (cheaper dense search)
-    soft_budget_depth: int = 10  # rerank depth cap when spend is past the soft fraction
+    @property
+    def router_rerank_gate(self) -> float | None: ...  # RAG_ROUTER_RERANK_GATE (chosen on SciFact train)
+    @property
+    def router_dims(self) -> str: ...  # RAG_ROUTER_DIMS: auto, always, never
+    @property
+    def qdrant_url(self) -> str | None: ...
 
 
 # the bandit's chooser: (tenant, feature vector, allowed arms) → (arm, propensity)
@@ -91,16 +98,11 @@ ArmChooser = Callable[[str, list[float], tuple[Arm, ...]], tuple[Arm, float]]
 
 class Router:
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        reranker_available: bool,
-        config: RouterConfig | None = None,
-        chooser: ArmChooser | None = None,
+        self, settings: RouterSettings, *, reranker_available: bool, chooser: ArmChooser | None = None
     ) -> None:
         self.settings = settings
         self.reranker_available = reranker_available
-        self.config = config or RouterConfig(rerank_gate=settings.router_rerank_gate)
+        self.rerank_gate = settings.router_rerank_gate  # share of the top 10 BM25 and dense must agree on
         self.chooser = chooser
         # dims per query only pays where the low-d prefetch is an index of its own (a Qdrant server);
         # in local mode the funnel measured slower than a full-dim search (README, Matryoshka)
@@ -109,11 +111,11 @@ class Router:
         )
 
     def allowed_arms(self, inputs: RouteInputs) -> tuple[Arm, ...]:
-        limits = inputs.limits or PROFILE_LIMITS[inputs.profile]
+        limits = inputs.limits
         arms = list(ARMS)
         if not self.reranker_available or limits.max_rerank_depth == 0:
             arms = [a for a in arms if a not in (Arm.GATED, Arm.RERANK)]
-        if not limits.multi_query or inputs.flags.get(Flag.MULTI_QUERY) == CONTROL:
+        if not limits.allows_multi_query or inputs.flags.get(Flag.MULTI_QUERY) == CONTROL:
             arms.remove(Arm.MULTI)
         return tuple(arms)
 
@@ -132,9 +134,8 @@ class Router:
             reasons.append(f"bandit chose {arm.value} (p={propensity:.2f})")
         else:
             arm = self._rules_arm(inputs, allowed, reasons)
-        plan = self._arm_plan(arm, inputs, reasons)
-        plan = self._fit_budget(plan, inputs.budget, reasons)
-        return Routed(plan, arm, policy, tuple(reasons), propensity)
+        plan, fitted = fit(self._arm_plan(arm, inputs, reasons), inputs.limits, inputs.budget)
+        return Routed(plan, arm, policy, (*reasons, *fitted), propensity)
 
     # -- the rules policy ----------------------------------------------------------------------------
     def _rules_arm(self, inputs: RouteInputs, allowed: tuple[Arm, ...], reasons: list[str]) -> Arm:
@@ -163,33 +164,70 @@ class Router:
             Arm.RERANK: PipelineName.HYBRID_RERANK,
             Arm.MULTI: PipelineName.HYBRID_RERANK if self.reranker_available else PipelineName.HYBRID,
         }[arm]
-        plan = plan_for(
-            pipeline, settings, top_k=inputs.top_k, reranker_available=self.reranker_available, profile=None
-        )
+        plan = plan_for(pipeline, settings, top_k=inputs.top_k, reranker_available=self.reranker_available)
         changes: dict[str, object] = {}
         if arm in (Arm.GATED, Arm.MULTI) and plan.rerank_depth > 0:
-            changes["rerank_gate"] = self.config.rerank_gate
+            changes["rerank_gate"] = self.rerank_gate
         if arm is Arm.MULTI:
             changes["multi_query"] = True
         if self.dims_per_query and "dense" in plan.retrievers and plan.dims is None:
-            if f.difficulty < self.config.easy_difficulty:
+            if f.difficulty < EASY_DIFFICULTY:
                 changes.update(dims=64, rescore=True)
                 reasons.append(f"difficulty {f.difficulty:.2f}: 64-d prefetch, full rescore")
             else:
                 changes.update(dims=128, rescore=True)
-        plan = plan.with_(**changes) if changes else plan
-        return apply_profile(plan, inputs.profile, inputs.limits)
+        return plan.with_(**changes) if changes else plan
 
-    def _fit_budget(self, plan: QueryPlan, budget: BudgetState, reasons: list[str]) -> QueryPlan:
-        if budget.level is BudgetLevel.OVER:  # (a "reject" budget never reaches the router)
-            reasons.append(f"over the {budget.scope} budget: cheap plan (BM25 only)")
-            return plan.with_(
-                retrievers=("bm25",), rerank_depth=0, rerank_gate=None, multi_query=False, dims=None
-            )
-        if budget.level is BudgetLevel.SOFT:
-            changes: dict[str, object] = {"multi_query": False}
-            if plan.rerank_depth > self.config.soft_budget_depth:
-                changes["rerank_depth"] = self.config.soft_budget_depth
-            reasons.append(f"{budget.pressure:.0%} of the {budget.scope} budget spent: cheaper plan")
-            return plan.with_(**changes)
-        return plan
+
+# -- the caps: profile, then budget ----------------------------------------------------------------------
+def fit(plan: QueryPlan, limits: ProfileLimits, budget: BudgetState) -> tuple[QueryPlan, tuple[str, ...]]:
+    """``plan`` within its caps, and why it changed: first the profile's ``limits`` (fewer candidates, a
+    lower prefetch dimension, a shallower rerank, no multi-query), then the budget (past its soft
+    fraction: no multi-query, a rerank of at most :data:`SOFT_BUDGET_DEPTH`; over it: the cheap plan,
+    BM25 only — a "reject" budget never reaches the router). The one place a plan meets its caps."""
+    plan = apply_limits(plan, limits)
+    if budget.level is BudgetLevel.OVER:
+        cheap = plan.with_(
+            retrievers=("bm25",), rerank_depth=0, rerank_gate=None, multi_query=False, dims=None
+        )
+        return cheap, (f"over the {budget.scope} budget: cheap plan (BM25 only)",)
+    if budget.level is BudgetLevel.SOFT:
+        changes: dict[str, object] = {"multi_query": False}
+        if plan.rerank_depth > SOFT_BUDGET_DEPTH:
+            changes["rerank_depth"] = SOFT_BUDGET_DEPTH
+        return plan.with_(**changes), (
+            f"{budget.pressure:.0%} of the {budget.scope} budget spent: cheaper plan",
+        )
+    return plan, ()
+
+
+def apply_limits(plan: QueryPlan, limits: ProfileLimits) -> QueryPlan:
+    """``plan`` within a profile's ``limits`` (a field left None caps nothing)."""
+    changes: dict[str, object] = {}
+    if limits.max_candidates is not None and plan.candidates > limits.max_candidates:
+        changes["candidates"] = max(limits.max_candidates, plan.top_k)
+    if (
+        limits.dims is not None
+        and "dense" in plan.retrievers
+        and (plan.dims is None or plan.dims > limits.dims)
+    ):
+        changes.update(dims=limits.dims, rescore=True)
+    if limits.max_rerank_depth is not None and plan.rerank_depth > limits.max_rerank_depth:
+        changes["rerank_depth"] = limits.max_rerank_depth
+    if plan.multi_query and not limits.allows_multi_query:
+        changes["multi_query"] = False
+    return plan.with_(**changes) if changes else plan
+
+
+def deployment_plan(
+    pipeline: PipelineName,
+    settings: PlanSettings,
+    limits: ProfileLimits,
+    *,
+    top_k: int = 10,
+    reranker_available: bool,
+) -> QueryPlan:
+    """A named pipeline's plan as the deployment serves it, without a budget: the defaults
+    (:func:`plan_for`) within the deployment profile's ``limits``. For ``rag eval`` and ``rag query``."""
+    plan = plan_for(pipeline, settings, top_k=top_k, reranker_available=reranker_available)
+    return fit(plan, limits, BudgetState.unlimited())[0]

@@ -18,7 +18,8 @@ from rag.retrieval.filters import SearchFilter
 from rag.retrieval.pipeline import Guards, SearchPipeline
 from rag.retrieval.plan import QueryPlan
 from rag.routing.costs import Usage, usage_of
-from rag.service.routing import QueryRouting, RoutingDecision
+from rag.service.planning import RoutingDecision
+from rag.service.routing import QueryRouting
 
 log = logging.getLogger(__name__)
 

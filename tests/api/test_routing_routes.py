@@ -151,7 +151,7 @@ error_rate = 0.5
         assert metric("rag_fallback_tripped", tenant="acme", flag="multi_query") == 1
         bad = await client.post("/admin/fallback/reset", json={"tenant": "NOT A TENANT"}, headers=ADMIN)
         assert bad.status_code == 422
-        assert service.routing.fallback.is_tripped(
+        assert service.routing.ledger.fallback.is_tripped(
             ("acme", "multi_query")
         )  # the refused call changed nothing
         r = await client.post("/admin/fallback/reset", json={"tenant": "acme"}, headers=ADMIN)
@@ -180,11 +180,11 @@ async def test_rollout_config_is_replaced_validated_and_reloaded(
         assert service.routing.prices.rerank_per_1k_pairs == 1.5
         # the file changes: a bad edit is refused with the reason, the old config keeps serving
         config.write_text("[budgets]\nsoft_fraction = 7\n")
-        assert await service.routing.watcher.check_now() is False
-        assert "budgets.soft_fraction" in (service.routing.watcher.last_error or "")
+        assert await service.routing.rollout.watcher.check_now() is False
+        assert "budgets.soft_fraction" in (service.routing.rollout.watcher.last_error or "")
         assert service.routing.prices.rerank_per_1k_pairs == 1.5
         config.write_text("[budgets]\nsoft_fraction = 0.5\n")
-        assert await service.routing.watcher.check_now() is True
+        assert await service.routing.rollout.watcher.check_now() is True
         assert service.routing.budgets.policy.soft_fraction == 0.5
         assert (await client.put("/admin/rollout", json={}, headers=ACME)).status_code == 403
 
@@ -195,7 +195,7 @@ async def test_feedback_updates_the_bandit_once(tmp_path: Path, monkeypatch: pyt
         await ingest(client, "acme", ACME_DOCS)
         answered = (await ask(client, "who hunts mice")).json()
         rid, top = answered["request_id"], answered["results"][0]["doc_id"]
-        bandit = app.state.service.routing.bandit
+        bandit = app.state.service.routing.learner.bandit
         arm = answered["plan"]["router"]["arm"]
         before = bandit.counts[arm]
         assert (await client.post("/feedback", json={"request_id": rid}, headers=ACME)).status_code == 422
@@ -223,12 +223,12 @@ async def test_bandit_state_persists_across_restarts(tmp_path: Path, monkeypatch
         assert (
             await client.post("/feedback", json={"request_id": rid, "rating": 4}, headers=ACME)
         ).status_code == 200
-        counts = dict(app.state.service.routing.bandit.counts)
+        counts = dict(app.state.service.routing.learner.bandit.counts)
     state_file = settings.data_dir / "bandit" / f"{settings.collection}.json"
     assert json.loads(state_file.read_text())["counts"] == counts
     again = create_app(settings)
     async with serve(again):
-        assert again.state.service.routing.bandit.counts == counts
+        assert again.state.service.routing.learner.bandit.counts == counts
 
 
 async def test_shadow_runs_the_candidate_after_the_answer(
@@ -270,4 +270,4 @@ async def test_a_query_without_a_request_id_is_answered_and_not_kept_for_feedbac
         await ingest(client, "acme", ACME_DOCS)
         service = app.state.service
         answer = await service.queries.query(QueryRequest("acme", "who hunts mice"))  # no HTTP request: no id
-        assert answer.results and len(service.routing.decisions) == 0
+        assert answer.results and len(service.routing.learner.decisions) == 0

@@ -96,6 +96,11 @@ INVALID = [
         '[[flags]]\nname = "a"\n[[flags]]\nname = "b"\npercent = 5',
         "flags[1].percent: unknown field; allowed: name",
     ),
+    ("[budgets]\nsoft_fraction = 0", "budgets.soft_fraction: Input should be greater than 0 (got 0)"),
+    (
+        "[budgets]\nglobal_per_hour = -1",
+        "budgets.global_per_hour: Input should be greater than or equal to 0",
+    ),
     ("[shadow]\nrate = -0.1", "shadow.rate: Input should be greater than or equal to 0"),
     ('[shadow]\ncandidate = "a b"', "shadow.candidate: String should match pattern"),
     ("[fallback]\nerror_rate = 0", "fallback.error_rate: Input should be greater than 0"),

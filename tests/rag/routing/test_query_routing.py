@@ -7,11 +7,9 @@ from prometheus_client import REGISTRY
 
 from rag.config import Settings
 from rag.resilience.breaker import Breaker, BreakerPolicy
-from rag.resilience.guarded_redis import GuardedRedis
-from rag.retrieval.plan import Profile
-from rag.rollout.config import RolloutConfig
-from rag.service import routing as routing_module
-from rag.service.redis_client import connect_redis
+from rag.resilience.redis import GuardedRedis
+from rag.rollout.config import Profile, RolloutConfig
+from rag.service import planning
 from rag.service.routing import QueryRouting
 from rag.testing.servers import RedisServer
 
@@ -23,14 +21,14 @@ def background_errors(loop: str) -> float:
 def test_features_are_memoised_per_version_and_bounded(settings: Settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     r = QueryRouting(settings, reranker_available=False)
     calls: list[str] = []
-    analyze = r.analyzer.analyze
+    analyze = r.planner.analyzer.analyze
 
     def counting(text: str, idf):  # type: ignore[no-untyped-def]
         calls.append(text)
         return analyze(text, idf)
 
-    monkeypatch.setattr(r.analyzer, "analyze", counting)
-    monkeypatch.setattr(routing_module, "FEATURE_MEMO_ENTRIES", 2)
+    monkeypatch.setattr(r.planner.analyzer, "analyze", counting)
+    monkeypatch.setattr(planning, "FEATURE_MEMO_ENTRIES", 2)
 
     def decide(text: str, version: str = "v1"):  # type: ignore[no-untyped-def]
         return r.decide("acme", text, idf=lambda t: 3.0, profile=Profile.BALANCED, top_k=10, version=version)
@@ -48,7 +46,7 @@ def test_features_are_memoised_per_version_and_bounded(settings: Settings, monke
 @pytest.mark.anyio
 async def test_feedback_without_a_signal_is_refused_and_the_decision_stays(settings: Settings) -> None:
     r = QueryRouting(settings, reranker_available=False)
-    r.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
+    r.learner.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
     with pytest.raises(ValueError, match="feedback must carry"):
         await r.feedback("acme", "req-1")
     assert (await r.feedback("acme", "req-1", rating=5)) is not None
@@ -76,7 +74,7 @@ async def test_one_tenants_feedback_moves_another_tenants_arm_probabilities_by_a
     target = "hybrid"
     before = share("globex", target)
     for i in range(300):  # acme says: always hybrid
-        r.decisions.record(f"flood-{i}", "acme", target, x, 1.0, ["d1"])
+        r.learner.decisions.record(f"flood-{i}", "acme", target, x, 1.0, ["d1"])
         assert await r.feedback("acme", f"flood-{i}", rating=5) is not None
     assert share("acme", target) > 0.9  # acme's own plans follow its feedback
     after = share("globex", target)
@@ -87,22 +85,24 @@ async def test_one_tenants_feedback_moves_another_tenants_arm_probabilities_by_a
 async def test_a_malformed_bandit_state_in_redis_is_counted_skipped_and_replaced_by_the_next_save(
     settings: Settings, redis_process: RedisServer
 ) -> None:
-    key = f"rag:bandit:{settings.collection}"
-    client = connect_redis(redis_process.url, timeout_s=0.5)
-    redis = GuardedRedis(client, Breaker("redis", BreakerPolicy()), timeout_s=0.5)
+    breaker = Breaker("redis", BreakerPolicy())
+    redis = GuardedRedis.connect(redis_process.url, breaker, timeout_s=0.5, collection=settings.collection)
     try:
         for bad in ("not-json", "[]", '{"schema": 1, "arms": 7}', '{"schema": 1, "tenants": []}'):
-            await client.set(key, bad)
+            await redis.run(lambda r, bad=bad: r.set(redis.keys.bandit, bad))  # type: ignore[misc]
             seen = background_errors("bandit_store")
             r = QueryRouting(settings, reranker_available=False)
             await r.start(redis)
-            assert background_errors("bandit_store") == seen + 1 and r.bandit.counts["hybrid"] == 0
-            r.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
+            assert background_errors("bandit_store") == seen + 1 and r.learner.bandit.counts["hybrid"] == 0
+            r.learner.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
             assert await r.feedback("acme", "req-1", rating=5) is not None
             await r.close()  # saves the learnt state over the bad one
             again = QueryRouting(settings, reranker_available=False)
             await again.start(redis)
-            assert again.bandit.counts["hybrid"] == 1 and again.bandit.tenant_counts("acme")["hybrid"] == 1
+            assert (
+                again.learner.bandit.counts["hybrid"] == 1
+                and again.learner.bandit.tenant_counts("acme")["hybrid"] == 1
+            )
             await again.close()
     finally:
         await redis.close()

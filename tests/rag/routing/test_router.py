@@ -7,11 +7,12 @@ from dataclasses import replace
 import pytest
 
 from rag.config import Settings
-from rag.retrieval.plan import Profile, ProfileLimits
+from rag.retrieval.plan import PipelineName, plan_for
+from rag.rollout.config import PROFILE_DEFAULTS, Profile, ProfileLimits
 from rag.routing.adaptive import affordable_pairs, agreement, gated_depth
 from rag.routing.analyzer import QueryAnalyzer
 from rag.routing.budgets import BudgetLevel, BudgetState
-from rag.routing.router import Arm, Flag, RouteInputs, Router
+from rag.routing.router import SOFT_BUDGET_DEPTH, Arm, Flag, RouteInputs, Router, fit
 from rag.text.analyzer import Analyzer
 
 QA = QueryAnalyzer(Analyzer())
@@ -21,8 +22,12 @@ def features(text: str):  # type: ignore[no-untyped-def]
     return QA.analyze(text, lambda term: 6.0)
 
 
-def inputs(text: str = "vitamin D deficiency and rickets in children", **kw: object) -> RouteInputs:
-    base: dict[str, object] = {"profile": Profile.BALANCED, "budget": BudgetState.unlimited()}
+def inputs(
+    text: str = "vitamin D deficiency and rickets in children",
+    profile: Profile = Profile.BALANCED,
+    **kw: object,
+) -> RouteInputs:
+    base: dict[str, object] = {"limits": PROFILE_DEFAULTS[profile], "budget": BudgetState.unlimited()}
     base.update(kw)
     return RouteInputs(features(text), **base)  # type: ignore[arg-type]
 
@@ -78,6 +83,27 @@ def test_profiles_cap_the_plan(settings: Settings) -> None:
     assert cost.plan.rerank_depth == 0 and cost.arm is Arm.HYBRID
     custom = ProfileLimits(max_rerank_depth=5)
     assert router.route(inputs(limits=custom)).plan.rerank_depth == 5
+
+
+def test_plan_for_builds_the_defaults_only_whatever_the_deployments_profile(settings: Settings) -> None:
+    latency = settings.model_copy(update={"profile": Profile.LATENCY})
+    plan = plan_for(PipelineName.HYBRID_RERANK, latency, reranker_available=True)
+    assert (plan.rerank_depth, plan.candidates, plan.dims) == (
+        settings.rerank_depth,
+        settings.candidates,
+        settings.dense_dims,
+    )
+
+
+def test_fit_applies_the_profile_then_the_budget(settings: Settings) -> None:
+    plan = plan_for(PipelineName.HYBRID_RERANK, settings, reranker_available=True).with_(multi_query=True)
+    soft = BudgetState(BudgetLevel.SOFT, 0.9, "tenant", 0.9, 1.0, "cheap_plan")
+    capped, reasons = fit(plan, ProfileLimits(max_rerank_depth=30, max_candidates=80), soft)
+    assert (capped.rerank_depth, capped.candidates, capped.multi_query) == (SOFT_BUDGET_DEPTH, 80, False)
+    assert reasons == ("90% of the tenant budget spent: cheaper plan",)
+    shallow, _ = fit(plan, ProfileLimits(max_rerank_depth=5), soft)
+    assert shallow.rerank_depth == 5  # the budget never deepens what the profile capped
+    assert fit(plan, ProfileLimits(), BudgetState.unlimited()) == (plan, ())
 
 
 def test_budget_pressure_makes_plans_cheaper(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""Budget spend shared between two replicas through a real Redis."""
+"""Budget spend shared between two replicas through a real Redis (and not with another deployment)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
-from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
-from rag.routing.budgets import GLOBAL, BudgetLevel, BudgetPolicy, Budgets, SpendWindow, TenantBudget
-from rag.routing.shared_spend import SharedSpend, spend_key
-from rag.service.redis_client import connect_redis
+from rag.resilience.redis import GuardedRedis, RedisKeys, RedisUnavailable
+from rag.rollout.config import Budgets, TenantBudget
+from rag.routing.budgets import GLOBAL, BudgetLevel, BudgetMeter, SpendWindow
+from rag.routing.shared_spend import SharedSpend
 from rag.testing.background import background_errors, until
 from rag.testing.servers import RedisServer
 
@@ -25,9 +25,14 @@ class Clock:
         return self.t
 
 
-def replica(url: str, clock: Clock) -> tuple[Budgets, SharedSpend, GuardedRedis]:
-    redis = GuardedRedis(connect_redis(url, timeout_s=0.5), Breaker("redis", BreakerPolicy()), timeout_s=0.5)
-    budgets = Budgets(BudgetPolicy(tenants={"acme": TenantBudget(per_hour=1.0)}), SpendWindow(clock))
+spend_key = RedisKeys("svc").spend
+
+
+def replica(url: str, clock: Clock, collection: str = "svc") -> tuple[BudgetMeter, SharedSpend, GuardedRedis]:
+    breaker = Breaker("redis", BreakerPolicy())
+    redis = GuardedRedis.connect(url, breaker, timeout_s=0.5, collection=collection)
+    policy = Budgets(tenants={"acme": TenantBudget(per_hour=1.0)})
+    budgets = BudgetMeter(lambda: policy, SpendWindow(clock))
     shared = SharedSpend(budgets.window, redis)
     budgets.add = shared.add
     return budgets, shared, redis
@@ -37,6 +42,7 @@ async def test_two_replicas_see_each_others_spend(redis_url: str) -> None:
     clock = Clock()
     a, sa, ra = replica(redis_url, clock)
     b, sb, rb = replica(redis_url, clock)
+    c, sc, rc = replica(redis_url, clock, collection="other")  # another deployment on the same Redis
     try:
         a.record("acme", 0.5)
         b.record("acme", 0.2)
@@ -47,6 +53,9 @@ async def test_two_replicas_see_each_others_spend(redis_url: str) -> None:
         for budgets in (a, b):
             assert budgets.window.spent("acme") == pytest.approx(0.7)
             assert budgets.window.spent(GLOBAL) == pytest.approx(0.7)
+        c.record("acme", 0.05)
+        await sc.sync()
+        assert c.window.spent("acme") == pytest.approx(0.05)  # its own budgets count its own spend
         b.record("acme", 0.2)  # 0.9 of 1.0 across the deployment: soft on both once synced
         await sb.sync()
         await sa.sync()
@@ -57,6 +66,7 @@ async def test_two_replicas_see_each_others_spend(redis_url: str) -> None:
     finally:
         await ra.close()
         await rb.close()
+        await rc.close()
 
 
 async def test_redis_down_keeps_local_spend_and_pushes_it_later(redis_process: RedisServer) -> None:
@@ -76,7 +86,7 @@ async def test_redis_down_keeps_local_spend_and_pushes_it_later(redis_process: R
                 break
             except RedisUnavailable:
                 await asyncio.sleep(0.2)
-        value = await ra.run(lambda r: r.get(f"rag:spend:acme:{int(clock.t // 60)}"))
+        value = await ra.run(lambda r: r.get(spend_key("acme", int(clock.t // 60))))
         assert float(value) == pytest.approx(0.5)
     finally:
         await ra.close()

@@ -24,7 +24,7 @@ import numpy as np
 from benchmarks._common import write_results
 from rag.cache.guard import check
 from rag.config import load_settings
-from rag.dense.factory import build_embedder
+from rag.runtime import build_embedder
 from rag.text.analyzer import Analyzer
 
 PAIRS = Path(__file__).resolve().parent / "data" / "cache_pairs.jsonl"

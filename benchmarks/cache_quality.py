@@ -26,8 +26,8 @@ from typing import Any
 
 from benchmarks._common import write_results
 from rag.config import Settings, load_settings
-from rag.eval.metrics import evaluate_run, ranked_run
 from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
+from rag.offline.metrics import evaluate_run, ranked_run
 from rag.retrieval.pipeline import StepEvent
 from rag.service.service import QueryRequest, RetrievalService, build_cache
 

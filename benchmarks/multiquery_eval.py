@@ -25,9 +25,9 @@ import numpy as np
 from benchmarks._common import write_results
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.bm25.scoring import top_k
-from rag.eval.metrics import Qrels, evaluate_run, ranked_run
 from rag.fusion import weighted_rrf
 from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
+from rag.offline.metrics import Qrels, evaluate_run, ranked_run
 from rag.retrieval.multiquery import decompose, prf_scores, term_idf
 from rag.text.analyzer import Analyzer
 from rag.types import Hit, passage_text

@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks._common import RESULTS, write_results
 from rag.config import load_settings
-from rag.eval.harness import evaluate
+from rag.offline.evaluation import evaluate
 from rag.retrieval.plan import PipelineName
 
 PUBLISHED = [

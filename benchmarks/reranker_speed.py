@@ -17,9 +17,9 @@ import numpy as np
 
 from benchmarks._common import write_results
 from rag.config import load_settings
-from rag.eval.harness import dataset_collection
-from rag.eval.metrics import evaluate_run, ranked_run
 from rag.io.sources import read_qrels, read_queries
+from rag.offline.datasets import dataset_collection
+from rag.offline.metrics import evaluate_run, ranked_run
 from rag.rerank.cross_encoder import rerank
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.runtime import Runtime, build_reranker

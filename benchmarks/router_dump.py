@@ -18,8 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rag.config import load_settings
-from rag.eval.harness import dataset_collection, open_dataset
 from rag.io.sources import read_qrels, read_queries
+from rag.offline.datasets import dataset_collection, open_dataset
 from rag.retrieval.pipeline import _fuse
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.routing.analyzer import QueryAnalyzer

@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_results
 
-from rag.eval.metrics import evaluate_run, ranked_run
 from rag.io.sources import read_qrels
+from rag.offline.metrics import evaluate_run, ranked_run
 from rag.routing.adaptive import agreement
 
 FIRST_STAGE_WEIGHT = 1.0  # the trained reranker's blend (rag_reranker.json); rerank() with it

@@ -12,7 +12,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from rag.config import MATRYOSHKA_DIMS, Settings, load_settings
+from rag.config import Settings, load_settings
+from rag.dense.matryoshka import MATRYOSHKA_DIMS
 from rag.tenancy import check_tenant, scoped_id
 
 
@@ -25,10 +26,10 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from rag.dense.factory import build_embedder
-    from rag.dense.qdrant_store import QdrantStore, connect
+    from rag.dense.qdrant_store import QdrantStore
     from rag.index.ingest import Ingestor
     from rag.io.sources import read_documents
+    from rag.runtime import build_embedder, connect
 
     settings = _settings(args)
     tenant = check_tenant(args.tenant)
@@ -44,9 +45,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from rag.dense.factory import build_embedder
-    from rag.dense.qdrant_store import QdrantStore, connect
+    from rag.dense.qdrant_store import QdrantStore
     from rag.index.ingest import Ingestor
+    from rag.runtime import build_embedder, connect
 
     settings = _settings(args)
     ids = list(args.ids)
@@ -169,7 +170,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rag.eval.harness import evaluate
+    from rag.offline.evaluation import evaluate
     from rag.retrieval.plan import PipelineName
 
     overrides: dict[str, Any] = {"dense_dims": args.dims}
@@ -192,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train_reranker(args: argparse.Namespace) -> int:
-    from rag.rerank.training import TrainConfig, train_reranker
+    from rag.offline.reranker_training import TrainConfig, train_reranker
 
     settings = _settings(args)
     config = TrainConfig(

@@ -1,14 +1,21 @@
-"""Opening a collection for search: the current snapshot, Qdrant, the embedder and the reranker."""
+"""Opening a collection for search: the current snapshot, Qdrant, the embedder and the reranker.
+
+The composition root below the service and the CLI: the one place where :class:`~rag.config.Settings`
+becomes clients, models and parameters (``connect``, ``build_embedder``, ``build_reranker``,
+``bm25_params``). Components below it take values, never the settings.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from qdrant_client import QdrantClient
+
 from rag.bm25.index import BM25Params
 from rag.config import Settings
-from rag.dense.embedder import Embedder
-from rag.dense.factory import build_embedder
-from rag.dense.qdrant_store import QdrantStore, connect
+from rag.dense.embedder import Embedder, SentenceTransformerEmbedder
+from rag.dense.hashing import is_hash_spec, parse_hash_spec
+from rag.dense.qdrant_store import QdrantStore
 from rag.index.ingest import Ingestor
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
@@ -23,6 +30,32 @@ log = logging.getLogger(__name__)
 
 class NoIndexError(RuntimeError):
     pass
+
+
+def connect(settings: Settings) -> QdrantClient:
+    """A server client when ``qdrant_url`` is set, else local mode on disk at ``resolved_qdrant_path``."""
+    if settings.qdrant_url:
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=int(settings.qdrant_timeout_s))
+    path = settings.resolved_qdrant_path
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" not in str(exc):
+            raise
+        raise RuntimeError(
+            f"the embedded Qdrant folder {path} is in use by another process (local mode allows one process "
+            "per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
+        ) from None
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """``hash:<dim>`` selects the deterministic hash embedder (:mod:`rag.dense.hashing`); anything else is a
+    sentence-transformers model name or path."""
+    if is_hash_spec(settings.embedder_model):
+        return parse_hash_spec(settings.embedder_model)
+    return SentenceTransformerEmbedder(settings.embedder_model, max_seq_length=settings.embed_max_seq_length)
 
 
 def build_reranker(settings: Settings) -> Reranker | None:

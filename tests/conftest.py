@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rag.config import Settings, load_settings
-from rag.dense.factory import build_embedder
-from rag.dense.qdrant_store import QdrantStore, connect
+from rag.dense.qdrant_store import QdrantStore
 from rag.index.ingest import Ingestor
+from rag.runtime import build_embedder, connect
 from rag.testing.servers import ProgramMissing, RedisServer, in_ci, redis_server
 from rag.types import Document
 

@@ -77,7 +77,7 @@ LAYERS: tuple[Layer, ...] = (
     ),
     Layer(
         "offline",
-        ("rag.eval", "rag.offline"),
+        ("rag.offline",),
         "evaluation harness and reranker training: batch jobs over a runtime, never on the request path",
     ),
     Layer(
@@ -216,14 +216,14 @@ SYNTHETIC = {
     "rag.routing.costs": ("from rag.retrieval.pipeline import SearchPipeline\n", False),
     "rag.config": ("", False),
     "rag.service.service": (
-        "from rag.eval import harness\nfrom rag.testing.fakes import HashEmbedder\n",
+        "from rag.offline import evaluation\nfrom rag.testing.fakes import FailingEmbedder\n",
         False,
     ),
-    "rag.cli": ("from rag.eval.harness import evaluate\n", False),
-    "rag.eval.harness": ("from rag.testing.fakes import HashEmbedder\n", False),
+    "rag.cli": ("from rag.offline.evaluation import evaluate\n", False),
+    "rag.offline.evaluation": ("from rag.testing.fakes import FailingEmbedder\n", False),
     "rag.testing.fakes": ("from rag.service.service import RetrievalService\n", False),
     "rag.service": ("", True),
-    "rag.eval": ("", True),
+    "rag.offline": ("", True),
     "rag.testing": ("", True),
 }
 
@@ -239,9 +239,9 @@ def test_the_check_finds_each_kind_of_violation() -> None:
             "upward retrieval → policy",
         ),  # relative, TYPE_CHECKING
         ("rag.retrieval.plan", "rag.config", "upward retrieval → settings"),  # ``from pkg import module``
-        ("rag.service.service", "rag.eval.harness", "offline is apart (rag.cli only)"),
+        ("rag.service.service", "rag.offline.evaluation", "offline is apart (rag.cli only)"),
         ("rag.service.service", "rag.testing.fakes", "testing is apart (no production module only)"),
-        ("rag.eval.harness", "rag.testing.fakes", "testing is apart (no production module only)"),
+        ("rag.offline.evaluation", "rag.testing.fakes", "testing is apart (no production module only)"),
     }
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The prefix lengths a collection stores next to the full vector (named vectors ``d64``/``d128``/``d256``)
+# and a plan may search with; changing them changes every collection's layout (re-ingest).
+MATRYOSHKA_DIMS: tuple[int, ...] = (64, 128, 256)
+
 
 def fit_rotation(vectors: np.ndarray) -> np.ndarray:
     """Orthogonal ``(D, D)`` matrix whose columns are the right singular vectors of ``vectors`` (uncentred,

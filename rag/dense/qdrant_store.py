@@ -15,32 +15,13 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from rag.config import MATRYOSHKA_DIMS, Settings
-from rag.dense.matryoshka import truncate
+from rag.dense.matryoshka import MATRYOSHKA_DIMS, truncate
 
 FULL = "full"
 
 
 def vector_name(dims: int | None) -> str:
     return FULL if dims is None else f"d{dims}"
-
-
-def connect(settings: Settings) -> QdrantClient:
-    """A server client when ``qdrant_url`` is set, else local mode on disk at ``resolved_qdrant_path``."""
-    if settings.qdrant_url:
-        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=int(settings.qdrant_timeout_s))
-    path = settings.resolved_qdrant_path
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if "already accessed" not in str(exc):
-            raise
-        raise RuntimeError(
-            f"the embedded Qdrant folder {path} is in use by another process (local mode allows one process "
-            "per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
-        ) from None
 
 
 def is_local(client: QdrantClient) -> bool:

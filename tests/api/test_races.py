@@ -15,8 +15,8 @@ import pytest
 from starlette.types import Message
 
 from api.app import create_app
+from rag.dense.hashing import HashEmbedder
 from rag.service.service import RetrievalService
-from rag.testing.fakes import HashEmbedder
 from tests.api.conftest import ACME, ACME_DOCS, ingest, live_server, serve, service_settings
 
 

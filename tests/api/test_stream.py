@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from api.app import create_app
+from rag.dense.hashing import HashEmbedder
 from rag.retrieval.retrievers import BM25Retriever
-from rag.testing.fakes import FailingEmbedder, HashEmbedder, OverlapReranker
+from rag.testing.fakes import FailingEmbedder, OverlapReranker
 from tests.api.conftest import ACME, ACME_DOCS, ingest, live_server, serve, service_settings
 
 pytestmark = pytest.mark.anyio

@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from api.app import create_app
-from rag.dense.qdrant_store import QdrantStore, connect
-from rag.testing.fakes import HashEmbedder
+from rag.dense.hashing import HashEmbedder
+from rag.dense.qdrant_store import QdrantStore
+from rag.runtime import connect
 from rag.testing.faults import ChatServer, HangingReranker, UnreachableStore
 from rag.testing.servers import RedisServer
 from tests.api.conftest import ACME, ACME_DOCS, ADMIN, live_server, service_settings

@@ -51,7 +51,7 @@ def test_plan_validation() -> None:
 
 
 def test_local_qdrant_folder_in_use_gives_a_clear_error(settings) -> None:
-    from rag.dense.qdrant_store import connect
+    from rag.runtime import connect
 
     first = connect(settings)
     try:

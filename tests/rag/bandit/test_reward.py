@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rag.bandit.reward import feedback_reward, ndcg_at_k, net_reward, rating_reward, reciprocal_rank
-from rag.eval.metrics import evaluate_run, ranked_run
+from rag.offline.metrics import evaluate_run, ranked_run
 
 
 def test_ndcg_by_hand() -> None:

@@ -70,7 +70,7 @@ def test_pipeline_reranks_with_configured_model(settings, tiny_model: Path) -> N
 def test_train_reranker_produces_a_loadable_model(
     settings, tiny_model: Path, animals_beir: Path, tmp_path: Path
 ) -> None:
-    from rag.rerank.training import TrainConfig, train_reranker
+    from rag.offline.reranker_training import TrainConfig, train_reranker
 
     (animals_beir / "qrels" / "train.tsv").write_text((animals_beir / "qrels" / "test.tsv").read_text())
     out = tmp_path / "trained"
@@ -122,7 +122,7 @@ def test_onnx_backend_needs_a_local_folder() -> None:
 def test_title_pseudo_queries_leave_titles_out_and_skip_excluded_docs(settings) -> None:
     import random
 
-    from rag.rerank.training import TrainConfig, mine_title_groups
+    from rag.offline.reranker_training import TrainConfig, mine_title_groups
     from rag.types import Document
 
     docs = [

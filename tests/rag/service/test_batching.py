@@ -10,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from rag.dense.hashing import HashEmbedder
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import BreakerPolicy, State
 from rag.resilience.failures import is_input_error
 from rag.service.batching import BatchedCompute, MicroBatcher
-from rag.testing.fakes import HashEmbedder, OverlapReranker
+from rag.testing.fakes import OverlapReranker
 
 
 class Recorder:

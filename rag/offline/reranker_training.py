@@ -23,9 +23,9 @@ from typing import Any
 
 from rag.config import Settings
 from rag.dense.embedder import resolve_model_path
-from rag.eval.harness import dataset_collection, open_dataset
-from rag.eval.metrics import evaluate_run, ranked_run
 from rag.io.sources import read_qrels, read_queries
+from rag.offline.datasets import dataset_collection, open_dataset
+from rag.offline.metrics import evaluate_run, ranked_run
 from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
 from rag.retrieval.plan import PipelineName, QueryPlan, plan_for
 from rag.runtime import Runtime

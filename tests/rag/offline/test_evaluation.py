@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.eval.metrics import evaluate_run, ranked_run
+from rag.offline.metrics import evaluate_run, ranked_run
 
 CONTRACT_KEYS = {
     "dataset",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,12 +12,10 @@ import numpy as np
 from tqdm import tqdm
 
 from rag.config import Settings
-from rag.dense.factory import build_embedder
 from rag.dense.matryoshka import scoring_work
-from rag.dense.qdrant_store import QdrantStore, connect
-from rag.eval.metrics import evaluate_run, ranked_run
-from rag.index.ingest import Ingestor
-from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
+from rag.io.sources import read_qrels, read_queries
+from rag.offline.datasets import dataset_collection, open_dataset
+from rag.offline.metrics import evaluate_run, ranked_run
 from rag.retrieval.plan import PipelineName, Profile, plan_for
 from rag.routing.analyzer import QueryAnalyzer
 from rag.routing.budgets import BudgetState
@@ -26,35 +23,6 @@ from rag.routing.router import Routed, RouteInputs, Router
 from rag.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-def dataset_collection(data: Path, settings: Settings) -> str:
-    """The cached collection a BEIR folder is ingested into when no collection was chosen."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", data.resolve().name)[:40]
-    suffix = "" if settings.matryoshka_rotation == "pca" else f"-{settings.matryoshka_rotation}"
-    model = re.sub(r"[^A-Za-z0-9_-]", "-", Path(settings.embedder_model).name)[:20]
-    return f"beir-{base}-{model}{suffix}"
-
-
-def open_dataset(settings: Settings, data: Path, *, load_reranker: bool, progress: bool = True) -> Runtime:
-    """Ingest the folder's corpus if needed (idempotent: an unchanged corpus publishes nothing new) and open
-    it for search, loading the embedder once for both."""
-    store = QdrantStore(connect(settings), settings.collection)
-    embedder = build_embedder(settings)
-    try:
-        report = Ingestor(settings, embedder, store, progress=progress).ingest(
-            read_beir_jsonl(data / "corpus.jsonl")
-        )
-        log.info(
-            "index %s ready (%d chunks, %d embedded now)",
-            report.version,
-            report.chunks_total,
-            report.chunks_embedded,
-        )
-        return Runtime.open(settings, load_reranker=load_reranker, store=store, embedder=embedder)
-    except BaseException:
-        store.close()
-        raise
 
 
 def _router(settings: Settings, runtime: Runtime, reranker_available: bool) -> Callable[[str], Routed]:

@@ -68,7 +68,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from rag.retrieval.filters import SearchFilter
-    from rag.retrieval.plan import PipelineName, plan_for
+    from rag.retrieval.plan import PipelineName
+    from rag.rollout.config import RolloutConfig
+    from rag.routing.router import deployment_plan
     from rag.runtime import Runtime
 
     settings = _settings(args, dense_dims=args.dims)
@@ -76,7 +78,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     runtime = Runtime.open(settings)
     try:
         runtime.warm_up()
-        plan = plan_for(pipeline, settings, top_k=args.top_k, reranker_available=runtime.reranker is not None)
+        limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
+        available = runtime.reranker is not None
+        plan = deployment_plan(pipeline, settings, limits, top_k=args.top_k, reranker_available=available)
         tenant = check_tenant(args.tenant) if args.tenant is not None else None
         outcome = runtime.pipeline.search(args.text, plan, SearchFilter(tenant))
         results = runtime.pipeline.results(outcome.hits, args.top_k)

@@ -16,25 +16,27 @@ from rag.dense.matryoshka import scoring_work
 from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.metrics import evaluate_run, ranked_run
-from rag.retrieval.plan import PipelineName, Profile, plan_for
+from rag.retrieval.plan import PipelineName
+from rag.rollout.config import ProfileLimits, RolloutConfig
 from rag.routing.analyzer import QueryAnalyzer
 from rag.routing.budgets import BudgetState
-from rag.routing.router import Routed, RouteInputs, Router
+from rag.routing.router import Routed, RouteInputs, Router, deployment_plan
 from rag.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def _router(settings: Settings, runtime: Runtime, reranker_available: bool) -> Callable[[str], Routed]:
+def _router(
+    settings: Settings, runtime: Runtime, limits: ProfileLimits, reranker_available: bool
+) -> Callable[[str], Routed]:
     """The service's analyzer and rules router, with no budget pressure, flags or bandit."""
     analyzer = QueryAnalyzer(runtime.snapshot.analyzer)
     router = Router(settings, reranker_available=reranker_available)
-    profile = Profile(settings.profile)
     unlimited = BudgetState.unlimited()
 
     def route(text: str) -> Routed:
         features = analyzer.analyze(text, runtime.snapshot.idf)
-        return router.route(RouteInputs(features, profile, unlimited, top_k=100))
+        return router.route(RouteInputs(features, limits, unlimited, top_k=100))
 
     return route
 
@@ -66,8 +68,11 @@ def evaluate(
     )
     try:
         reranker_available = runtime.reranker is not None
-        plan = plan_for(pipeline, settings, top_k=100, reranker_available=reranker_available)
-        route = _router(settings, runtime, reranker_available) if pipeline is PipelineName.AUTO else None
+        # the deployment profile's limits as the service has them (the rollout config's overrides too)
+        limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
+        plan = deployment_plan(pipeline, settings, limits, top_k=100, reranker_available=reranker_available)
+        auto = pipeline is PipelineName.AUTO
+        route = _router(settings, runtime, limits, reranker_available) if auto else None
         runtime.warm_up()  # model loading is not query latency
         runtime.pipeline.search(queries[qids[0]], plan)
         ranked: dict[str, list[str]] = {}

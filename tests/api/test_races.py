@@ -16,7 +16,8 @@ from starlette.types import Message
 
 from api.app import create_app
 from rag.dense.hashing import HashEmbedder
-from rag.service.service import RetrievalService
+from rag.service.cached_retrieval import CachedRetrieval
+from rag.service.queries import QueryHandler
 from tests.api.conftest import ACME, ACME_DOCS, ingest, live_server, serve, service_settings
 
 
@@ -37,10 +38,10 @@ async def _stray_cancel(*args: object, **kwargs: object) -> None:
 def test_no_response_is_a_text_plain_500(live: str, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """A CancelledError from the shared flight (``_compute``) or from anywhere under the route is an
     error of the server, answered with the JSON error body, never uvicorn's text/plain 500."""
-    target = "_compute" if where == "flight" else "query"
+    owner, target = (CachedRetrieval, "_compute") if where == "flight" else (QueryHandler, "query")
     with httpx.Client(base_url=live, timeout=10) as client:
         with monkeypatch.context() as patch:
-            patch.setattr(RetrievalService, target, _stray_cancel)
+            patch.setattr(owner, target, _stray_cancel)
             r = client.post("/query", json={"query": "who hunts mice"}, headers=ACME)
         assert r.headers["content-type"] == "application/json", (r.status_code, r.text)
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal"

@@ -19,8 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag.errors import RagError
 from rag.logs import request_id_var
 from rag.resilience.redis import RedisUnavailable
+from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.filters import FilterError
-from rag.retrieval.pipeline import RetrievalUnavailable, StepFailed
+from rag.retrieval.step_runner import StepFailed
 from rag.rollout.config import ConfigError
 from rag.routing.budgets import OverBudgetError
 from rag.service.lifecycle import NotReady

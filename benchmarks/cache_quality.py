@@ -28,8 +28,9 @@ from benchmarks._common import write_results
 from rag.config import Settings, load_settings
 from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
 from rag.offline.metrics import evaluate_run, ranked_run
-from rag.retrieval.pipeline import StepEvent
+from rag.retrieval.step_runner import StepEvent
 from rag.service.service import QueryRequest, RetrievalService, build_cache
+from rag.types import Step, StepKey
 
 TENANT = "scifact"
 ROLLOUT = {"profiles": {"balanced": {"multi_query": False}}}  # hybrid for every query (no reranker)
@@ -75,7 +76,7 @@ async def serve_all(
         l2: dict[str, Any] = {}
 
         def on_step(event: StepEvent, l2: dict[str, Any] = l2) -> None:
-            if event.step == "cache.l2":
+            if event.step == StepKey(Step.CACHE_L2):
                 l2.update(event.detail)
 
         answer = await service.query(QueryRequest(TENANT, text, top_k=10), on_step=on_step)

@@ -20,9 +20,10 @@ from tqdm import tqdm
 from rag.config import load_settings
 from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
-from rag.retrieval.pipeline import _fuse
+from rag.retrieval.list_fusion import fuse_lists
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.routing.analyzer import QueryAnalyzer
+from rag.types import ListKey, Retriever
 
 
 def main() -> None:
@@ -72,7 +73,7 @@ def main() -> None:
             t = time.perf_counter()
             dense = pipeline.dense.retrieve(vector, plan.candidates)
             dense_ms = (time.perf_counter() - t) * 1000
-            fused = _fuse({"bm25": bm25, "dense": dense}, plan)
+            fused = fuse_lists({ListKey(Retriever.BM25): bm25, ListKey(Retriever.DENSE): dense}, plan)
             head = fused[: args.depth]
             t = time.perf_counter()
             scores = reranker.score_pairs([(text, pipeline.passage(h)) for h in head])

@@ -28,7 +28,7 @@ from _common import RESULTS, write_results
 
 from rag.io.sources import read_qrels
 from rag.offline.metrics import evaluate_run, ranked_run
-from rag.routing.adaptive import agreement
+from rag.retrieval.rerank_depth import agreement
 
 FIRST_STAGE_WEIGHT = 1.0  # the trained reranker's blend (rag_reranker.json); rerank() with it
 RRF_K = 60

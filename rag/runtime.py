@@ -21,7 +21,8 @@ from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
 from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
-from rag.retrieval.pipeline import Compute, SearchPipeline
+from rag.retrieval.compute import Compute
+from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.retrievers import DenseRetriever
 from rag.routing.vocabulary import vocabularies
 

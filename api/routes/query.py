@@ -15,7 +15,7 @@ from api.errors import declared, stream_error
 from api.schemas import QueryBody, QueryResponse
 from api.security import Tenant, take_rate_token
 from rag.logs import request_id_var
-from rag.retrieval.pipeline import StepEvent
+from rag.retrieval.step_runner import StepEvent
 from rag.service.answer import QueryAnswer, QueryRequest
 from rag.service.limits import RateLimits
 from rag.service.queries import QueryHandler

@@ -42,7 +42,7 @@ class QueryPlan:
     rrf_k: int = 60
     rerank_depth: int = 0
     # adaptive depth: rerank only when BM25 and dense agree on at least this share of their top 10
-    # (None = always); see :func:`rag.routing.adaptive.rerank_depth`
+    # (None = always); see :mod:`rag.retrieval.rerank_depth`
     rerank_gate: float | None = None
     multi_query: bool = False  # sub-queries (decomposition) and a PRF-expanded BM25 query, fused by RRF
 

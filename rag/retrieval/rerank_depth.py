@@ -1,5 +1,7 @@
-"""Adaptive rerank depth: decided after the first stage, from how much its retrievers agree, and cut to
-fit the time left. Pure functions; the pipeline applies them."""
+"""How deep a run reranks, decided after the first stage: the plan's depth, gated on how much its
+retrievers agree, then cut to the pairs that fit in the time left. Pure functions; the run
+(:mod:`rag.retrieval.pipeline_run`) applies them. The plan's depth itself (profile and budget caps) is
+the router's (:func:`rag.routing.router.fit`)."""
 
 from __future__ import annotations
 
@@ -30,3 +32,13 @@ def affordable_pairs(remaining_s: float, reserve_s: float, per_pair_s: float) ->
     if per_pair_s <= 0:
         return None
     return max(math.floor((remaining_s - reserve_s) / per_pair_s), 0)
+
+
+def fitted_depth(depth: int, remaining_s: float, reserve_s: float, per_pair_s: float) -> int:
+    """``depth`` cut to the pairs that fit in the time left, when fewer than ``depth`` but at least
+    :data:`MIN_USEFUL_DEPTH` do; otherwise ``depth`` unchanged (with fewer than that, the guarded rerank
+    step does not start: it would not fit)."""
+    fit = affordable_pairs(remaining_s, reserve_s, per_pair_s)
+    if fit is None or fit >= depth or fit < MIN_USEFUL_DEPTH:
+        return depth
+    return fit

@@ -12,17 +12,14 @@ the tenant's budget (:func:`budget_refusal`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from rag.resilience.deadline import StepCosts
 from rag.rollout.config import Prices  # the unit prices of the rollout config: one definition
 from rag.routing.budgets import BudgetLevel, BudgetState
 from rag.types import Step, StepKey
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +48,7 @@ class QueryCost:
 
 
 class RunOutcome(Protocol):
-    """What the cost model reads from a pipeline run (:class:`rag.retrieval.pipeline.SearchOutcome`)."""
+    """What the cost model reads from a pipeline run (:class:`rag.retrieval.step_runner.SearchOutcome`)."""
 
     @property
     def timings(self) -> Mapping[StepKey, float]: ...
@@ -131,16 +128,3 @@ class CpuCosts(StepCosts):
 
     def per_unit_ms(self) -> dict[str, float]:
         return {step: self.estimate_s(step) * 1000.0 for step in self.steps()}
-
-
-def cpu_timed(fn: Callable[[], T], sink: Callable[[float], None]) -> Callable[[], T]:
-    """``fn`` measured in thread CPU time (the thread it runs in); the seconds go to ``sink``."""
-
-    def timed() -> T:
-        start = time.thread_time()
-        try:
-            return fn()
-        finally:
-            sink(time.thread_time() - start)
-
-    return timed

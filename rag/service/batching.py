@@ -196,7 +196,7 @@ class MicroBatcher(Generic[I]):
 
 
 class BatchedCompute:
-    """The service's :class:`~rag.retrieval.pipeline.Compute`: CPU work in the default thread pool, model
+    """The service's :class:`~rag.retrieval.compute.Compute`: CPU work in the default thread pool, model
     calls micro-batched, embeddings and reranking each on a thread of their own: a bulkhead, so that a
     hung or slow reranker never holds up the embeddings (the BM25 + dense answer stays available)."""
 

@@ -26,16 +26,12 @@ from rag.cache.semantic import CacheHit, QueryCache
 from rag.cache.singleflight import SingleFlight
 from rag.resilience.deadline import Deadline
 from rag.resilience.redis import RedisUnavailable, one_attempt
+from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.filters import SearchFilter
-from rag.retrieval.pipeline import (
-    Guards,
-    PipelineRun,
-    RetrievalUnavailable,
-    SearchPipeline,
-    StepEvent,
-    StepListener,
-)
+from rag.retrieval.pipeline import SearchPipeline
+from rag.retrieval.pipeline_run import PipelineRun
 from rag.retrieval.plan import QueryPlan
+from rag.retrieval.step_runner import Guards, StepEvent, StepListener
 from rag.routing.costs import Usage, usage_of
 from rag.service.answer import AnswerCost
 from rag.service.lifecycle import Lifecycle

@@ -21,8 +21,9 @@ from rag.config import Settings
 from rag.logs import request_id_var
 from rag.resilience.deadline import Deadline
 from rag.retrieval.filters import SearchFilter
-from rag.retrieval.pipeline import SearchPipeline, StepEvent, StepListener
+from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
+from rag.retrieval.step_runner import StepEvent, StepListener
 from rag.rollout.config import Profile
 from rag.routing.vocabulary import tenant_idf
 from rag.service.answer import QueryAnswer, QueryRequest

@@ -15,8 +15,9 @@ from typing import Any
 from rag import metrics
 from rag.resilience.deadline import Deadline, StepCosts
 from rag.retrieval.filters import SearchFilter
-from rag.retrieval.pipeline import Guards, SearchPipeline
+from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
+from rag.retrieval.step_runner import Guards
 from rag.routing.costs import Usage, usage_of
 from rag.service.planning import RoutingDecision
 from rag.service.routing import QueryRouting

@@ -22,7 +22,8 @@ from rag.config import Settings
 from rag.llm import ChatClient, Synthesizer, request_tokens, with_usage
 from rag.resilience.board import BreakerBoard
 from rag.resilience.deadline import Deadline
-from rag.retrieval.pipeline import StepEvent, StepListener, failure_degradation
+from rag.retrieval.degradation_ladder import failure_degradation
+from rag.retrieval.step_runner import StepEvent, StepListener
 from rag.routing.costs import Usage, budget_refusal, llm_money
 from rag.service.answer import AnswerCost, SynthesizedAnswer
 from rag.service.routing import QueryRouting

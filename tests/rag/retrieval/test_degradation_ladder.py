@@ -28,9 +28,11 @@ from rag.dense.embedder import Embedder
 from rag.rerank.cross_encoder import Pair, Reranker
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
 from rag.resilience.deadline import Deadline, StepCosts
-from rag.retrieval.pipeline import Guards, RetrievalUnavailable, SearchOutcome, SearchPipeline, StepEvent
+from rag.retrieval.degradation_ladder import RetrievalUnavailable
+from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import DenseRetriever
+from rag.retrieval.step_runner import Guards, SearchOutcome, StepEvent
 from rag.runtime import Runtime
 from rag.testing.fakes import HashEmbedder, OverlapReranker
 from rag.testing.faults import HangingReranker, UnreachableStore

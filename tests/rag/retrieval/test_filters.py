@@ -184,7 +184,6 @@ def test_the_row_mask_is_computed_off_the_event_loop(
         return original(snapshot, flt)
 
     monkeypatch.setattr(filters, "row_mask", recording)
-    monkeypatch.setattr("rag.retrieval.pipeline.row_mask", recording, raising=False)
     pipeline = SearchPipeline(snapshot, None, None, compute=ThreadCompute())
     plan = plan_for(PipelineName.BM25, settings, top_k=5, reranker_available=False)
 

@@ -29,7 +29,7 @@ def test_query_decomposition_runs_off_the_event_loop(
         threads.append(threading.get_ident())
         return original(query, *args, **kwargs)
 
-    monkeypatch.setattr("rag.retrieval.pipeline.decompose", recording)
+    monkeypatch.setattr("rag.retrieval.pipeline_run.decompose", recording)
     pipeline = SearchPipeline(_snapshot(_corpus(50), texts=True), None, None, compute=ThreadCompute())
     plan = dataclasses.replace(
         plan_for(PipelineName.BM25, settings, top_k=5, reranker_available=False), multi_query=True

@@ -7,8 +7,10 @@ import pytest
 
 from rag.config import Settings
 from rag.retrieval.filters import SearchFilter
-from rag.retrieval.pipeline import SearchPipeline, StepEvent, list_weights
+from rag.retrieval.list_fusion import list_weights
+from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import PipelineName, plan_for
+from rag.retrieval.step_runner import StepEvent
 from rag.runtime import Runtime
 from rag.types import ListKey, Retriever, Step, StepKey
 from tests.conftest import ANIMALS, make_ingestor

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from rag.config import Settings
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.rollout.config import PROFILE_DEFAULTS, Profile, ProfileLimits
-from rag.routing.adaptive import affordable_pairs, agreement, gated_depth
 from rag.routing.analyzer import QueryAnalyzer
 from rag.routing.budgets import BudgetLevel, BudgetState
 from rag.routing.router import SOFT_BUDGET_DEPTH, Arm, Flag, RouteInputs, Router, fit
@@ -30,21 +27,6 @@ def inputs(
     base: dict[str, object] = {"limits": PROFILE_DEFAULTS[profile], "budget": BudgetState.unlimited()}
     base.update(kw)
     return RouteInputs(features(text), **base)  # type: ignore[arg-type]
-
-
-def test_agreement_and_gate() -> None:
-    assert agreement(["a", "b", "c"], ["c", "b", "x"], k=10) == pytest.approx(0.2)
-    assert agreement([], ["a"]) == 0.0
-    assert gated_depth(0.6, 0.5, 40) == 40
-    assert gated_depth(0.4, 0.5, 40) == 0
-    assert gated_depth(None, 0.5, 40) == 40  # one retriever: nothing to compare
-    assert gated_depth(0.0, None, 40) == 40
-
-
-def test_affordable_pairs() -> None:
-    assert affordable_pairs(0.2, 0.01, 0.01) == 19
-    assert affordable_pairs(0.005, 0.01, 0.01) == 0
-    assert affordable_pairs(1.0, 0.0, 0.0) is None
 
 
 def test_default_plan_is_hybrid_with_a_gated_rerank(settings: Settings) -> None:

@@ -1,0 +1,249 @@
+"""One run of the pipeline for one query: the order of its steps and the rungs of the degradation ladder
+it steps down. First the retrieval — BM25 beside embed → dense search, plus the multi-query lists — then
+fusion, the rerank gate and the reranking. Every step goes through the :class:`StepRunner`; cancelling
+the run (a client that went away) stops it at the next step: no later step starts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from rag.rerank.cross_encoder import rerank
+from rag.retrieval import degradation_ladder as ladder
+from rag.retrieval.filters import LazyRowMask, SearchFilter
+from rag.retrieval.list_fusion import fuse_lists
+from rag.retrieval.multiquery import decompose
+from rag.retrieval.plan import QueryPlan
+from rag.retrieval.rerank_depth import agreement, gated_depth
+from rag.retrieval.step_runner import Guards, SearchOutcome, StepListener, StepRunner
+from rag.types import Hit, ListKey, Retriever, Step, StepKey
+
+if TYPE_CHECKING:
+    from rag.retrieval.pipeline import SearchPipeline
+
+T = TypeVar("T")
+
+BM25, DENSE = ListKey(Retriever.BM25), ListKey(Retriever.DENSE)
+
+
+class PipelineRun:
+    """One execution of the pipeline: its outcome so far and the guards it runs under."""
+
+    def __init__(
+        self,
+        pipeline: SearchPipeline,
+        query: str,
+        plan: QueryPlan,
+        flt: SearchFilter,
+        on_step: StepListener | None,
+        guards: Guards | None,
+    ) -> None:
+        self.p = pipeline
+        self.query = query
+        self.plan = plan
+        self.flt = flt
+        self.guards = guards
+        self.outcome = SearchOutcome(hits=[])
+        self.steps = StepRunner(self.outcome, guards, on_step)
+        self.mask = LazyRowMask(pipeline.snapshot, flt)  # computed in the first retrieval step's thread
+        self._embedded = False
+        self._vector: np.ndarray | None = None
+
+    async def embed(self, *, reserve_after_s: float = 0.0) -> np.ndarray | None:
+        """The query embedding (once per run; None when no embedder or the step degraded). Its timeout
+        leaves time for BM25 as well, so that a slow embedder still leaves a BM25 answer."""
+        if not self._embedded:
+            self._embedded = True
+            costs = self.guards.costs if self.guards is not None else None
+            if costs is not None and Retriever.BM25 in self.plan.retrievers:
+                reserve_after_s += costs.estimate_s(Step.RETRIEVE_BM25)
+            if self.p.embedder is not None:
+                self._vector = await self.steps.guarded(
+                    StepKey(Step.EMBED),
+                    lambda: self.p.compute.embed_query(self.query),
+                    reserve_after_s=reserve_after_s,
+                )
+                if self._vector is not None:
+                    self.outcome.embedded_texts += 1
+        return self._vector
+
+    async def execute(self) -> SearchOutcome:
+        """The steps, in order: retrieval, fusion, reranking (see :meth:`SearchPipeline.run`)."""
+        p, plan, outcome = self.p, self.plan, self.outcome
+        retrievals: dict[ListKey, Awaitable[list[Hit] | None]] = {}
+        if Retriever.BM25 in plan.retrievers:
+            retrievals[BM25] = self._bm25()
+        if Retriever.DENSE in plan.retrievers:
+            if p.dense is None or p.embedder is None:
+                outcome.degraded.append(ladder.DENSE_UNAVAILABLE)
+            else:
+                retrievals[DENSE] = self._dense()
+        if plan.multi_query:
+            # in a worker thread: decomposition tokenises the query once per candidate cut
+            parts = await p.compute.run(decompose, self.query, p.snapshot.analyzer)
+            retrievals.update(self._multi_query_retrievals(DENSE in retrievals, parts[1:]))
+        done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
+        lists = {key: hits for key, hits in done.items() if hits is not None}
+        if Retriever.DENSE in plan.retrievers and DENSE not in lists:
+            if Retriever.BM25 not in plan.retrievers:  # only dense was asked for: BM25 stands in
+                hits = await self._bm25()
+                if hits is not None:
+                    lists[BM25] = hits
+            if lists:
+                outcome.degraded.append(ladder.BM25_ONLY)
+        if not lists:
+            raise ladder.RetrievalUnavailable(outcome.degraded)
+        fused = self.steps.cpu(Step.FUSE, partial(fuse_lists, lists, plan))
+        hits = await self.steps.timed(StepKey(Step.FUSE), p.compute.run(fused))
+        depth = self._gated_depth(lists) if hits else 0
+        if depth > 0:
+            if p.reranker is None:
+                outcome.degraded.append(ladder.RERANK_NOT_CONFIGURED)
+            else:
+                hits = await self._rerank(hits, depth)
+        outcome.hits = hits
+        return outcome
+
+    def _gated_depth(self, lists: dict[ListKey, list[Hit]]) -> int:
+        """The plan's rerank depth, or 0 when its gate finds the retrievers disagreeing (adaptive)."""
+        plan = self.plan
+        if plan.rerank_depth == 0 or plan.rerank_gate is None:
+            return plan.rerank_depth
+        bm25, dense = lists.get(BM25), lists.get(DENSE)
+        share = (
+            agreement([h.doc_id for h in bm25], [h.doc_id for h in dense])
+            if bm25 is not None and dense is not None
+            else None
+        )
+        depth = gated_depth(share, plan.rerank_gate, plan.rerank_depth)
+        self.outcome.rerank_gate = {"agreement": share, "gate": plan.rerank_gate, "depth": depth}
+        self.steps.announce(StepKey(Step.RERANK_GATE), dict(self.outcome.rerank_gate))
+        return depth
+
+    # -- the steps -----------------------------------------------------------------------------------
+    async def _bm25(self, text: str | None = None, sub_query: int = 0) -> list[Hit] | None:
+        retrieve = self.steps.cpu(
+            Step.RETRIEVE_BM25,
+            partial(self._masked, self.p.bm25.retrieve, text or self.query, self.plan.candidates),
+        )
+        step = StepKey(Step.RETRIEVE_BM25, sub_query)
+        return await self.steps.guarded(step, lambda: self.p.compute.run(retrieve))
+
+    def _multi_query_retrievals(
+        self, dense: bool, sub_queries: list[str]
+    ) -> dict[ListKey, Awaitable[list[Hit] | None]]:
+        """Multi-query: a PRF-expanded BM25 query, and BM25 (and dense) for each sub-query of a
+        decomposable query; all fused with the original lists by weighted RRF
+        (:func:`~rag.retrieval.list_fusion.list_weights`)."""
+        p, plan = self.p, self.plan
+        out: dict[ListKey, Awaitable[list[Hit] | None]] = {}
+        if Retriever.BM25 in plan.retrievers:
+            prf = self.steps.cpu(
+                Step.RETRIEVE_BM25_PRF,
+                partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates),
+            )
+            prf_list = ListKey(Retriever.BM25, prf=True)
+            out[prf_list] = self.steps.guarded(prf_list.step, lambda: p.compute.run(prf))
+        for i, part in enumerate(sub_queries, start=1):
+            if Retriever.BM25 in plan.retrievers:
+                out[ListKey(Retriever.BM25, i)] = self._bm25(part, i)
+            if dense:
+                out[ListKey(Retriever.DENSE, i)] = self._dense_part(i, part)
+        return out
+
+    async def _dense_part(self, i: int, text: str) -> list[Hit] | None:
+        p, plan = self.p, self.plan
+        vector = await self.steps.guarded(StepKey(Step.EMBED, i), lambda: p.compute.embed_query(text))
+        if vector is None:
+            return None
+        self.outcome.embedded_texts += 1
+        search = self.steps.cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, plan.dims, plan.rescore))
+        return await self.steps.guarded(
+            StepKey(Step.RETRIEVE_DENSE, i),
+            lambda: p.compute.run(search),
+            cost_key=Step.RETRIEVE_DENSE.cost_key(plan.dims),
+        )
+
+    def _search(self, vector: np.ndarray, dims: int | None, rescore: bool) -> list[Hit]:
+        assert self.p.dense is not None
+        return self.p.dense.retrieve(
+            vector,
+            self.plan.candidates,
+            dims=dims,
+            prefetch=self.plan.prefetch,
+            rescore=rescore,
+            flt=self.flt,
+            mask=self.mask.get(),
+        )
+
+    def _masked(self, retrieve: Callable[..., list[Hit]], text: str, k: int) -> list[Hit]:
+        """``retrieve(text, k, mask=…)`` with the filter's row mask, computed here in the worker thread."""
+        return retrieve(text, k, mask=self.mask.get())
+
+    async def _dense(self) -> list[Hit] | None:
+        p, plan = self.p, self.plan
+        assert p.dense is not None
+        dims, rescore = plan.dims, plan.rescore
+        g = self.guards
+        if g is not None and g.deadline is not None and g.costs is not None:
+            embed_s = 0.0 if self._embedded else g.costs.estimate_s(Step.EMBED)
+            need = embed_s + g.costs.estimate_s(Step.RETRIEVE_DENSE.cost_key(dims))
+            rung = ladder.lower_dims(dims, need, g.deadline, g.reserve_s)
+            if rung is not None:
+                dims, rescore = rung[0], False
+                self.outcome.degraded.append(rung[1])
+        search_key = Step.RETRIEVE_DENSE.cost_key(dims)
+        after_embed = g.costs.estimate_s(search_key) if g is not None and g.costs is not None else 0.0
+        vector = await self.embed(reserve_after_s=after_embed)
+        if vector is None:
+            return None
+        timed_search = self.steps.cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, dims, rescore))
+        return await self.steps.guarded(
+            StepKey(Step.RETRIEVE_DENSE),
+            lambda: p.compute.run(timed_search),
+            cost_key=search_key,
+            dims=dims or "full",
+        )
+
+    async def _rerank(self, hits: list[Hit], depth: int) -> list[Hit]:
+        p = self.p
+        assert p.reranker is not None
+        g = self.guards
+        if g is not None and g.deadline is not None and g.costs is not None:
+            depth, shallower = ladder.shallower_rerank(
+                depth, g.costs.estimate_s(Step.RERANK), g.deadline, g.reserve_s
+            )
+            if shallower is not None:
+                self.outcome.degraded.append(shallower)
+        head = hits[:depth]
+        pairs = [(self.query, p.passage(h)) for h in head]
+        scores = await self.steps.guarded(
+            StepKey(Step.RERANK), lambda: p.compute.score_pairs(pairs), units=len(pairs), pairs=len(pairs)
+        )
+        if scores is None:
+            return hits  # the first-stage order stands
+        self.outcome.rerank_pairs = len(head)
+        return rerank(
+            hits,
+            np.asarray(scores),
+            depth=len(head),
+            first_stage_weight=p.reranker.first_stage_weight,
+            rrf_k=self.plan.rrf_k,
+        )
+
+
+async def _all(work: list[Awaitable[T]]) -> list[T]:
+    """Run ``work`` concurrently; the first failure (or a cancellation) cancels the rest."""
+    if len(work) == 1:
+        return [await work[0]]
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise

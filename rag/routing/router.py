@@ -28,10 +28,10 @@ from rag.rollout.flags import CONTROL
 from rag.routing.analyzer import QueryFeatures
 from rag.routing.budgets import BudgetLevel, BudgetState
 
-# rerank depth cap when spend is past the budget's soft fraction: the gated rerank's quality at a quarter
-# of the default depth's pairs
+# Code defaults, not knobs (the rules' thresholds were chosen on SciFact *train* queries; see the README).
+# The rerank depth cap once spend is past a budget's soft fraction: a quarter of the default depth (40).
 SOFT_BUDGET_DEPTH = 10
-# below this difficulty a rare anchor term carries the query: a 64-d prefetch suffices (dims per query)
+# Below this difficulty a rare anchor term carries the query: a 64-d prefetch (dims per query), else 128.
 EASY_DIFFICULTY = 0.2
 
 
@@ -185,7 +185,7 @@ def fit(plan: QueryPlan, limits: ProfileLimits, budget: BudgetState) -> tuple[Qu
     lower prefetch dimension, a shallower rerank, no multi-query), then the budget (past its soft
     fraction: no multi-query, a rerank of at most :data:`SOFT_BUDGET_DEPTH`; over it: the cheap plan,
     BM25 only — a "reject" budget never reaches the router). The one place a plan meets its caps."""
-    plan = apply_limits(plan, limits)
+    plan = _apply_limits(plan, limits)
     if budget.level is BudgetLevel.OVER:
         cheap = plan.with_(
             retrievers=("bm25",), rerank_depth=0, rerank_gate=None, multi_query=False, dims=None
@@ -201,7 +201,7 @@ def fit(plan: QueryPlan, limits: ProfileLimits, budget: BudgetState) -> tuple[Qu
     return plan, ()
 
 
-def apply_limits(plan: QueryPlan, limits: ProfileLimits) -> QueryPlan:
+def _apply_limits(plan: QueryPlan, limits: ProfileLimits) -> QueryPlan:
     """``plan`` within a profile's ``limits`` (a field left None caps nothing)."""
     changes: dict[str, object] = {}
     if limits.max_candidates is not None and plan.candidates > limits.max_candidates:

@@ -1,7 +1,8 @@
 """Every Prometheus metric the service exports, defined in one place.
 
 Labels are bounded: routes are the app's route templates, tenants are the configured tenants, steps and
-reasons come from the pipeline's fixed vocabulary. Query text and ids never become labels.
+reasons come from the pipeline's fixed vocabulary (:mod:`rag.types`). Query text and ids never become
+labels.
 
 Multi-process mode (``rag serve --workers N``): with ``PROMETHEUS_MULTIPROC_DIR`` set before this module
 is imported, every worker writes its samples there and ``/metrics`` aggregates them
@@ -22,6 +23,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from rag.types import CacheLevel, Dependency
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.5, 2.5, 5.0, 10.0)
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -39,12 +42,12 @@ HTTP_LATENCY = Histogram(
 QUERIES = Counter(
     "rag_queries_total",
     "Queries by tenant, route (pipeline), outcome (ok, degraded, error, cancelled) and cache result "
-    "(l1, l2, coalesced, miss, off; none when no answer).",
+    f"({', '.join(CacheLevel)}; none when no answer).",
     ["tenant", "route", "status", "cache"],
 )
 ERRORS = Counter(
     "rag_errors_total",
-    "Failures by component (embedder, qdrant, reranker, redis, llm, api) and type (error, timeout, "
+    f"Failures by component ({', '.join(Dependency)}, api) and type (error, timeout, "
     "breaker_open, or the exception class for unhandled API errors).",
     ["component", "type"],
 )

@@ -78,11 +78,11 @@ class Result:
 class Dependency(StrEnum):
     """An outside dependency a step calls; each has its own circuit breaker."""
 
-    EMBEDDER = "embedder"
-    QDRANT = "qdrant"
+    EMBEDDER = "embedder"  # the model threads
+    QDRANT = "qdrant"  # the vector store
     RERANKER = "reranker"
-    LLM = "llm"
-    REDIS = "redis"
+    REDIS = "redis"  # cache, rate limit, shared state
+    LLM = "llm"  # the optional answer synthesis endpoint
 
 
 class Retriever(StrEnum):

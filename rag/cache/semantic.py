@@ -38,6 +38,7 @@ from rag.cache.shared import EntrySigner, StreamEntry, dumps, open_answer, seal_
 from rag.cache.vectors import CachedQuery, Neighbour
 from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
 from rag.text.analyzer import Analyzer
+from rag.types import CacheLevel
 
 PREFIX = "rag:cache"
 MIB = 1024 * 1024
@@ -58,7 +59,7 @@ return {gen, redis.call('XRANGE', log, start, '+', 'COUNT', ARGV[4])}
 @dataclass(frozen=True, slots=True)
 class CacheHit:
     answer: dict[str, Any]
-    level: str  # "l1" | "l2"
+    level: CacheLevel  # L1 (exact) or L2 (semantic)
     similarity: float = 1.0
 
 
@@ -156,7 +157,7 @@ class QueryCache:
                 error = exc
         answer = self.l1.get(self._l1_key(ns, query))
         if answer is not None:
-            return CacheHit(answer, "l1")
+            return CacheHit(answer, CacheLevel.L1)
         if error is not None:
             raise error
         return None
@@ -180,7 +181,7 @@ class QueryCache:
                 continue
             answer, size = found
             self.l1.put(self._l1_key(ns, query), answer, size=size)
-            return CacheHit(answer, "l2", neighbour.similarity)
+            return CacheHit(answer, CacheLevel.L2, neighbour.similarity)
         return None
 
     def _compatible(self, candidates: list[Neighbour], query: str, idf: IdfFn) -> list[Neighbour]:

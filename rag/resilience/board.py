@@ -8,12 +8,11 @@ from collections.abc import Iterator, Mapping
 from rag import metrics
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
 from rag.resilience.failures import failure_predicate
+from rag.types import Dependency
 
 log = logging.getLogger(__name__)
 
-# embedder and reranker: the model threads; qdrant: the vector store; redis: cache, rate limit, shared
-# state; llm: the optional answer synthesis endpoint
-DEPENDENCIES = ("embedder", "qdrant", "reranker", "redis", "llm")
+DEPENDENCIES = tuple(d.value for d in Dependency)  # one breaker each (rag.types.Dependency says which)
 
 
 def _export(breaker: Breaker, old: State, new: State, reason: str) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rag.types import Dependency
+
 INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError)
-MODEL_DEPENDENCIES = frozenset({"embedder", "reranker"})
+MODEL_DEPENDENCIES = frozenset({Dependency.EMBEDDER, Dependency.RERANKER})
 
 
 def is_input_error(exc: BaseException) -> bool:

@@ -69,19 +69,19 @@ def usage_of(outcome: RunOutcome) -> Usage:
 
 def query_cost(usage: Usage, cpu_per_unit_ms: Mapping[str, float], prices: Prices) -> QueryCost:
     """CPU and money of one query from its usage, the running CPU averages and the unit prices."""
-    units = {step.value: 1 for step in usage.steps}
+    units: dict[str, int] = {step: 1 for step in usage.steps}
     if usage.embedded_texts:
-        units["embed"] = usage.embedded_texts
+        units[Step.EMBED] = usage.embedded_texts
     if usage.rerank_pairs:
-        units["rerank"] = usage.rerank_pairs
+        units[Step.RERANK] = usage.rerank_pairs
     cpu = {step: n * cpu_per_unit_ms.get(step, 0.0) for step, n in units.items()}
     per_cpu_ms = prices.cpu_per_core_hour / 3_600_000.0
     money = {step: ms * per_cpu_ms for step, ms in cpu.items()}
-    money["embed"] = money.get("embed", 0.0) + usage.embedded_texts * prices.embed_per_1k_texts / 1000
-    money["rerank"] = money.get("rerank", 0.0) + usage.rerank_pairs * prices.rerank_per_1k_pairs / 1000
+    money[Step.EMBED] = money.get(Step.EMBED, 0.0) + usage.embedded_texts * prices.embed_per_1k_texts / 1000
+    money[Step.RERANK] = money.get(Step.RERANK, 0.0) + usage.rerank_pairs * prices.rerank_per_1k_pairs / 1000
     llm = llm_money(usage.prompt_tokens, usage.completion_tokens, prices)
     if llm:
-        money["synthesize"] = llm
+        money[Step.SYNTHESIZE] = llm
     return QueryCost(cpu, {step: m for step, m in money.items() if m})
 
 

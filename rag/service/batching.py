@@ -27,6 +27,7 @@ from rag.dense.embedder import Embedder
 from rag.errors import RagError
 from rag.metrics import MODEL_BATCH_SIZE
 from rag.rerank.cross_encoder import Pair, Reranker
+from rag.types import Step
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class BatchedCompute:
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
                 name="embed",
-                on_batch=_reporter(on_cpu, "embed"),
+                on_batch=_reporter(on_cpu, Step.EMBED),
             )
         if reranker is not None:
             self.rerank = MicroBatcher(
@@ -236,7 +237,7 @@ class BatchedCompute:
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
                 name="rerank",
-                on_batch=_reporter(on_cpu, "rerank"),
+                on_batch=_reporter(on_cpu, Step.RERANK),
             )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -73,7 +73,7 @@ class Retrieved:
         return cls(
             results=[Result(**r) for r in a["results"]],
             degraded=tuple(degraded),
-            cache=CacheLevel(hit.level),
+            cache=hit.level,
             cost=AnswerCost(
                 embedded_texts=1 if hit.level == CacheLevel.L2 else 0, rerank_pairs=0, candidates=0
             ),

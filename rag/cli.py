@@ -29,15 +29,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rag.dense.qdrant_store import QdrantStore
     from rag.index.ingest import Ingestor
     from rag.io.sources import read_documents
-    from rag.runtime import build_embedder, connect
+    from rag.runtime import build_embedder, connect, ingest_params
 
     settings = _settings(args)
     tenant = check_tenant(args.tenant)
     store = QdrantStore(connect(settings), settings.collection)
     try:
-        report = Ingestor(settings, build_embedder(settings), store, progress=not args.quiet).ingest(
-            replace(doc, tenant=tenant) for doc in read_documents(Path(args.path))
-        )
+        report = Ingestor(
+            ingest_params(settings), build_embedder(settings), store, progress=not args.quiet
+        ).ingest(replace(doc, tenant=tenant) for doc in read_documents(Path(args.path)))
     finally:
         store.close()
     _print_json(report.as_dict())
@@ -47,7 +47,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from rag.dense.qdrant_store import QdrantStore
     from rag.index.ingest import Ingestor
-    from rag.runtime import build_embedder, connect
+    from rag.runtime import build_embedder, connect, ingest_params
 
     settings = _settings(args)
     ids = list(args.ids)
@@ -57,7 +57,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         raise SystemExit("rag delete: give document ids as arguments or with --ids-file")
     store = QdrantStore(connect(settings), settings.collection)
     try:
-        report = Ingestor(settings, build_embedder(settings), store, progress=False).ingest(
+        report = Ingestor(ingest_params(settings), build_embedder(settings), store, progress=False).ingest(
             [], delete_ids=[scoped_id(check_tenant(args.tenant), i) for i in ids]
         )
     finally:

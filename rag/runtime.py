@@ -2,7 +2,7 @@
 
 The composition root below the service and the CLI: the one place where :class:`~rag.config.Settings`
 becomes clients, models and parameters (``connect``, ``build_embedder``, ``build_reranker``,
-``bm25_params``). Components below it take values, never the settings.
+``bm25_params``, ``ingest_params``). Components below it take values, never the settings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rag.config import Settings
 from rag.dense.embedder import Embedder, SentenceTransformerEmbedder
 from rag.dense.hashing import is_hash_spec, parse_hash_spec
 from rag.dense.qdrant_store import QdrantStore
-from rag.index.ingest import Ingestor
+from rag.index.ingest import Ingestor, IngestParams
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
@@ -81,6 +81,17 @@ def bm25_params(settings: Settings) -> BM25Params:
     return BM25Params(k1=settings.bm25_k1, b=settings.bm25_b, idf=settings.bm25_idf)
 
 
+def ingest_params(settings: Settings) -> IngestParams:
+    return IngestParams(
+        collection=settings.collection,
+        versions_dir=settings.versions_dir,
+        rotation=settings.matryoshka_rotation,
+        chunk_words=settings.chunk_words,
+        chunk_overlap_words=settings.chunk_overlap_words,
+        embed_batch_size=settings.embed_batch_size,
+    )
+
+
 class Runtime:
     """A collection opened for search: the current snapshot and the clients and models it needs."""
 
@@ -138,7 +149,7 @@ class Runtime:
         return SearchPipeline(self.snapshot, self.embedder, dense, self.reranker, self.compute)
 
     def ingestor(self, *, progress: bool = True) -> Ingestor:
-        return Ingestor(self.settings, self.embedder, self.store, progress=progress)
+        return Ingestor(ingest_params(self.settings), self.embedder, self.store, progress=progress)
 
     def reload(self) -> None:
         """Switch to the current published version (after an ingest). Readers that took ``pipeline``

@@ -11,7 +11,7 @@ import pytest
 from rag.config import Settings, load_settings
 from rag.dense.qdrant_store import QdrantStore
 from rag.index.ingest import Ingestor
-from rag.runtime import build_embedder, connect
+from rag.runtime import build_embedder, connect, ingest_params
 from rag.testing.servers import ProgramMissing, RedisServer, in_ci, redis_server
 from rag.types import Document
 
@@ -37,7 +37,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 def make_ingestor(settings: Settings) -> tuple[Ingestor, QdrantStore]:
     store = QdrantStore(connect(settings), settings.collection)
-    return Ingestor(settings, build_embedder(settings), store, progress=False), store
+    return Ingestor(ingest_params(settings), build_embedder(settings), store, progress=False), store
 
 
 def write_beir(

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from rag.bm25.index import TermMatrix
-from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
 from rag.dense.qdrant_store import QdrantStore
@@ -30,6 +30,20 @@ log = logging.getLogger(__name__)
 UPSERT_GROUP = 256  # chunks embedded and upserted together (bounds memory, sets progress granularity)
 KEEP_VERSIONS = 2  # published versions kept on disk (with their points): the new one and the one it replaced
 ROTATION_SAMPLE = 20_000  # chunks whose embeddings fit the Matryoshka rotation on a collection's first ingest
+
+
+@dataclass(frozen=True, slots=True)
+class IngestParams:
+    """What an ingest takes from the settings (built by :func:`rag.runtime.ingest_params`): the collection
+    and its version folder, the Matryoshka rotation fitted on a first ingest, the chunking (``overlap_words``
+    below ``chunk_words``, as the settings validate) and the embedding batch size."""
+
+    collection: str
+    versions_dir: Path
+    rotation: Literal["pca", "none"]
+    chunk_words: int
+    chunk_overlap_words: int
+    embed_batch_size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +125,7 @@ class Ingestor:
 
     def __init__(
         self,
-        settings: Settings,
+        params: IngestParams,
         embedder: Embedder,
         store: QdrantStore,
         *,
@@ -119,11 +133,11 @@ class Ingestor:
         on_progress: Callable[[int, int], None] | None = None,
     ):
         """``on_progress(done, total)`` is called as chunks are embedded and stored (for jobs)."""
-        self.settings = settings
+        self.params = params
         self.on_progress = on_progress
         self.embedder = embedder
         self.store = store
-        self.versions = VersionStore(settings.versions_dir)
+        self.versions = VersionStore(params.versions_dir)
         self.progress = progress
         self.analyzer = Analyzer()
 
@@ -133,7 +147,7 @@ class Ingestor:
         meta = {
             "embedder": self.embedder.name,
             "dim": self.embedder.dim,
-            "rotation": self.settings.matryoshka_rotation,
+            "rotation": self.params.rotation,
             "analyzer": self.analyzer.fingerprint(),
         }
         if meta_file.exists():
@@ -141,7 +155,7 @@ class Ingestor:
             for key in ("embedder", "dim", "rotation", "analyzer"):
                 if stored.get(key) != meta[key]:
                     raise ValueError(
-                        f"collection {self.settings.collection!r} was built with {key}={stored.get(key)!r}, "
+                        f"collection {self.params.collection!r} was built with {key}={stored.get(key)!r}, "
                         f"but the settings give {meta[key]!r}; use the same setting or another collection"
                     )
             return
@@ -151,14 +165,14 @@ class Ingestor:
         path = self.versions.root / "rotation.npy"
         if path.exists():
             return np.load(path)
-        if self.settings.matryoshka_rotation == "pca" and len(sample):
+        if self.params.rotation == "pca" and len(sample):
             rotation = fit_rotation(sample)
         else:
             rotation = identity_rotation(self.embedder.dim)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, rotation)
         tmp.replace(path)
-        log.info("fitted %s rotation on %d vectors", self.settings.matryoshka_rotation, len(sample))
+        log.info("fitted %s rotation on %d vectors", self.params.rotation, len(sample))
         return rotation
 
     # -- the ingest --------------------------------------------------------------------------------
@@ -208,7 +222,7 @@ class Ingestor:
                 c.tenant,
             )
             for c in chunk_document(
-                doc, size=self.settings.chunk_words, overlap=self.settings.chunk_overlap_words
+                doc, size=self.params.chunk_words, overlap=self.params.chunk_overlap_words
             )
         ]
 
@@ -222,15 +236,15 @@ class Ingestor:
             "version": name,
             "parent": parent or None,
             "created_at": datetime.now(UTC).isoformat(),
-            "collection": self.settings.collection,
+            "collection": self.params.collection,
             "embedder": self.embedder.name,
             "dim": self.embedder.dim,
-            "rotation": self.settings.matryoshka_rotation,
+            "rotation": self.params.rotation,
             "analyzer": self.analyzer.fingerprint(),
             "docs": len({c.doc_key for c in chunks}),
             "chunks": len(chunks),
-            "chunk_words": self.settings.chunk_words,
-            "chunk_overlap_words": self.settings.chunk_overlap_words,
+            "chunk_words": self.params.chunk_words,
+            "chunk_overlap_words": self.params.chunk_overlap_words,
         }
         write_json_atomic(staging / "manifest.json", manifest)
         self.versions.publish(staging, name)
@@ -252,7 +266,7 @@ class Ingestor:
             group = todo[start : start + UPSERT_GROUP]
             vectors = self.embedder.embed(
                 [c.passage for c in group],
-                batch_size=self.settings.embed_batch_size,
+                batch_size=self.params.embed_batch_size,
             )
             bar.update(len(group))
             if rotation is None:
@@ -303,9 +317,3 @@ class Ingestor:
             self.store.delete(stale)
             log.info("deleted %d stale points", len(stale))
         return len(stale)
-
-
-def ingest_path(settings: Settings, path: Path, embedder: Embedder, store: QdrantStore) -> IngestReport:
-    from rag.io.sources import read_documents
-
-    return Ingestor(settings, embedder, store).ingest(read_documents(path))

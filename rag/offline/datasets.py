@@ -14,7 +14,7 @@ from rag.config import Settings
 from rag.dense.qdrant_store import QdrantStore
 from rag.index.ingest import Ingestor
 from rag.io.sources import read_beir_jsonl
-from rag.runtime import Runtime, build_embedder, connect
+from rag.runtime import Runtime, build_embedder, connect, ingest_params
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def open_dataset(settings: Settings, data: Path, *, load_reranker: bool, progres
     store = QdrantStore(connect(settings), settings.collection)
     embedder = build_embedder(settings)
     try:
-        report = Ingestor(settings, embedder, store, progress=progress).ingest(
+        report = Ingestor(ingest_params(settings), embedder, store, progress=progress).ingest(
             read_beir_jsonl(data / "corpus.jsonl")
         )
         log.info(

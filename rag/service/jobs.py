@@ -26,6 +26,7 @@ from typing import Any
 from rag import metrics
 from rag.config import Settings
 from rag.index.ingest import Ingestor, IngestReport
+from rag.runtime import ingest_params
 from rag.service.lifecycle import Lifecycle, Phase
 from rag.tenancy import scoped_id
 from rag.types import Document
@@ -174,7 +175,9 @@ class Ingestion:
         scoped_deletes = [scoped_id(tenant, d) for d in delete_ids]
 
         def work(progress: ProgressFn) -> IngestReport:
-            ingestor = Ingestor(self.settings, embedder, store, progress=False, on_progress=progress)
+            ingestor = Ingestor(
+                ingest_params(self.settings), embedder, store, progress=False, on_progress=progress
+            )
             return ingestor.ingest(documents, scoped_deletes)
 
         # then switch queries to the new version (or become ready on the first one); if that raises, the

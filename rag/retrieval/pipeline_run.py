@@ -189,18 +189,20 @@ class PipelineRun:
         assert p.dense is not None
         dims, rescore = plan.dims, plan.rescore
         g = self.guards
+        lowered = None
         if g is not None and g.deadline is not None and g.costs is not None:
             embed_s = 0.0 if self._embedded else g.costs.estimate_s(Step.EMBED)
             need = embed_s + g.costs.estimate_s(Step.RETRIEVE_DENSE.cost_key(dims))
-            rung = ladder.lower_dims(dims, need, g.deadline, g.reserve_s)
-            if rung is not None:
-                dims, rescore = rung[0], False
-                self.outcome.degraded.append(rung[1])
+            lowered = ladder.lower_dims(dims, need, g.deadline, g.reserve_s)
+            if lowered is not None:
+                dims, rescore = lowered[0], False
         search_key = Step.RETRIEVE_DENSE.cost_key(dims)
         after_embed = g.costs.estimate_s(search_key) if g is not None and g.costs is not None else 0.0
         vector = await self.embed(reserve_after_s=after_embed)
         if vector is None:
-            return None
+            return None  # no search at any dimension: the embed step says why
+        if lowered is not None:
+            self.outcome.degraded.append(lowered[1])
         timed_search = self.steps.cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, dims, rescore))
         return await self.steps.guarded(
             StepKey(Step.RETRIEVE_DENSE),

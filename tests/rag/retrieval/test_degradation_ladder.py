@@ -352,11 +352,6 @@ def test_prepare_embed_execute_embeds_once(rig: Rig) -> None:
     assert ranking(outcome) == ranking(run(pipeline, HYBRID))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PipelineRun._dense records lower_dims ('searched at 64 dims') before the embedding's own fit "
-    "check; when the embedding alone does not fit, no search runs at any dimension, yet degraded says it did",
-)
 def test_an_embedding_that_does_not_fit_leaves_bm25(rig: Rig) -> None:
     pipeline = rig.pipeline(OverlapReranker())
     outcome = run(pipeline, HYBRID, guards(2.0, costs={"embed": 5.0}))

@@ -202,6 +202,6 @@ def exposition() -> tuple[bytes, str]:
     aggregated when ``PROMETHEUS_MULTIPROC_DIR`` is set (multi-process mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

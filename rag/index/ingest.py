@@ -164,7 +164,8 @@ class Ingestor:
     def _rotation(self, sample: np.ndarray) -> np.ndarray:
         path = self.versions.root / "rotation.npy"
         if path.exists():
-            return np.load(path)
+            rotation: np.ndarray = np.load(path)
+            return rotation
         if self.params.rotation == "pca" and len(sample):
             rotation = fit_rotation(sample)
         else:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -191,13 +191,13 @@ class IndexSnapshot:
         index of a metadata field (:mod:`rag.retrieval.filters`). Built once even when threads ask at
         once; the caller bounds the keys (each one lives as long as the version)."""
         try:
-            return self._derived[key]
+            return cast(T, self._derived[key])
         except KeyError:
             pass
         with self._derived_lock:
             if key not in self._derived:
                 self._derived[key] = build()
-            return self._derived[key]
+            return cast(T, self._derived[key])
 
     def derived_keys(self) -> set[Hashable]:
         return set(self._derived)

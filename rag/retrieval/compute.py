@@ -40,7 +40,8 @@ class InlineCompute:
 
     async def embed_query(self, text: str) -> np.ndarray:
         assert self.embedder is not None
-        return self.embedder.embed([text])[0]
+        vector: np.ndarray = self.embedder.embed([text])[0]
+        return vector
 
     async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
         assert self.reranker is not None

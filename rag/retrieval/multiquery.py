@@ -197,7 +197,8 @@ def _normalised_row_weights(row_weights: Sequence[float] | np.ndarray | None, n:
         raise ValueError(f"row_weights must have one weight per feedback row ({n}), got shape {w.shape}")
     if (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"row_weights must be >= 0 and not all 0, got {w.tolist()}")
-    return w / w.sum()
+    normalised: np.ndarray = w / w.sum()
+    return normalised
 
 
 def document_frequency(bm25: BM25Index, term_ids: np.ndarray) -> np.ndarray:

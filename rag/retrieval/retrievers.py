@@ -93,7 +93,8 @@ class DenseRetriever:
 
     def rotate_query(self, query_vector: np.ndarray) -> np.ndarray:
         assert self.snapshot.rotation is not None
-        return rotate(query_vector[None, :], self.snapshot.rotation)[0]
+        rotated: np.ndarray = rotate(query_vector[None, :], self.snapshot.rotation)[0]
+        return rotated
 
     def retrieve(
         self,

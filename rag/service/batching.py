@@ -246,7 +246,8 @@ class BatchedCompute:
     async def embed_query(self, text: str) -> np.ndarray:
         if self.embeddings is None:
             raise RuntimeError("no embedder")
-        return (await self.embeddings.submit([text]))[0]
+        vector: np.ndarray = (await self.embeddings.submit([text]))[0]
+        return vector
 
     async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
         if self.rerank is None:

@@ -14,11 +14,12 @@ from fastapi import Depends, Request
 from rag.config import Settings
 from rag.resilience.board import BreakerBoard
 from rag.service.auth import KeyRing
+from rag.service.feedback import FeedbackLearner
 from rag.service.jobs import Ingestion
 from rag.service.lifecycle import Lifecycle
 from rag.service.limits import RateLimits
 from rag.service.queries import QueryHandler
-from rag.service.routing import QueryRouting
+from rag.service.rollout_admin import RolloutAdmin
 from rag.service.service import RetrievalService
 
 
@@ -55,19 +56,19 @@ def breakers_of(request: Request) -> BreakerBoard:
     return service_of(request).lifecycle.breakers
 
 
-def feedback_of(request: Request) -> QueryRouting:
-    """Where feedback on an answered request goes (the bandit and the decision log)."""
-    return service_of(request).routing
+def feedback_of(request: Request) -> FeedbackLearner:
+    """Where feedback on an answered request goes (the bandit and the decisions awaiting feedback)."""
+    return service_of(request).routing.learner
 
 
-def rollout_of(request: Request) -> QueryRouting:
+def rollout_of(request: Request) -> RolloutAdmin:
     """The rollout config's administration (status, apply)."""
-    return service_of(request).routing
+    return service_of(request).routing.rollout
 
 
-def fallback_of(request: Request) -> QueryRouting:
-    """The auto-fallback state (status, reset)."""
-    return service_of(request).routing
+def fallback_of(request: Request) -> RolloutAdmin:
+    """The auto-fallback administration (status, reset)."""
+    return service_of(request).routing.rollout
 
 
 AppSettings = Annotated[Settings, Depends(settings_of)]
@@ -77,6 +78,6 @@ Queries = Annotated[QueryHandler, Depends(queries_of)]
 Limits = Annotated[RateLimits, Depends(limits_of)]
 Ingest = Annotated[Ingestion, Depends(ingestion_of)]
 Breakers = Annotated[BreakerBoard, Depends(breakers_of)]
-Feedback = Annotated[QueryRouting, Depends(feedback_of)]
-Rollout = Annotated[QueryRouting, Depends(rollout_of)]
-Fallback = Annotated[QueryRouting, Depends(fallback_of)]
+Feedback = Annotated[FeedbackLearner, Depends(feedback_of)]
+Rollout = Annotated[RolloutAdmin, Depends(rollout_of)]
+Fallback = Annotated[RolloutAdmin, Depends(fallback_of)]

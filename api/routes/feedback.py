@@ -15,7 +15,7 @@ FEEDBACK_BUCKET = "feedback"  # the tenant's rate-limit bucket for feedback, apa
 
 
 @router.post("/feedback", response_model=FeedbackOut, responses=declared(401, 403, 404, 413, 422, 429))
-async def feedback(body: FeedbackBody, tenant: Tenant, routing: Feedback, limits: Limits) -> FeedbackOut:
+async def feedback(body: FeedbackBody, tenant: Tenant, learner: Feedback, limits: Limits) -> FeedbackOut:
     """Rate the answer of ``request_id`` (one feedback per request, within an hour, on the replica that
     answered it): graded ``relevance`` per doc id, else ``clicked`` doc ids, else a 1-5 ``rating``.
     Rate-limited per tenant like queries (``RAG_RATE_LIMIT_QPS``/``_BURST``), in a bucket of its own."""
@@ -24,7 +24,7 @@ async def feedback(body: FeedbackBody, tenant: Tenant, routing: Feedback, limits
             422, "invalid_request", "feedback needs one of rating (1-5), clicked ([doc_id]) or relevance"
         )
     await take_rate_token(limits, tenant, FEEDBACK_BUCKET)
-    applied = await routing.feedback(
+    applied = await learner.feedback(
         tenant, body.request_id, rating=body.rating, clicked=body.clicked, relevance=body.relevance
     )
     if applied is None:

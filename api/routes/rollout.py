@@ -20,7 +20,7 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 async def rollout(admin: Rollout) -> RolloutOut:
     """The rollout config serving (flags, profiles, budgets, prices, shadow, fallback, router), its
     version and where it came from, and any source's outstanding error."""
-    return RolloutOut.model_validate(admin.rollout_status())
+    return RolloutOut.model_validate(admin.status())
 
 
 @router.put("/admin/rollout", response_model=RolloutOut, responses=declared(401, 403, 413, 422, 503))
@@ -28,7 +28,7 @@ async def replace_rollout(admin: Rollout, config: Annotated[dict[str, Any], Body
     """Validate and apply a new rollout config (JSON, the sections of ``rag/rollout/example.toml``). With
     Redis it reaches every replica; a config that does not validate is refused (422 ``invalid_config``,
     api.errors.ERROR_TABLE) and the old one serves."""
-    return RolloutOut.model_validate(await admin.apply_rollout(json.dumps(config), "json"))
+    return RolloutOut.model_validate(await admin.apply(json.dumps(config), "json"))
 
 
 @router.get("/admin/fallback", response_model=list[FallbackKeyOut], responses=declared(401, 403, 422))

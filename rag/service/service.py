@@ -58,7 +58,7 @@ class RetrievalService:
         self.lifecycle = Lifecycle(settings, self.routing, embedder=embedder, reranker=reranker, store=store)
         self.limits = RateLimits(settings)
         self.ingestion = Ingestion(settings, self.lifecycle)
-        self.synthesis = AnswerSynthesis(settings, self.routing, self.lifecycle.breakers)
+        self.synthesis = AnswerSynthesis(settings, self.routing.ledger, self.lifecycle.breakers)
         self.shadows = ShadowRunner(self.routing, self.lifecycle.costs, deadline_ms=settings.deadline_ms)
         self.queries = QueryHandler(
             settings,

@@ -4,7 +4,7 @@
 Order (invariants): a reused answer first — the same normalised text answered from the same passages
 (L1 semantics: a semantic neighbour's answer is never reused, its passages are synthesised afresh); else
 priced first and refused, with a ``budget`` degradation, when it could take the tenant past its budget;
-else asked within the deadline behind the ``llm`` breaker and booked through :meth:`QueryRouting.book`
+else asked within the deadline behind the ``llm`` breaker and booked through :meth:`CostLedger.book`
 (the one place work is charged). On any failure or refusal the passages stand alone: synthesis never
 fails a query.
 """
@@ -26,7 +26,7 @@ from rag.retrieval.degradation_ladder import failure_degradation
 from rag.retrieval.step_runner import StepEvent, StepListener
 from rag.routing.costs import Usage, budget_refusal, llm_money
 from rag.service.answer import AnswerCost, SynthesizedAnswer
-from rag.service.routing import QueryRouting
+from rag.service.ledger import CostLedger
 from rag.types import Degradation, DegradationCode, Dependency, Result, Step, StepKey
 
 ANSWER_SHARE_OF_L1 = 4  # synthesized answers may hold a quarter of the L1's byte bound
@@ -44,7 +44,7 @@ class Synthesized:
 
 
 class AnswerSynthesis:
-    def __init__(self, settings: Settings, routing: QueryRouting, breakers: BreakerBoard) -> None:
+    def __init__(self, settings: Settings, ledger: CostLedger, breakers: BreakerBoard) -> None:
         self.llm: Synthesizer | None = (
             ChatClient(
                 settings.llm_url,
@@ -67,7 +67,7 @@ class AnswerSynthesis:
             else None
         )
         self._timeout_s = settings.llm_timeout_ms / 1000.0
-        self._routing = routing
+        self._ledger = ledger
         self._breakers = breakers
 
     async def synthesize(
@@ -94,8 +94,8 @@ class AnswerSynthesis:
         prompt, completion = request_tokens(
             query, results, max_passages=llm.max_passages, max_tokens=llm.max_tokens
         )
-        routing = self._routing
-        refusal = budget_refusal(routing.budgets.state(tenant), llm_money(prompt, completion, routing.prices))
+        ledger = self._ledger
+        refusal = budget_refusal(ledger.budgets.state(tenant), llm_money(prompt, completion, ledger.prices))
         if refusal is not None:
             metrics.LLM_REQUESTS.labels("budget").inc()
             metrics.BUDGET_EXCEEDED.labels(tenant, "no_synthesis").inc()
@@ -115,10 +115,10 @@ class AnswerSynthesis:
         record(StepEvent(SYNTHESIZE, (time.perf_counter() - t0) * 1000.0, {"model": out.model}))
         out = with_usage(out, query, results, llm.max_passages)
         usage = Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
-        money = routing.book(tenant, usage).money_total
+        money = ledger.book(tenant, usage).money_total
         if self.answers is not None and key is not None:
             self.answers.put(key, out)
-        cost = cost.synthesized(out.prompt_tokens, out.completion_tokens, money, routing.prices.currency)
+        cost = cost.synthesized(out.prompt_tokens, out.completion_tokens, money, ledger.prices.currency)
         return Synthesized(SynthesizedAnswer.of(out, reused=False), cost)
 
     def purge(self, tenant: str) -> None:

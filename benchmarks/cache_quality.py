@@ -29,7 +29,9 @@ from rag.config import Settings, load_settings
 from rag.io.sources import read_beir_jsonl, read_qrels, read_queries
 from rag.offline.metrics import evaluate_run, ranked_run
 from rag.retrieval.step_runner import StepEvent
-from rag.service.service import QueryRequest, RetrievalService, build_cache
+from rag.service.answer import QueryRequest
+from rag.service.lifecycle import build_cache
+from rag.service.service import RetrievalService
 from rag.types import Step, StepKey
 
 TENANT = "scifact"
@@ -54,7 +56,7 @@ def settings_for(data_dir: Path, rollout: Path) -> Settings:
 async def ensure_ingested(service: RetrievalService, corpus: Path) -> dict[str, Any]:
     docs = [replace(d, tenant=TENANT) for d in read_beir_jsonl(corpus)]
     started = time.perf_counter()
-    _, future = service.submit_ingest(TENANT, docs, [])
+    _, future = service.ingestion.submit(TENANT, docs, [])
     job = await asyncio.wrap_future(future)
     if job.error:
         raise RuntimeError(f"ingest failed: {job.error}")
@@ -79,12 +81,12 @@ async def serve_all(
             if event.step == StepKey(Step.CACHE_L2):
                 l2.update(event.detail)
 
-        answer = await service.query(QueryRequest(TENANT, text, top_k=10), on_step=on_step)
+        answer = await service.queries.query(QueryRequest(TENANT, text, top_k=10), on_step=on_step)
         ranked[qid] = [r.doc_id for r in answer.results]
         served[qid] = {
             "cache": answer.cache,
             "route": answer.route,
-            "degraded": [f"{d['step']}:{d['code']}" for d in answer.degraded],
+            "degraded": [f"{d.step}:{d.code}" for d in answer.degraded],
             **({"similarity": l2["similarity"]} if "similarity" in l2 else {}),
         }
     return ranked, served
@@ -109,21 +111,22 @@ async def run(args: argparse.Namespace) -> None:
         settings = settings_for(args.data_dir, rollout)
         service = RetrievalService(settings)
         await service.start()
-        await service.wait_loaded()
-        if service.load_error:
-            raise RuntimeError(service.load_error)
+        lifecycle = service.lifecycle
+        await lifecycle.wait_loaded()
+        if lifecycle.load_error:
+            raise RuntimeError(lifecycle.load_error)
         try:
             ingest = await ensure_ingested(service, data / "corpus.jsonl")
             print(f"index ready: {ingest}")
             if args.ingest_only:
                 return
-            assert service._embedder is not None
-            dim = service._embedder.dim
-            service.cache = None
+            assert lifecycle.embedder is not None
+            dim = lifecycle.embedder.dim
+            lifecycle.cache = None
             t0 = time.perf_counter()
             off, off_served = await serve_all(service, claims)
             off_s = time.perf_counter() - t0
-            service.cache = build_cache(settings, dim, None)
+            lifecycle.cache = build_cache(settings, dim, None)
             t0 = time.perf_counter()
             on, on_served = await serve_all(service, claims)
             on_s = time.perf_counter() - t0

@@ -6,7 +6,8 @@ its own state:
 
 - :class:`~rag.service.lifecycle.Lifecycle`: loading, readiness, shutdown; the dependencies (models,
   store, breakers, Redis, cache, the runtime of the version served);
-- :class:`~rag.service.routing.QueryRouting`: plans, cost, budgets, fallback, feedback, rollout config;
+- :class:`~rag.service.routing.QueryRouting`: the routing parts (planner, cost ledger, feedback learner,
+  rollout administration) over one serving routing policy;
 - :class:`~rag.service.queries.QueryHandler`: one query, request to answer, over
   :class:`~rag.service.cached_retrieval.CachedRetrieval` and
   :class:`~rag.service.synthesis.AnswerSynthesis`;

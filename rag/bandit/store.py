@@ -1,9 +1,10 @@
 """Where the bandit's state (:meth:`rag.bandit.linucb.LinUCB.to_state`) lives between restarts.
 
 Three stores behind one protocol: in memory (tests, a single short-lived process), a JSON file written
-atomically (one replica with a disk), and one Redis key (replicas sharing it). The Redis store lets
-errors through as they are: the service wraps its Redis calls in its own breaker and decides what a
-failure means (keep learning in memory, save later).
+atomically (one replica with a disk), and one Redis key per deployment
+(:meth:`rag.resilience.redis.RedisKeys.bandit`, replicas sharing it). The Redis store goes through the
+Redis breaker and timeout and raises :class:`~rag.resilience.redis.RedisUnavailable`; the caller decides
+what a failure means (keep learning in memory, save later).
 
 Replicas that share one key overwrite each other's state (last save wins); each replica learns from its
 own feedback in between. That is enough for persistence across restarts; merging replicas' statistics
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
+from rag.resilience.redis import GuardedRedis
 
 State = dict[str, Any]
 
@@ -101,17 +102,17 @@ class FileStore:
 
 
 class RedisStore:
-    """The state as JSON in one Redis key. Redis errors propagate unchanged."""
+    """The state as JSON in the deployment's bandit key; a Redis failure raises
+    :class:`~rag.resilience.redis.RedisUnavailable`."""
 
-    def __init__(self, client: Redis, key: str = "rag:bandit:state") -> None:
-        if not key:
-            raise ValueError("key must be a non-empty string")
-        self.client = client
-        self.key = key
+    def __init__(self, redis: GuardedRedis) -> None:
+        self.redis = redis
+        self.key = redis.keys.bandit
 
     async def load(self) -> State | None:
-        raw = await self.client.get(self.key)
+        raw = await self.redis.run(lambda r: r.get(self.key))
         return None if raw is None else decode(raw, f"redis key {self.key!r}")
 
     async def save(self, state: State) -> None:
-        await self.client.set(self.key, encode(state))
+        text = encode(state)
+        await self.redis.run(lambda r: r.set(self.key, text))

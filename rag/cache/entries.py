@@ -13,8 +13,9 @@ query text's size and the vector's, plus a fixed overhead per entry. An answer g
 one place that evicts (:meth:`L2Entries._evict`) removes both, and the ids of the entries held are the
 only ids remembered (what the Redis stream brings back again after an eviction is simply re-read).
 
-Only the index version being served is kept (:meth:`serve_version`): spaces of another version are
-dropped and entries of another version are refused. The service may announce a version from any thread;
+Only the index version being served is kept (:meth:`serve_version`, with the index's identity key,
+:attr:`rag.cache.keys.IndexIdentity.key`): spaces of another version are dropped and entries of another
+version are refused. The service may announce a version from any thread;
 it is applied by the next call on the event loop, which owns everything else here.
 """
 

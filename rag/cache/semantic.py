@@ -1,12 +1,13 @@
 """The query cache: L1 exact (in process) and L2 semantic (shared through Redis when configured).
 
-L2 finds a cached query of the same namespace (tenant, index version, model, parameters) whose embedding
+L2 finds a cached query of the same namespace (tenant, index, model, parameters) whose embedding
 is within ``threshold`` cosine similarity of the new query's, and which the lexical guard
 (:mod:`rag.cache.guard`) accepts; the guard's CPU grows with query length, so it runs in a worker thread
 (one hand-off per lookup, for every candidate at once). Each process keeps the vectors of the cached
 queries it knows of (:class:`~rag.cache.entries.L2Entries`, bounded by count and bytes per namespace,
 per tenant and overall). With Redis *and* a cache secret, the answers live there with a TTL and every new
-entry is appended to a per-tenant stream that the other replicas read on their next lookup, so an answer
+entry is appended to a per-tenant stream (keys: :meth:`rag.resilience.redis.RedisKeys.cache`, per
+deployment) that the other replicas read on their next lookup, so an answer
 cached through one replica is found through another; both are signed and checked
 (:mod:`rag.cache.shared`): what fails the check is a miss, and a bad answer is deleted. With Redis but no
 secret, answers stay in process (nothing unsigned is shared) and only purges go through Redis.
@@ -32,15 +33,14 @@ import numpy as np
 
 from rag.cache.entries import L2Entries, L2Limits, TenantEntries
 from rag.cache.guard import IdfFn, check
-from rag.cache.keys import Namespace
+from rag.cache.keys import IndexIdentity, Namespace
 from rag.cache.l1 import LruTtl
 from rag.cache.shared import EntrySigner, StreamEntry, dumps, open_answer, seal_answer
 from rag.cache.vectors import CachedQuery, Neighbour
-from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.resilience.redis import GuardedRedis, RedisUnavailable
 from rag.text.analyzer import Analyzer
 from rag.types import CacheLevel
 
-PREFIX = "rag:cache"
 MIB = 1024 * 1024
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,6 @@ class CacheStats:
     l2_bytes: int
     spaces: int
     tenants: int
-
-
-def _tenant_keys(tenant: str) -> tuple[str, str, str]:
-    tag = f"{PREFIX}:{{{tenant}}}"  # a hash tag: one tenant's keys live on one cluster slot
-    return f"{tag}:gen", f"{tag}:log:", f"{tag}:e:"
 
 
 class QueryCache:
@@ -124,7 +119,7 @@ class QueryCache:
                 "replicas (unsigned entries could be forged by anyone who can write to Redis); each "
                 "replica keeps its own L2, purges still reach every replica"
             )
-        self._sync_script = redis.client.register_script(_SYNC) if redis is not None else None
+        self._sync_script = redis.script(_SYNC) if redis is not None else None
         self._guard_lock = threading.Lock()  # the analyzer's stemmer is not thread-safe
 
     @property
@@ -132,10 +127,10 @@ class QueryCache:
         """Whether L2 answers are shared through Redis (Redis and a cache secret are configured)."""
         return self._signer is not None
 
-    def serve_version(self, version: str) -> None:
-        """The index version now served: the cache drops what it holds of any other, and keeps nothing
-        of another from now on. Safe to call from any thread (the service switches versions in one)."""
-        self.l2.serve_version(version)
+    def serve_index(self, index: IndexIdentity) -> None:
+        """The index now served: the cache drops what it holds of any other, and keeps nothing of another
+        from now on. Safe to call from any thread (the service switches versions in one)."""
+        self.l2.serve_version(index.key)
 
     def stats(self, tenant: str | None = None) -> CacheStats:
         l2 = self.l2.stats(tenant)
@@ -198,14 +193,14 @@ class QueryCache:
         shared copy could not be written (L1 and this process's L2 still have it)."""
         payload = dumps(answer)
         self.l1.put(self._l1_key(ns, query), answer, size=len(payload))
-        if vector is None or not self.l2.serves(ns.index_version):
+        if vector is None or not self.l2.serves(ns.index.key):
             return
         now = self._wall()
         self.l2.prune(now)
         entry = StreamEntry(
             uuid.uuid4().hex,
             ns.digest,
-            ns.index_version,
+            ns.index.key,
             query,
             now + self.ttl_s,
             np.asarray(vector, np.float32),
@@ -213,19 +208,19 @@ class QueryCache:
         cached = CachedQuery(entry.entry_id, query, entry.expires_at)
         signer = self._signer
         if self.redis is None or signer is None:
-            self.l2.add(ns.tenant, ns.digest, ns.index_version, cached, entry.vector, payload)
+            self.l2.add(ns.tenant, ns.digest, ns.index.key, cached, entry.vector, payload)
             return
-        self.l2.add(ns.tenant, ns.digest, ns.index_version, cached, entry.vector)
+        self.l2.add(ns.tenant, ns.digest, ns.index.key, cached, entry.vector)
         generation = self.l2.tenant(ns.tenant).generation
-        _, log_prefix, entry_prefix = _tenant_keys(ns.tenant)
-        log_key = log_prefix + generation
+        keys = self.redis.keys.cache(ns.tenant)
+        answer_key, log_key = keys.answer(entry.entry_id), keys.log(generation)
         fields = entry.to_fields(signer, ns.tenant)
         value = seal_answer(signer, ns.digest, entry.entry_id, payload)
         ttl = max(int(self.ttl_s), 1)
 
         async def write(r: Any) -> Any:
             async with r.pipeline(transaction=False) as pipe:
-                pipe.set(entry_prefix + entry.entry_id, value, ex=ttl)
+                pipe.set(answer_key, value, ex=ttl)
                 pipe.xadd(log_key, fields, maxlen=self.l2_entries, approximate=True)
                 pipe.expire(log_key, ttl)
                 return await pipe.execute()
@@ -237,7 +232,7 @@ class QueryCache:
         self.l2.forget(tenant)
         self.l1.drop_where(lambda k: k.startswith(f"{tenant}\x1f"))
         if self.redis is not None:
-            gen_key, _, _ = _tenant_keys(tenant)
+            gen_key = self.redis.keys.cache(tenant).generation
             await self.redis.run(lambda r: r.incr(gen_key))
 
     # -- internals -----------------------------------------------------------------------------------
@@ -247,7 +242,7 @@ class QueryCache:
             payload = self.l2.payload(entry_id)
             return (json.loads(payload), len(payload)) if payload is not None else None
         signer = self._signer
-        key = _tenant_keys(ns.tenant)[2] + entry_id
+        key = self.redis.keys.cache(ns.tenant).answer(entry_id)
         raw = await self.redis.run(lambda r: r.get(key))
         if not isinstance(raw, bytes) or not raw:  # the client returns bytes (decode_responses=False)
             return None
@@ -266,11 +261,10 @@ class QueryCache:
         now = time.monotonic()
         if not force and now - tenant.synced_at < self.sync_interval_s:
             return tenant
-        gen_key, log_prefix, _ = _tenant_keys(name)
-        script = self._sync_script
+        keys = self.redis.keys.cache(name)
         count = 1000 if self.shared else 0
-        args: list[str | int] = [log_prefix, _after(tenant.last_id), tenant.generation, count]
-        generation, entries = await self.redis.run(lambda r: script(keys=[gen_key], args=args))
+        args = [keys.log_prefix, _after(tenant.last_id), tenant.generation, count]
+        generation, entries = await self._sync_script([keys.generation], args)
         generation = _text(generation)
         if generation != tenant.generation:  # purged through some replica: start over
             self.l1.drop_where(lambda k: k.startswith(f"{name}\x1f"))

@@ -5,7 +5,8 @@ shares carries an HMAC-SHA256 keyed by the server secret (``RAG_CACHE_SECRET``, 
 replica), over length-prefixed parts that bind it to its place:
 
 - a stream entry (a cached query: the text and vector the neighbour search matches on): the tenant, the
-  namespace digest, the entry id, the index version, the text, the expiry and the vector bytes;
+  namespace digest, the entry id, the index (:attr:`rag.cache.keys.IndexIdentity.key`), the text, the
+  expiry and the vector bytes;
 - an answer: the namespace digest (which holds the tenant), the entry id and the JSON payload.
 
 An entry copied into another tenant's or namespace's keys, or altered, fails the check. An answer that
@@ -90,7 +91,7 @@ def open_answer(signer: EntrySigner, ns: Namespace, entry_id: str, raw: bytes) -
         answer = CachedAnswer.model_validate_json(body)
     except ValidationError:
         return None
-    if answer.index_version != ns.index_version:
+    if answer.index_version != ns.index.version:
         return None
     return answer.model_dump()
 
@@ -101,7 +102,7 @@ class StreamEntry:
 
     entry_id: str
     digest: str
-    version: str
+    version: str  # the index it was computed from (IndexIdentity.key)
     text: str
     expires_at: float
     vector: np.ndarray

@@ -1,10 +1,11 @@
-"""Breaker state shared between replicas through Redis.
+"""Breaker state shared between the replicas of a deployment through Redis.
 
-When a breaker opens here, the replica writes ``rag:breaker:<name>`` (who opened it, when, why) with a
-TTL of the open period; when one closes here, it deletes the key. Every ``interval_s`` each replica reads
-the keys and opens its own closed breakers that another replica opened, for what is left of that open
-period; after it, each replica probes for itself. The Redis breaker is never shared (its state cannot
-travel through Redis), and a Redis failure only means the replicas decide alone for a while.
+When a breaker opens here, the replica writes its key (:meth:`rag.resilience.redis.RedisKeys.breaker`:
+who opened it, when, why) with a TTL of the open period; when one closes here, it deletes the key. Every
+``interval_s`` each replica reads the keys and opens its own closed breakers that another replica opened,
+for what is left of that open period; after it, each replica probes for itself. The Redis breaker is never
+shared (its state cannot travel through Redis), and a Redis failure only means the replicas decide alone
+for a while.
 
 Values read from Redis are not trusted: one that does not parse as an open record (:func:`parse_open`) is
 logged, counted in ``rag_background_errors_total{loop="breaker_sync"}`` and skipped — the other breakers
@@ -25,10 +26,9 @@ from dataclasses import dataclass
 from rag.resilience.background import LoopErrors, run_every
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import Breaker, State
-from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.resilience.redis import GuardedRedis, RedisUnavailable
 
 log = logging.getLogger(__name__)
-PREFIX = "rag:breaker:"
 LOOP = "breaker_sync"
 MAX_TEXT = 200  # characters of another replica's name and reason that are kept
 
@@ -43,7 +43,7 @@ class SharedOpen:
 
 
 def parse_open(raw: bytes | str) -> SharedOpen:
-    """The record in a ``rag:breaker:<name>`` value; ValueError naming what is wrong."""
+    """The record in a breaker key's value; ValueError naming what is wrong."""
     try:
         info = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError included; nesting too deep
@@ -93,7 +93,7 @@ class SharedBreakerState:
         task.add_done_callback(self._pending.discard)
 
     async def _publish(self, breaker: Breaker, state: State, reason: str) -> None:
-        key = PREFIX + breaker.name
+        key = self.redis.keys.breaker(breaker.name)
         try:
             if state is State.OPEN:
                 value = json.dumps({"by": self.replica, "opened_at": time.time(), "reason": reason})
@@ -107,19 +107,19 @@ class SharedBreakerState:
     async def sync_once(self) -> None:
         """Open the breakers that other replicas opened (and that are closed here); a malformed value is
         skipped (logged, counted), the others are still applied."""
-        keys = [PREFIX + name for name in self.shared]
+        keys = [self.redis.keys.breaker(name) for name in self.shared]
         values = await self.redis.run(lambda r: r.mget(keys))
         now = time.time()
-        for name, raw in zip(self.shared, values, strict=True):
+        for name, key, raw in zip(self.shared, keys, values, strict=True):
             breaker = self.board[name]
             if raw is None or breaker.state is not State.CLOSED:
                 continue
             try:
                 record = parse_open(raw)
             except ValueError as exc:
-                self.errors.skip(PREFIX + name, str(exc))
+                self.errors.skip(key, str(exc))
                 continue
-            self.errors.clear(PREFIX + name)
+            self.errors.clear(key)
             opened_ago_s = max(now - record.opened_at, 0.0)  # a clock ahead of ours: opened just now
             if record.by == self.replica or opened_ago_s >= breaker.policy.open_s:
                 continue

@@ -2,9 +2,10 @@
 
 Each replica adds what it spends to its own window at once (budgets react to its own traffic without a
 round trip) and, every ``interval_s``, pushes the spend added since the last push to per-minute counters
-``rag:spend:<scope>:<minute>`` (INCRBYFLOAT, a TTL of two hours), then reads the last hour's counters of
-the scopes it knows and replaces its window's buckets with the deployment's totals. A Redis failure only
-means each replica budgets on its own spend for a while (the unpushed spend is kept and pushed later).
+(:meth:`rag.resilience.redis.RedisKeys.spend`: INCRBYFLOAT, a TTL of two hours), then reads the last
+hour's counters of the scopes it knows and replaces its window's buckets with the deployment's totals.
+A Redis failure only means each replica budgets on its own spend for a while (the unpushed spend is kept
+and pushed later).
 
 Counters read from Redis are not trusted: a value that is not a finite number >= 0 (:func:`parse_amount`)
 is logged, counted in ``rag_background_errors_total{loop="spend_sync"}`` and skipped — that minute keeps
@@ -26,17 +27,12 @@ from functools import partial
 from redis.asyncio import Redis
 
 from rag.resilience.background import LoopErrors, run_every
-from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.resilience.redis import GuardedRedis, RedisUnavailable
 from rag.routing.budgets import WINDOW_MINUTES, SpendWindow
 
 log = logging.getLogger(__name__)
-PREFIX = "rag:spend:"
 TTL_S = 2 * 3600
 LOOP = "spend_sync"
-
-
-def spend_key(scope: str, minute: int) -> str:
-    return f"{PREFIX}{scope}:{minute}"
 
 
 async def _mget(keys: list[str], r: Redis) -> list[bytes | str | None]:
@@ -88,6 +84,7 @@ class SharedSpend:
 
     async def sync(self) -> None:
         """Push the unpushed spend, then read the deployment's last hour for every known scope."""
+        spend_key = self.redis.keys.spend
         with self._lock:
             pushing, self._unpushed = dict(self._unpushed), defaultdict(float)
         try:
@@ -135,7 +132,7 @@ class SharedSpend:
         oldest = int(self.window.clock() // 60) - WINDOW_MINUTES
         for (key, amount), result in zip(pushed.items(), increments, strict=True):
             if isinstance(result, Exception):
-                self.errors.skip(spend_key(*key), f"increment refused: {result}"[:300])
+                self.errors.skip(self.redis.keys.spend(*key), f"increment refused: {result}"[:300])
                 if key[1] > oldest:
                     with self._lock:
                         self._unpushed[key] += amount

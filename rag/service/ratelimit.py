@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rag.resilience.guarded_redis import GuardedRedis, RedisUnavailable
+from rag.resilience.redis import GuardedRedis, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ def take(tokens: float, rate: float, cost: float = 1.0) -> tuple[Decision, float
 class RateLimiter(Protocol):
     async def acquire(self, tenant: str) -> Decision: ...
 
-    async def close(self) -> None: ...
-
 
 class InProcessRateLimiter:
     """One bucket per tenant in this process (used from the event loop only)."""
@@ -61,9 +59,6 @@ class InProcessRateLimiter:
 
     async def acquire(self, tenant: str) -> Decision:
         return self.acquire_now(tenant)
-
-    async def close(self) -> None:
-        return None
 
 
 # The same bucket as refill() + take(), atomically in Redis, on Redis' clock (all replicas agree on it).
@@ -92,22 +87,22 @@ return {allowed, tostring(retry)}
 
 
 class RedisRateLimiter:
-    """The bucket in Redis, shared by every replica, behind the Redis breaker and timeout; when Redis fails
-    or the breaker is open, this call uses ``fallback`` (without waiting on Redis)."""
+    """The bucket in Redis (:meth:`RedisKeys.rate_limit`), shared by the deployment's replicas, behind the
+    Redis breaker and timeout; when Redis fails or the breaker is open, this call uses ``fallback``
+    (without waiting on Redis). The Redis client is its opener's to close."""
 
-    def __init__(
-        self, redis: GuardedRedis, rate: float, burst: float, *, prefix: str = "rag:ratelimit:"
-    ) -> None:
+    def __init__(self, redis: GuardedRedis, rate: float, burst: float) -> None:
         self.redis = redis
-        self.rate, self.burst, self.prefix = rate, burst, prefix
+        self.rate, self.burst = rate, burst
         self.fallback = InProcessRateLimiter(rate, burst)
-        self._script = redis.client.register_script(TOKEN_BUCKET_LUA)
+        self._bucket = redis.script(TOKEN_BUCKET_LUA)
         self._warned_at = 0.0
 
     async def acquire(self, tenant: str) -> Decision:
-        keys, args = [self.prefix + tenant], [self.rate, self.burst, 1]
         try:
-            allowed, retry = await self.redis.run(lambda _: self._script(keys=keys, args=args))
+            allowed, retry = await self._bucket(
+                [self.redis.keys.rate_limit(tenant)], [self.rate, self.burst, 1]
+            )
         except RedisUnavailable as exc:  # Redis down, slow or its breaker open: this replica's bucket decides
             now = time.monotonic()
             if now - self._warned_at > 30:
@@ -115,6 +110,3 @@ class RedisRateLimiter:
                 log.warning("rate limit: %s; using the in-process bucket", exc)
             return self.fallback.acquire_now(tenant)
         return Decision(bool(int(allowed)), float(retry))
-
-    async def close(self) -> None:
-        await self.redis.close()

@@ -132,3 +132,34 @@ async def test_a_query_tries_an_unreachable_redis_once(
     assert len(reasons) >= 2, body["degraded"]  # the L1 sync failed, then the L2 was skipped (and the write)
     tried = [r for r in reasons if not r.startswith("not tried again in this request")]
     assert len(tried) == 1 and "ConnectionError" in tried[0], reasons
+
+
+# another deployment's documents for the same tenant: nothing in common with ACME_DOCS
+OTHER_DOCS = [
+    {"id": "fox", "title": "Fox", "text": "Foxes hunt mice at night in fields and forests."},
+    {"id": "oak", "title": "Oak", "text": "Oaks are trees that grow acorns."},
+]
+
+
+@pytest.mark.parametrize("other", ["collection", "data_dir"])
+async def test_two_indexes_on_one_redis_never_share_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str, other: str
+) -> None:
+    """Two deployments on one Redis — another collection, or the same collection name in another data dir
+    (both publish ``v000001``) — the same tenant asking the same query gets its own index's answer, never
+    the other's cached one: the cache namespace carries the index identity (collection, version, manifest
+    hash) and the keys are per collection."""
+    shared = {"redis_url": redis_url, "cache_threshold": 0.8, "cache_secret": "s" * 32}
+    elsewhere = {"collection": "other"} if other == "collection" else {"data_dir": tmp_path / "other-data"}
+    one = create_app(service_settings(tmp_path, monkeypatch, **shared))
+    two = create_app(service_settings(tmp_path, monkeypatch, **shared, **elsewhere))
+    async with serve(one) as c1:
+        await ingest(c1, "acme", ACME_DOCS)
+        first = await ask(c1, "Which animal hunts mice at night?")
+        assert first["cache"] == "miss" and first["index_version"] == "v000001"
+    async with serve(two) as c2:
+        await ingest(c2, "acme", OTHER_DOCS)
+        second = await ask(c2, "Which animal hunts mice at night?")
+    assert second["index_version"] == "v000001"  # the same version name: only its identity tells them apart
+    assert second["cache"] == "miss", second
+    assert {r["doc_id"] for r in second["results"]} <= {"fox", "oak"}

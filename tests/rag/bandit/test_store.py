@@ -1,4 +1,5 @@
-"""Bandit state stores: memory, an atomically replaced file, and one key in a real redis-server."""
+"""Bandit state stores: memory, an atomically replaced file, and one key per deployment in a real
+redis-server (behind the Redis breaker)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from rag.bandit.linucb import LinUCB
 from rag.bandit.store import BanditStore, FileStore, MemoryStore, RedisStore
-from rag.service.redis_client import connect_redis
+from rag.resilience.breaker import Breaker, BreakerPolicy
+from rag.resilience.redis import GuardedRedis, RedisUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -81,22 +83,27 @@ async def test_a_state_that_is_not_json_is_refused() -> None:
         await MemoryStore().save({"alpha": float("nan")})
 
 
+def redis_at(url: str, collection: str = "svc", timeout_s: float = 0.5) -> GuardedRedis:
+    return GuardedRedis.connect(
+        url, Breaker("redis", BreakerPolicy()), timeout_s=timeout_s, collection=collection
+    )
+
+
 async def test_redis_store_round_trip(redis_url: str) -> None:
-    client = connect_redis(redis_url, timeout_s=0.5)
+    redis, other = redis_at(redis_url), redis_at(redis_url, collection="other")
     try:
-        await round_trip(RedisStore(client))
-        assert await client.exists("rag:bandit:state")
-        other = RedisStore(client, key="rag:bandit:other")
-        assert await other.load() is None  # keys are separate
+        await round_trip(RedisStore(redis))
+        assert await redis.run(lambda r: r.exists("rag:svc:bandit"))
+        assert await RedisStore(other).load() is None  # another deployment's bandit is its own
     finally:
-        await client.aclose()
+        await redis.close()
+        await other.close()
 
 
-async def test_redis_errors_propagate_unchanged() -> None:
-    client = connect_redis("redis://127.0.0.1:1/0", timeout_s=0.05)
+async def test_a_redis_failure_is_redis_unavailable() -> None:
+    redis = redis_at("redis://127.0.0.1:1/0", timeout_s=0.05)
     try:
-        with pytest.raises(Exception) as caught:
-            await RedisStore(client).load()
-        assert "redis" in type(caught.value).__module__
+        with pytest.raises(RedisUnavailable, match="ConnectionError"):
+            await RedisStore(redis).load()
     finally:
-        await client.aclose()
+        await redis.close()

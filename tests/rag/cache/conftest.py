@@ -1,4 +1,5 @@
-"""Helpers for the query cache tests: namespaces, deterministic vectors, answers of a chosen size."""
+"""Helpers for the query cache tests: indexes, namespaces, deterministic vectors, answers of a chosen
+size."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from rag.cache.keys import Namespace
+from rag.cache.keys import IndexIdentity, Namespace
 
 DIM = 16
 
 
+def index(version: str = "v1", collection: str = "svc") -> IndexIdentity:
+    """The identity of a published ``version`` (its manifest names the version and collection only)."""
+    return IndexIdentity.of(collection, version, {"version": version, "collection": collection})
+
+
 def ns(tenant: str = "acme", version: str = "v1", **params: Any) -> Namespace:
-    return Namespace.of(tenant, version, "hash:16", {"filters": params})
+    return Namespace.of(tenant, index(version), "hash:16", {"filters": params})
 
 
 def vector(seed: int) -> np.ndarray:

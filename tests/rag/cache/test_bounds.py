@@ -14,10 +14,9 @@ import pytest
 from rag.cache.l1 import LruTtl
 from rag.cache.semantic import QueryCache
 from rag.resilience.breaker import Breaker, BreakerPolicy
-from rag.resilience.guarded_redis import GuardedRedis
-from rag.service.redis_client import connect_redis
+from rag.resilience.redis import GuardedRedis
 from rag.text.analyzer import Analyzer
-from tests.rag.cache.conftest import DIM, answer, no_idf, ns, vector
+from tests.rag.cache.conftest import DIM, answer, index, no_idf, ns, vector
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +29,7 @@ def make(**overrides: Any) -> QueryCache:
 
 
 def guarded(url: str) -> GuardedRedis:
-    return GuardedRedis(connect_redis(url, timeout_s=1.0), Breaker("redis", BreakerPolicy()), timeout_s=1.0)
+    return GuardedRedis.connect(url, Breaker("redis", BreakerPolicy()), timeout_s=1.0, collection="svc")
 
 
 async def traced_growth(warm_up: Callable[[], Awaitable[None]], more: Callable[[], Awaitable[None]]) -> int:
@@ -132,7 +131,7 @@ async def test_namespaces_of_an_index_version_no_longer_served_are_dropped() -> 
     for i in range(5):
         await cache.put(ns(version="v1", kind=f"k{i}"), f"query {i}", vector(i), answer("v1"))
     assert cache.stats().spaces == 5
-    cache.serve_version("v2")  # the service switched (it may say so from another thread)
+    cache.serve_index(index("v2"))  # the service switched (it may say so from another thread)
     await cache.put(ns(version="v2"), "query 0", vector(0), answer("v2"))
     assert cache.stats().spaces == 1 and cache.stats().l2_entries == 1
     assert await cache.get_similar(ns(version="v1", kind="k0"), "query 0", vector(0), no_idf) is None

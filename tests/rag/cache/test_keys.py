@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rag.cache.keys import Namespace, normalize_query
+from rag.cache.keys import IndexIdentity, Namespace, normalize_query
 
 PLAN = {"retrievers": ["bm25", "dense"], "top_k": 10, "rerank_depth": 20, "dims": None}
 FILTERS = {"lang": "en", "year": [2019, 2020]}
@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
 
 def namespace(**changes: Any) -> Namespace:
     parts = {**DEFAULTS, **changes}
-    return Namespace.of(parts["tenant"], parts["index_version"], parts["model"], parts["params"])
+    index = IndexIdentity.of("svc", parts["index_version"], {"version": parts["index_version"]})
+    return Namespace.of(parts["tenant"], index, parts["model"], parts["params"])
 
 
 def test_equal_inputs_give_equal_namespaces_and_keys() -> None:
@@ -134,3 +135,35 @@ def test_normalisation_is_idempotent_and_linear_on_long_trailing_runs() -> None:
         assert normalize_query(once) == once
     assert normalize_query("?" * 100_000 + "a") == "?" * 100_000 + "a"
     assert normalize_query("a" + " ?" * 100_000) == "a"
+
+
+# -- the index identity ----------------------------------------------------------------------------------
+MANIFEST = {"version": "v000001", "collection": "svc", "created_at": "2025-01-01T00:00:00+00:00", "docs": 3}
+
+
+@pytest.mark.parametrize(
+    ("collection", "manifest"),
+    [
+        ("other", MANIFEST),  # another collection on the same Redis
+        ("svc", {**MANIFEST, "created_at": "2025-01-02T00:00:00+00:00"}),  # another data dir's v000001
+        ("svc", {**MANIFEST, "docs": 4}),
+    ],
+)
+def test_the_index_identity_tells_apart_equal_version_names(
+    collection: str, manifest: dict[str, Any]
+) -> None:
+    """``v000001`` is a per-folder counter: two collections, or two data dirs, both publish it. The
+    collection and the manifest's hash keep their namespaces apart."""
+    base = IndexIdentity.of("svc", "v000001", MANIFEST)
+    other = IndexIdentity.of(collection, "v000001", manifest)
+    assert other.version == base.version and other.key != base.key
+    tenant, model, params = DEFAULTS["tenant"], DEFAULTS["model"], DEFAULTS["params"]
+    ours, theirs = Namespace.of(tenant, base, model, params), Namespace.of(tenant, other, model, params)
+    assert theirs.digest != ours.digest and theirs.exact_key("mice") != ours.exact_key("mice")
+
+
+def test_a_copy_of_the_same_published_version_is_the_same_index() -> None:
+    """Replicas of one deployment serve copies of one published version: the same identity, whatever
+    the key order of the manifest, so they share their cached answers."""
+    copy = dict(reversed(list(MANIFEST.items())))
+    assert IndexIdentity.of("svc", "v000001", copy) == IndexIdentity.of("svc", "v000001", MANIFEST)

@@ -16,8 +16,7 @@ import redis
 from api.app import create_app
 from rag.cache.semantic import QueryCache
 from rag.resilience.breaker import Breaker, BreakerPolicy
-from rag.resilience.guarded_redis import GuardedRedis
-from rag.service.redis_client import connect_redis
+from rag.resilience.redis import GuardedRedis, RedisKeys
 from rag.text.analyzer import Analyzer
 from tests.api.conftest import ACME, ACME_DOCS, ingest, serve, service_settings
 from tests.rag.cache.conftest import DIM, answer, no_idf, ns, vector
@@ -27,10 +26,11 @@ pytestmark = pytest.mark.anyio
 SECRET = "test-cache-secret-0123456789abcdef"
 QUESTION = "Which animal hunts mice at night?"
 REWORDED = "at night, which animal hunts mice?"  # an L2 neighbour of QUESTION (see tests/api/test_cache.py)
+KEYS = RedisKeys("svc")  # the collection of service_settings and of make()
 
 
 def make(url: str, secret: str | None = SECRET) -> QueryCache:
-    client = GuardedRedis(connect_redis(url, timeout_s=1.0), Breaker("redis", BreakerPolicy()), timeout_s=1.0)
+    client = GuardedRedis.connect(url, Breaker("redis", BreakerPolicy()), timeout_s=1.0, collection="svc")
     return QueryCache(
         dim=DIM,
         analyzer=Analyzer(),
@@ -43,7 +43,7 @@ def make(url: str, secret: str | None = SECRET) -> QueryCache:
 
 
 def answer_keys(r: redis.Redis, tenant: str) -> list[bytes]:
-    return sorted(r.scan_iter(match=f"rag:cache:{{{tenant}}}:e:*"))
+    return sorted(r.scan_iter(match=KEYS.cache(tenant).answer("*")))
 
 
 async def ask(client: httpx.AsyncClient, query: str) -> dict[str, Any]:
@@ -86,11 +86,11 @@ async def test_an_entry_replayed_into_another_tenant_is_a_miss(redis_url: str) -
     r = redis.Redis.from_url(redis_url)
     try:
         await writer.put(ns("acme"), "what is the secret plan", vector(1), answer(doc="acme-secret"))
-        [(_, fields)] = r.xrange("rag:cache:{acme}:log:0")
+        [(_, fields)] = r.xrange(KEYS.cache("acme").log("0"))
         [key] = answer_keys(r, "acme")
         entry_id = fields[b"id"].decode()
-        r.xadd("rag:cache:{globex}:log:0", {**fields, b"ns": ns("globex").digest.encode()})
-        r.set(f"rag:cache:{{globex}}:e:{entry_id}", r.get(key))  # type: ignore[arg-type]
+        r.xadd(KEYS.cache("globex").log("0"), {**fields, b"ns": ns("globex").digest.encode()})
+        r.set(KEYS.cache("globex").answer(entry_id), r.get(key))  # type: ignore[arg-type]
         assert await reader.get_similar(ns("globex"), "what is the secret plan", vector(1), no_idf) is None
         assert reader.stats("globex").l2_entries == 0  # the replayed stream entry is not even held
         # the genuine entry still serves its own tenant
@@ -113,9 +113,9 @@ async def test_a_forged_stream_entry_never_joins_the_neighbour_search(redis_url:
         "exp": "1e12",
         "vec": vector(3).tobytes(),
     }
-    r.xadd("rag:cache:{acme}:log:0", {**fields, "sig": "0" * 64})
-    r.xadd("rag:cache:{acme}:log:0", {k: v for k, v in fields.items() if k != "id"})  # malformed
-    r.set("rag:cache:{acme}:e:" + "f" * 32, json.dumps(answer(doc="poison")))
+    r.xadd(KEYS.cache("acme").log("0"), {**fields, "sig": "0" * 64})
+    r.xadd(KEYS.cache("acme").log("0"), {k: v for k, v in fields.items() if k != "id"})  # malformed
+    r.set(KEYS.cache("acme").answer("f" * 32), json.dumps(answer(doc="poison")))
     try:
         assert await reader.get_similar(ns("acme"), "poison", vector(3), no_idf) is None
         assert reader.stats("acme").l2_entries == 0
@@ -134,7 +134,7 @@ async def test_without_a_cache_secret_answers_are_not_shared_through_redis(
     r = redis.Redis.from_url(redis_url)
     try:
         await one.put(ns(), "who hunts mice", vector(5), answer(doc="owl"))
-        assert answer_keys(r, "acme") == [] and not r.exists("rag:cache:{acme}:log:0")
+        assert answer_keys(r, "acme") == [] and not r.exists(KEYS.cache("acme").log("0"))
         assert await one.get_similar(ns(), "who hunts mice", vector(5), no_idf) is not None  # its own
         assert await two.get_similar(ns(), "who hunts mice", vector(5), no_idf) is None
         await two.purge("acme")

@@ -7,15 +7,13 @@ import asyncio
 import pytest
 
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
-from rag.resilience.guarded_redis import GuardedRedis
+from rag.resilience.redis import GuardedRedis
 from rag.service.ratelimit import InProcessRateLimiter, RedisRateLimiter, refill, take
-from rag.service.redis_client import connect_redis
 
 
-def guarded(url: str, timeout_s: float) -> GuardedRedis:
-    return GuardedRedis(
-        connect_redis(url, timeout_s=timeout_s), Breaker("redis", BreakerPolicy()), timeout_s=timeout_s
-    )
+def guarded(url: str, timeout_s: float, collection: str = "test") -> GuardedRedis:
+    breaker = Breaker("redis", BreakerPolicy())
+    return GuardedRedis.connect(url, breaker, timeout_s=timeout_s, collection=collection)
 
 
 def test_refill_caps_at_burst_and_ignores_clock_going_back() -> None:
@@ -55,13 +53,16 @@ def test_redis_bucket_is_shared_by_replicas_and_falls_back_when_redis_is_down(re
         refused = await replica_b.acquire("t")  # the fourth call, across both replicas, is over the burst
         assert not refused.allowed and refused.retry_after_s > 50
         assert (await replica_b.acquire("other")).allowed
-        await replica_a.close()
-        await replica_b.close()
+        # another deployment (collection) on the same Redis has buckets of its own
+        elsewhere = RedisRateLimiter(guarded(redis_url, 0.5, collection="other"), rate=0.01, burst=3)
+        assert (await elsewhere.acquire("t")).allowed
+        for limiter in (replica_a, replica_b, elsewhere):
+            await limiter.redis.close()
         # Redis unreachable: answered at once by the replica's own bucket, never an error
         dead = RedisRateLimiter(guarded("redis://127.0.0.1:1/0", 0.05), rate=0.01, burst=1)
         assert (await dead.acquire("t")).allowed
         assert not (await dead.acquire("t")).allowed
-        await dead.close()
+        await dead.redis.close()
 
     asyncio.run(scenario())
 
@@ -82,7 +83,7 @@ def test_an_open_redis_breaker_sends_the_limit_to_the_local_bucket_without_calli
         assert redis.breaker.snapshot()["calls_in_window"] == 0
         redis.breaker.force(State.CLOSED, "test: redis is back")
         assert not (await limiter.acquire("t")).allowed  # the shared bucket decides again
-        await other.close()
-        await limiter.close()
+        await other.redis.close()
+        await redis.close()
 
     asyncio.run(scenario())

@@ -263,7 +263,7 @@ class QueryCache:
             return tenant
         keys = self.redis.keys.cache(name)
         count = 1000 if self.shared else 0
-        args = [keys.log_prefix, _after(tenant.last_id), tenant.generation, count]
+        args: list[str | int] = [keys.log_prefix, _after(tenant.last_id), tenant.generation, count]
         generation, entries = await self._sync_script([keys.generation], args)
         generation = _text(generation)
         if generation != tenant.generation:  # purged through some replica: start over

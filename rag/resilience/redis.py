@@ -61,6 +61,7 @@ T = TypeVar("T")
 ROOT = "rag"
 _COLLECTION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # RAG_COLLECTION's pattern: no ':', '{' or '}'
 
+Client = Redis  # what a function given to GuardedRedis.run receives (the only raw client callers see)
 Script = Callable[[Sequence[str], Sequence[str | int | float]], Awaitable[Any]]
 
 

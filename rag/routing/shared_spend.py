@@ -24,10 +24,8 @@ import threading
 from collections import defaultdict
 from functools import partial
 
-from redis.asyncio import Redis
-
 from rag.resilience.background import LoopErrors, run_every
-from rag.resilience.redis import GuardedRedis, RedisUnavailable
+from rag.resilience.redis import Client, GuardedRedis, RedisUnavailable
 from rag.routing.budgets import WINDOW_MINUTES, SpendWindow
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ TTL_S = 2 * 3600
 LOOP = "spend_sync"
 
 
-async def _mget(keys: list[str], r: Redis) -> list[bytes | str | None]:
+async def _mget(keys: list[str], r: Client) -> list[bytes | str | None]:
     return list(await r.mget(keys))
 
 
@@ -90,7 +88,7 @@ class SharedSpend:
         try:
             if pushing:
 
-                async def push(r: Redis) -> list[object]:
+                async def push(r: Client) -> list[object]:
                     pipe = r.pipeline(transaction=False)
                     for (scope, minute), amount in pushing.items():
                         pipe.incrbyfloat(spend_key(scope, minute), amount)

@@ -4,6 +4,8 @@ timeout — and every key of a deployment under its collection, so two deploymen
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,8 @@ from rag.testing.servers import RedisServer
 pytestmark = pytest.mark.anyio
 
 DEAD = "redis://127.0.0.1:1/0"  # nothing listens: every call fails
+ROOT = Path(__file__).resolve().parents[3]
+OWNER = ROOT / "rag" / "resilience" / "redis.py"
 
 
 def redis_at(url: str) -> GuardedRedis:
@@ -112,3 +116,22 @@ def test_a_tenants_cache_keys_share_one_cluster_slot() -> None:
 def test_a_collection_that_could_break_the_key_layout_is_refused(collection: str) -> None:
     with pytest.raises(ValueError, match="collection must match"):
         RedisKeys(collection)
+
+
+def test_only_the_owner_imports_the_redis_client() -> None:
+    """Every other module reaches Redis through :class:`GuardedRedis` (its policy, its keys)."""
+    importers = []
+    for path in sorted((*ROOT.joinpath("rag").rglob("*.py"), *ROOT.joinpath("api").rglob("*.py"))):
+        if path == OWNER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            if any(n == "redis" or n.startswith("redis.") for n in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert importers == []

@@ -30,7 +30,7 @@ key (``<c>`` = collection)                what                           lifetim
 ``rag:<c>:cache:{<tenant>}:gen``          a tenant's cache generation    none (bumped by a purge)
 ``rag:<c>:cache:{<tenant>}:log:<gen>``    stream of cached queries       cache TTL, capped length
 ``rag:<c>:cache:{<tenant>}:e:<entry>``    a signed cached answer         cache TTL
-``rag:<c>:ratelimit:<tenant>``            token bucket (tokens, ts)      until the bucket is full again
+``rag:<c>:ratelimit:<tenant>[:<name>]``   token bucket (tokens, ts)      until the bucket is full again
 ``rag:<c>:breaker:<dependency>``          who opened it, when, why       the open period
 ``rag:<c>:spend:<scope>:<minute>``        spend of that minute           2 hours
 ``rag:<c>:rollout:config``                the rollout config text        none (deleted by an admin)
@@ -106,13 +106,15 @@ class RedisKeys:
         tag = f"{self.root}cache:{{{tenant}}}"  # a hash tag: one tenant's keys live on one cluster slot
         return CacheKeys(f"{tag}:gen", f"{tag}:log:", f"{tag}:e:")
 
-    def rate_limit(self, tenant: str) -> str:
-        return f"{self.root}ratelimit:{tenant}"
+    def rate_limit(self, bucket: str) -> str:
+        """A token bucket: a tenant's (``acme``) or a named one of a tenant's (``acme:feedback``)."""
+        return f"{self.root}ratelimit:{bucket}"
 
     def breaker(self, dependency: str) -> str:
         return f"{self.root}breaker:{dependency}"
 
     def spend(self, scope: str, minute: int) -> str:
+        """A budget scope's (a tenant's, or the global one's) spend in one minute since the epoch."""
         return f"{self.root}spend:{scope}:{minute}"
 
     @property

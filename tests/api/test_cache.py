@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from rag.testing.fakes import HashEmbedder, OverlapReranker
+from rag.dense.hashing import HashEmbedder
+from rag.testing.fakes import OverlapReranker
 from tests.api.conftest import ACME, ACME_DOCS, ADMIN, GLOBEX, GLOBEX_DOCS, ingest, serve, service_settings
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +58,7 @@ async def test_a_new_index_version_never_serves_stale_answers(
         assert after["cache"] == "miss" and after["index_version"] != before["index_version"]
         assert "wasp" in {r["doc_id"] for r in after["results"]}
         # the cache keeps nothing of the version no longer served
-        assert app.state.service.cache.stats().spaces == 1
+        assert app.state.service.lifecycle.cache.stats().spaces == 1
 
 
 async def test_purge_forgets_one_tenant_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from rag.config import Settings
 from rag.dense.embedder import Embedder, SentenceTransformerEmbedder
 from rag.dense.hashing import is_hash_spec, parse_hash_spec
 from rag.dense.qdrant_store import QdrantStore
+from rag.errors import RagError
 from rag.index.ingest import Ingestor, IngestParams
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
@@ -29,7 +30,7 @@ from rag.routing.vocabulary import vocabularies
 log = logging.getLogger(__name__)
 
 
-class NoIndexError(RuntimeError):
+class NoIndexError(RagError, RuntimeError):
     pass
 
 

@@ -15,18 +15,25 @@ from rag.cache.keys import IndexIdentity, Namespace, normalize_query
 
 PLAN = {"retrievers": ["bm25", "dense"], "top_k": 10, "rerank_depth": 20, "dims": None}
 FILTERS = {"lang": "en", "year": [2019, 2020]}
+MANIFEST = {"version": "v000001", "created_at": "2024-05-01T12:00:00Z", "documents": 5183}
 DEFAULTS: dict[str, Any] = {
     "tenant": "acme",
-    "index_version": "v000001",
+    "collection": "scifact",
+    "version": "v000001",
+    "manifest": MANIFEST,
     "model": "hash:64",
     "params": {"plan": PLAN, "filters": FILTERS},
 }
 
 
+def identity(**changes: Any) -> IndexIdentity:
+    parts = {**DEFAULTS, **changes}
+    return IndexIdentity.of(parts["collection"], parts["version"], parts["manifest"])
+
+
 def namespace(**changes: Any) -> Namespace:
     parts = {**DEFAULTS, **changes}
-    index = IndexIdentity.of("svc", parts["index_version"], {"version": parts["index_version"]})
-    return Namespace.of(parts["tenant"], index, parts["model"], parts["params"])
+    return Namespace.of(parts["tenant"], identity(**changes), parts["model"], parts["params"])
 
 
 def test_equal_inputs_give_equal_namespaces_and_keys() -> None:
@@ -50,7 +57,9 @@ def test_the_order_of_parameters_does_not_matter() -> None:
     "changes",
     [
         {"tenant": "globex"},
-        {"index_version": "v000002"},
+        {"version": "v000002"},
+        {"collection": "nfcorpus"},  # another collection whose first version has the same name
+        {"manifest": {**MANIFEST, "created_at": "2024-05-02T08:00:00Z"}},  # same name, another data dir
         {"model": "hash:128"},
         {"params": {"plan": {**PLAN, "rerank_depth": 10}, "filters": FILTERS}},
         {"params": {"plan": {**PLAN, "retrievers": ["bm25"]}, "filters": FILTERS}},
@@ -72,11 +81,43 @@ def test_any_differing_part_gives_a_different_namespace(changes: dict[str, Any])
 def test_parts_do_not_run_into_each_other() -> None:
     """The parts are joined with a separator: moving characters from one part to the next is another
     namespace (``"ab" + "c"`` is not ``"a" + "bc"``)."""
-    assert (
-        namespace(tenant="acme1", index_version="v").digest
-        != namespace(tenant="acme", index_version="1v").digest
-    )
-    assert namespace(index_version="v1", model="m").digest != namespace(index_version="v", model="1m").digest
+    assert namespace(tenant="acme1", model="m").digest != namespace(tenant="acme", model="1m").digest
+    assert identity(collection="ab", version="c").key != identity(collection="a", version="bc").key
+
+
+# -- the index identity ----------------------------------------------------------------------------------
+def test_equal_indexes_have_equal_identities() -> None:
+    """Replicas of one deployment serve copies of one published version: one identity, shared answers.
+    The manifest is hashed as canonical JSON (its key order does not matter)."""
+    assert identity() == identity()
+    assert identity(manifest=dict(reversed(list(MANIFEST.items())))) == identity()
+    assert identity().version == "v000001"  # what answers report as index_version
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"collection": "nfcorpus"},
+        {"version": "v000002"},
+        {"manifest": {**MANIFEST, "documents": 5184}},
+    ],
+    ids=["collection", "version", "manifest"],
+)
+def test_any_differing_part_gives_another_index(changes: dict[str, Any]) -> None:
+    assert identity(**changes) != identity()
+    assert identity(**changes).key != identity().key
+
+
+def test_two_collections_sharing_one_redis_never_share_keys() -> None:
+    """The defect of the per-folder counter: every data dir's first version is ``v000001``. With the
+    collection and the manifest in the identity, equal version names no longer give equal keys."""
+    first = {"version": "v000001", "collection": "a"}
+    second = {"version": "v000001", "collection": "b"}
+    a = namespace(collection="a", manifest=first)
+    b = namespace(collection="b", manifest=second)
+    assert a.digest != b.digest
+    same_name_other_dir = namespace(collection="a", manifest={**first, "created_at": "later"})
+    assert same_name_other_dir.digest != a.digest
 
 
 def test_different_tenants_never_share_a_key() -> None:
@@ -135,35 +176,3 @@ def test_normalisation_is_idempotent_and_linear_on_long_trailing_runs() -> None:
         assert normalize_query(once) == once
     assert normalize_query("?" * 100_000 + "a") == "?" * 100_000 + "a"
     assert normalize_query("a" + " ?" * 100_000) == "a"
-
-
-# -- the index identity ----------------------------------------------------------------------------------
-MANIFEST = {"version": "v000001", "collection": "svc", "created_at": "2025-01-01T00:00:00+00:00", "docs": 3}
-
-
-@pytest.mark.parametrize(
-    ("collection", "manifest"),
-    [
-        ("other", MANIFEST),  # another collection on the same Redis
-        ("svc", {**MANIFEST, "created_at": "2025-01-02T00:00:00+00:00"}),  # another data dir's v000001
-        ("svc", {**MANIFEST, "docs": 4}),
-    ],
-)
-def test_the_index_identity_tells_apart_equal_version_names(
-    collection: str, manifest: dict[str, Any]
-) -> None:
-    """``v000001`` is a per-folder counter: two collections, or two data dirs, both publish it. The
-    collection and the manifest's hash keep their namespaces apart."""
-    base = IndexIdentity.of("svc", "v000001", MANIFEST)
-    other = IndexIdentity.of(collection, "v000001", manifest)
-    assert other.version == base.version and other.key != base.key
-    tenant, model, params = DEFAULTS["tenant"], DEFAULTS["model"], DEFAULTS["params"]
-    ours, theirs = Namespace.of(tenant, base, model, params), Namespace.of(tenant, other, model, params)
-    assert theirs.digest != ours.digest and theirs.exact_key("mice") != ours.exact_key("mice")
-
-
-def test_a_copy_of_the_same_published_version_is_the_same_index() -> None:
-    """Replicas of one deployment serve copies of one published version: the same identity, whatever
-    the key order of the manifest, so they share their cached answers."""
-    copy = dict(reversed(list(MANIFEST.items())))
-    assert IndexIdentity.of("svc", "v000001", copy) == IndexIdentity.of("svc", "v000001", MANIFEST)

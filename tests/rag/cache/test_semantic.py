@@ -42,8 +42,8 @@ def at_similarity(v: np.ndarray, similarity: float, seed: int = 99) -> np.ndarra
     other = vector(seed)
     other = other - other.dot(unit) * unit  # orthogonal to v
     other /= np.linalg.norm(other)
-    out = similarity * unit + np.sqrt(max(1.0 - similarity**2, 0.0)) * other
-    return out.astype(np.float32)
+    out: np.ndarray = (similarity * unit + np.sqrt(max(1.0 - similarity**2, 0.0)) * other).astype(np.float32)
+    return out
 
 
 def doc(hit: Any) -> str:

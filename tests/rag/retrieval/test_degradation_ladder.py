@@ -25,6 +25,7 @@ import pytest
 
 from rag.config import Settings, load_settings
 from rag.dense.embedder import Embedder
+from rag.dense.hashing import HashEmbedder
 from rag.rerank.cross_encoder import Pair, Reranker
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
 from rag.resilience.deadline import Deadline, StepCosts
@@ -34,7 +35,7 @@ from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import DenseRetriever
 from rag.retrieval.step_runner import Guards, SearchOutcome, StepEvent
 from rag.runtime import Runtime
-from rag.testing.fakes import HashEmbedder, OverlapReranker
+from rag.testing.fakes import OverlapReranker
 from rag.testing.faults import HangingReranker, UnreachableStore
 from rag.types import Document
 from tests.conftest import make_ingestor
@@ -72,7 +73,9 @@ class Threads:
         return await asyncio.to_thread(fn, *args)
 
     async def embed_query(self, text: str) -> np.ndarray:
-        return (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        vectors = await asyncio.to_thread(self.embedder.embed, [text])
+        first: np.ndarray = vectors[0]
+        return first
 
     async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
         assert self.reranker is not None

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 from rag.text.analyzer import Analyzer
 
-_WORD = re.compile(r"[A-Za-z0-9_][\w.\-]*[\w]|\w")
+# a comma between two digits stays inside the word: "1,000" and "1,5" are one number each
+_WORD = re.compile(r"[A-Za-z0-9_](?:[\w.\-]|(?<=\d),(?=\d))*\w|\w")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,000 or 12,345.6: the commas group digits
 NEGATIONS = frozenset(
     "not no never without cannot nor neither none nothing nobody nowhere lack lacks lacking absent "
     "absence fail fails unable".split()
@@ -125,7 +127,9 @@ def _numbers(words: list[str]) -> frozenset[str]:
     for w in words:
         lw = w.lower()
         if _NUMERAL.match(lw):
-            found.add(lw.rstrip(".").replace(",", ""))
+            number = lw.rstrip(".")
+            # thousands separators go ("1,000" is 1000); any other comma (a decimal comma: "1,5") stays
+            found.add(number.replace(",", "") if _THOUSANDS.fullmatch(number) else number)
         elif lw in NUMBER_WORDS:
             found.add(lw)
     return frozenset(found)
@@ -167,6 +171,8 @@ def check(a: str, b: str, analyzer: Analyzer, idf: IdfFn, *, rare_idf: float = 4
     names = {t for n in _names(wa) | _names(wb) for t in analyzer.tokens(n)}
 
     def specific(term: str) -> bool:
+        if term.isdigit():  # numbers were compared above, as values ("1,000" is the tokens 1 and 000)
+            return False
         value = idf(term)
         return term in names or (value is not None and value >= rare_idf)
 

@@ -17,13 +17,14 @@ from rag.io.sources import read_beir_jsonl
 from rag.runtime import Runtime, build_embedder, connect, ingest_params
 
 log = logging.getLogger(__name__)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # characters a collection name cannot hold
 
 
 def dataset_collection(data: Path, settings: Settings) -> str:
     """The cached collection a BEIR folder is ingested into when no collection was chosen."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", data.resolve().name)[:40]
+    base = _UNSAFE.sub("-", data.resolve().name)[:40]
     suffix = "" if settings.matryoshka_rotation == "pca" else f"-{settings.matryoshka_rotation}"
-    model = re.sub(r"[^A-Za-z0-9_-]", "-", Path(settings.embedder_model).name)[:20]
+    model = _UNSAFE.sub("-", Path(settings.embedder_model).name)[:20]
     return f"beir-{base}-{model}{suffix}"
 
 

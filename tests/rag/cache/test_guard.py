@@ -105,22 +105,15 @@ def test_numbers_are_compared_as_values_not_spellings() -> None:
     assert verdict("Two doses of the vaccine", "two doses of the vaccine").compatible
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard._WORD splits '1,000' at the comma into '1' and '000', so _numbers' replace(',', '') never "
-    "sees a separator: '1,000' and '1000' count as different numbers (a needless miss, never a wrong hit)",
-)
 def test_a_thousands_separator_does_not_change_a_number() -> None:
     assert verdict("revenue above 1,000 dollars", "revenue above 1000 dollars").compatible
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard._WORD splits a decimal comma too: '1,5 mg' and '5,1 mg' both read as the numbers "
-    "{'1', '5'}, so the guard lets one dose's answer serve the other (a wrong hit)",
-)
 def test_numbers_with_a_comma_keep_their_digits_in_order() -> None:
+    """A decimal comma is not a thousands separator: 1,5 mg is neither 5,1 mg nor 15 mg."""
     assert not verdict("a dose of 1,5 mg", "a dose of 5,1 mg").compatible
+    assert not verdict("a dose of 1,5 mg", "a dose of 15 mg").compatible
+    assert verdict("a dose of 1,5 mg", "dose of 1,5 mg").compatible
 
 
 # -- opposite words ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 # The stem memo's bounds: it sees query text, so a client decides what is offered to it. Words longer
 # than MEMO_WORD_CHARS are stemmed every time (rare in text; a client's padding), and at most MEMO_ENTRIES
-# words are kept (least recently used out): at most ~6 MB per analyzer (tests/rag/
+# words are kept (least recently used out): at most ~6 MB per analyzer (tests/rag/text/
 # test_analyzer_and_chunking.py). On SciFact (1.17M tokens, 36k distinct words) 16,384 entries still
 # serve 95.8% of the stems from the memo (500,000 entries: 96.9%).
 MEMO_WORD_CHARS = 32

@@ -122,11 +122,11 @@ class QueryHandler:
         version = pipeline.snapshot.version
         idf = tenant_idf(pipeline.snapshot, request.tenant)  # never another tenant's vocabulary
         features = None
-        if len(request.query) > ANALYZE_OFF_LOOP_CHARS and routing.needs_analysis(
+        if len(request.query) > ANALYZE_OFF_LOOP_CHARS and routing.planner.needs_analysis(
             request.tenant, request.query, version
         ):  # analysis is linear in the query's length: a long one is analysed off the event loop
-            features = await asyncio.to_thread(routing.analyze, request.query, idf)
-        decision = routing.decide(
+            features = await asyncio.to_thread(routing.planner.analyze, request.query, idf)
+        decision = routing.planner.decide(
             request.tenant,
             request.query,
             idf=idf,

@@ -9,30 +9,26 @@
 - :attr:`QueryRouting.rollout` (:class:`~rag.service.rollout_admin.RolloutAdmin`): the hot-reloaded
   rollout config (its watcher holds the one policy reference) and fallback administration.
 
-:class:`QueryRouting` builds and wires them and keeps the per-request entry points the service calls
-(:meth:`decide`, :meth:`settle`, :meth:`book`…), each delegating to its part. Transport-free.
+:class:`QueryRouting` builds and wires them; callers use the parts directly, except :meth:`settle` (the
+ledger books the cost, the learner keeps the decision for feedback). Transport-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rag.bandit.store import BanditStore
 from rag.config import Settings
 from rag.resilience.redis import GuardedRedis
-from rag.retrieval.plan import QueryPlan
-from rag.rollout.config import Format, Prices, Profile, ProfileLimits, RolloutConfig
+from rag.rollout.config import Prices, Profile, ProfileLimits, RolloutConfig
 from rag.rollout.policy import RoutingPolicy
-from rag.rollout.shadow import ShadowComparison
 from rag.rollout.watcher import ConfigWatcher
-from rag.routing.analyzer import QueryFeatures
 from rag.routing.budgets import BudgetMeter
 from rag.routing.costs import CpuCosts, QueryCost, Usage
 from rag.service.feedback import FeedbackLearner
 from rag.service.ledger import CostLedger
-from rag.service.planning import IdfLookup, Planner, RoutingDecision
+from rag.service.planning import Planner, RoutingDecision
 from rag.service.rollout_admin import RolloutAdmin
 
 
@@ -107,40 +103,8 @@ class QueryRouting:
         await self.learner.close()
 
     # -- per request ---------------------------------------------------------------------------------
-    def decide(
-        self,
-        tenant: str,
-        text: str,
-        *,
-        idf: IdfLookup,
-        profile: Profile,
-        top_k: int,
-        session_id: str | None = None,
-        version: str = "",
-        features: QueryFeatures | None = None,
-    ) -> RoutingDecision:
-        """See :meth:`rag.service.planning.Planner.decide`."""
-        return self.planner.decide(
-            tenant,
-            text,
-            idf=idf,
-            profile=profile,
-            top_k=top_k,
-            session_id=session_id,
-            version=version,
-            features=features,
-        )
-
-    def needs_analysis(self, tenant: str, text: str, version: str) -> bool:
-        return self.planner.needs_analysis(tenant, text, version)
-
-    def analyze(self, text: str, idf: IdfLookup) -> QueryFeatures:
-        return self.planner.analyze(text, idf)
-
-    def book(self, tenant: str, usage: Usage) -> QueryCost:
-        """See :meth:`rag.service.ledger.CostLedger.book`: the one place work is charged."""
-        return self.ledger.book(tenant, usage)
-
+    # The parts are called directly (``routing.planner.decide``, ``routing.ledger.book``…); settling is
+    # here because it is the one step that needs two of them.
     def settle(
         self,
         decision: RoutingDecision,
@@ -173,57 +137,3 @@ class QueryRouting:
                 served_ids=served_ids,
             )
         return cost
-
-    async def feedback(
-        self,
-        tenant: str,
-        request_id: str,
-        *,
-        rating: float | None = None,
-        clicked: Sequence[str] | None = None,
-        relevance: Mapping[str, float] | None = None,
-    ) -> dict[str, Any] | None:
-        """See :meth:`rag.service.feedback.FeedbackLearner.feedback`."""
-        return await self.learner.feedback(
-            tenant, request_id, rating=rating, clicked=clicked, relevance=relevance
-        )
-
-    # -- shadow ----------------------------------------------------------------------------------------
-    def shadow_plan(self, decision: RoutingDecision, request_id: str) -> tuple[str, QueryPlan] | None:
-        return self.planner.shadow_plan(decision, request_id)
-
-    def record_shadow(
-        self,
-        flag: str,
-        request_id: str,
-        *,
-        baseline_ids: Sequence[str],
-        candidate_ids: Sequence[str],
-        baseline_ms: float,
-        candidate_ms: float,
-        baseline_usage: Usage | None,
-        candidate_usage: Usage,
-    ) -> ShadowComparison:
-        return self.ledger.record_shadow(
-            flag,
-            request_id,
-            baseline_ids=baseline_ids,
-            candidate_ids=candidate_ids,
-            baseline_ms=baseline_ms,
-            candidate_ms=candidate_ms,
-            baseline_usage=baseline_usage,
-            candidate_usage=candidate_usage,
-        )
-
-    # -- admin -----------------------------------------------------------------------------------------
-    def rollout_status(self) -> dict[str, Any]:
-        return self.rollout.status()
-
-    async def apply_rollout(self, text: str, fmt: Format = "json") -> dict[str, Any]:
-        return await self.rollout.apply(text, fmt)
-
-    def fallback_status(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        return self.rollout.fallback_status(tenant)
-
-    def reset_fallback(self, tenant: str | None = None, flag: str | None = None) -> int:
-        return self.rollout.reset_fallback(tenant, flag)

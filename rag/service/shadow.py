@@ -48,7 +48,7 @@ class ShadowRunner:
         baseline_usage: Usage | None,
     ) -> None:
         """Start the shadow run of this request when it is sampled and the candidate plans differently."""
-        shadow = self.routing.shadow_plan(decision, request_id)
+        shadow = self.routing.planner.shadow_plan(decision, request_id)
         if shadow is None:
             return
         flag, plan = shadow
@@ -98,7 +98,7 @@ class ShadowRunner:
                 log.info("shadow %s for %s failed: %s", flag, request_id, exc)
                 return
             took_ms = (time.perf_counter() - started) * 1000.0
-            self.routing.record_shadow(
+            self.routing.ledger.record_shadow(
                 flag,
                 request_id,
                 baseline_ids=baseline_ids,

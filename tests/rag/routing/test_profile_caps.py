@@ -18,13 +18,13 @@ def latency_deployment(settings: Settings, config: str = "") -> QueryRouting:
 
 def test_a_rollout_override_of_the_deployment_profile_applies(settings: Settings) -> None:
     routing = latency_deployment(settings, OVERRIDE)
-    plan = routing.decide("acme", TEXT, idf=lambda t: 6.0, profile=Profile.LATENCY, top_k=10).plan
+    plan = routing.planner.decide("acme", TEXT, idf=lambda t: 6.0, profile=Profile.LATENCY, top_k=10).plan
     assert (plan.rerank_depth, plan.candidates) == (30, 80)
 
 
 def test_a_request_profile_gets_its_own_caps_not_the_deployments(settings: Settings) -> None:
     routing = latency_deployment(settings, OVERRIDE)
-    plan = routing.decide("acme", TEXT, idf=lambda t: 6.0, profile=Profile.BALANCED, top_k=10).plan
+    plan = routing.planner.decide("acme", TEXT, idf=lambda t: 6.0, profile=Profile.BALANCED, top_k=10).plan
     assert (plan.rerank_depth, plan.candidates, plan.dims) == (
         settings.rerank_depth,
         settings.candidates,

@@ -31,7 +31,9 @@ def test_features_are_memoised_per_version_and_bounded(settings: Settings, monke
     monkeypatch.setattr(planning, "FEATURE_MEMO_ENTRIES", 2)
 
     def decide(text: str, version: str = "v1"):  # type: ignore[no-untyped-def]
-        return r.decide("acme", text, idf=lambda t: 3.0, profile=Profile.BALANCED, top_k=10, version=version)
+        return r.planner.decide(
+            "acme", text, idf=lambda t: 3.0, profile=Profile.BALANCED, top_k=10, version=version
+        )
 
     first = decide("who hunts mice")
     assert decide("who hunts mice").features == first.features and calls == ["who hunts mice"]
@@ -48,8 +50,8 @@ async def test_feedback_without_a_signal_is_refused_and_the_decision_stays(setti
     r = QueryRouting(settings, reranker_available=False)
     r.learner.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
     with pytest.raises(ValueError, match="feedback must carry"):
-        await r.feedback("acme", "req-1")
-    assert (await r.feedback("acme", "req-1", rating=5)) is not None
+        await r.learner.feedback("acme", "req-1")
+    assert (await r.learner.feedback("acme", "req-1", rating=5)) is not None
 
 
 @pytest.mark.anyio
@@ -65,17 +67,21 @@ async def test_one_tenants_feedback_moves_another_tenants_arm_probabilities_by_a
 
     def share(tenant: str, arm: str, n: int = 2000) -> float:
         plans = [
-            r.decide(tenant, text, idf=lambda t: 4.0, profile=Profile.BALANCED, top_k=10).routed.arm.value
+            r.planner.decide(
+                tenant, text, idf=lambda t: 4.0, profile=Profile.BALANCED, top_k=10
+            ).routed.arm.value
             for _ in range(n)
         ]
         return plans.count(arm) / n
 
-    x = r.decide("acme", text, idf=lambda t: 4.0, profile=Profile.BALANCED, top_k=10).features.vector()
+    x = r.planner.decide(
+        "acme", text, idf=lambda t: 4.0, profile=Profile.BALANCED, top_k=10
+    ).features.vector()
     target = "hybrid"
     before = share("globex", target)
     for i in range(300):  # acme says: always hybrid
         r.learner.decisions.record(f"flood-{i}", "acme", target, x, 1.0, ["d1"])
-        assert await r.feedback("acme", f"flood-{i}", rating=5) is not None
+        assert await r.learner.feedback("acme", f"flood-{i}", rating=5) is not None
     assert share("acme", target) > 0.9  # acme's own plans follow its feedback
     after = share("globex", target)
     assert abs(after - before) <= weight + 0.03, (before, after)  # 0.03: sampling error of 2000 draws
@@ -95,7 +101,7 @@ async def test_a_malformed_bandit_state_in_redis_is_counted_skipped_and_replaced
             await r.start(redis)
             assert background_errors("bandit_store") == seen + 1 and r.learner.bandit.counts["hybrid"] == 0
             r.learner.decisions.record("req-1", "acme", "hybrid", [1.0] * 10, 1.0, ["d1"])
-            assert await r.feedback("acme", "req-1", rating=5) is not None
+            assert await r.learner.feedback("acme", "req-1", rating=5) is not None
             await r.close()  # saves the learnt state over the bad one
             again = QueryRouting(settings, reranker_available=False)
             await again.start(redis)

@@ -24,49 +24,54 @@ from rag.service.service import RetrievalService
 
 
 def service_of(request: Request) -> RetrievalService:
+    """The service behind the app (a plain function: the dependencies below call it)."""
     service: RetrievalService = request.app.state.service
     return service
 
 
-def settings_of(request: Request) -> Settings:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its thread
+# pool, one thread hand-off per dependency per request (tests/api/test_deps.py).
+
+
+async def settings_of(request: Request) -> Settings:
     return service_of(request).settings
 
 
-def keys_of(request: Request) -> KeyRing:
+async def keys_of(request: Request) -> KeyRing:
     return service_of(request).keys
 
 
-def lifecycle_of(request: Request) -> Lifecycle:
+async def lifecycle_of(request: Request) -> Lifecycle:
     return service_of(request).lifecycle
 
 
-def queries_of(request: Request) -> QueryHandler:
+async def queries_of(request: Request) -> QueryHandler:
     return service_of(request).queries
 
 
-def limits_of(request: Request) -> RateLimits:
+async def limits_of(request: Request) -> RateLimits:
     return service_of(request).limits
 
 
-def ingestion_of(request: Request) -> Ingestion:
+async def ingestion_of(request: Request) -> Ingestion:
     return service_of(request).ingestion
 
 
-def breakers_of(request: Request) -> BreakerBoard:
+async def breakers_of(request: Request) -> BreakerBoard:
     return service_of(request).lifecycle.breakers
 
 
-def feedback_of(request: Request) -> FeedbackLearner:
+async def feedback_of(request: Request) -> FeedbackLearner:
     """Where feedback on an answered request goes (the bandit and the decisions awaiting feedback)."""
     return service_of(request).routing.learner
 
 
-def rollout_of(request: Request) -> RolloutAdmin:
+async def rollout_of(request: Request) -> RolloutAdmin:
     """The rollout config's administration (status, apply)."""
     return service_of(request).routing.rollout
 
 
-def fallback_of(request: Request) -> RolloutAdmin:
+async def fallback_of(request: Request) -> RolloutAdmin:
     """The auto-fallback administration (status, reset)."""
     return service_of(request).routing.rollout
 

@@ -128,8 +128,14 @@ class LlamaIndex(_InProcess):
     def load(self) -> None:
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-        # max_length 256: the model's own max_seq_length (the class's default is 512)
-        self.embed = HuggingFaceEmbedding(model_name=self.model, device="cpu", max_length=256)
+        # max_length 256: the model's own max_seq_length (the class's default is 512); batches of 32 as
+        # every other system here
+        self.embed = HuggingFaceEmbedding(
+            model_name=self.model,
+            device="cpu",
+            max_length=256,
+            embed_batch_size=32,  # default 10
+        )
 
     def build(self, docs: list[tuple[str, str]]) -> None:
         import Stemmer

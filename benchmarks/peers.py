@@ -60,8 +60,7 @@ Qrels = Mapping[str, Mapping[str, int]]
 
 def dedupe(ids: Iterable[str]) -> list[str]:
     """The ids in order, each once (its first rank): a chunked index can return a document twice."""
-    seen: set[str] = set()
-    return [i for i in ids if not (i in seen or seen.add(i))]
+    return list(dict.fromkeys(ids))
 
 
 def rrf(rankings: Sequence[Sequence[str]], *, k: int = RRF_K, top_k: int = 10) -> list[str]:

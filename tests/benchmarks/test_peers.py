@@ -152,6 +152,7 @@ def test_table_has_a_row_per_system_and_the_speed_ratio() -> None:
         "documents": 500,
         "candidates": 100,
         "concurrency": 8,
+        "warmup": "every query once, untimed,",
         "command": "python -m benchmarks.peers --limit 20",
         "machine": {"cpu_count": 2},
     }

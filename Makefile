@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 # torch, pinned on its own: 2.13.0 is the CPU build on local disk (a plain `torch` pulls multi-GB CUDA wheels).
 TORCH := torch==2.13.0
 
-.PHONY: install lock demo test test-fast lint format bench-bm25 bench-quality clean
+.PHONY: install lock demo test test-fast lint format bench-bm25 bench-quality peers-venv bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -55,5 +55,20 @@ bench-bm25: install
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --data ../shared/data/scifact
 
+# The peers (Haystack, LlamaIndex, qdrant-client + bm25s by hand) in their own venv: the service never
+# depends on them. torch first and alone, as above.
+PEERS_VENV := .venv-peers
+peers-venv: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q $(TORCH)
+	$(PEERS_VENV)/bin/pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
+# Peers side by side (ARGS="--limit 20 --corpus-limit 500" for a quick run).
+bench-peers: install peers-venv
+	$(BIN)/python -m benchmarks.peers --data ../shared/data/scifact $(ARGS)
+
 clean:
-	rm -rf $(VENV) .rag-data
+	rm -rf $(VENV) $(PEERS_VENV) .rag-data

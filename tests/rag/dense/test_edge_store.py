@@ -29,7 +29,7 @@ from rag.types import Document
 
 DIM = 384
 Data = tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]  # ids, vectors, payloads, queries
-N = 1200
+N = 900
 TENANTS = ("acme", "globex", "")
 LANGS = ("en", "fr", "de")
 
@@ -59,7 +59,7 @@ def payloads(n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    return point_ids(N), embedding_like(N, DIM, seed=1), payloads(N), embedding_like(25, DIM, seed=2)
+    return point_ids(N), embedding_like(N, DIM, seed=1), payloads(N), embedding_like(12, DIM, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def stores(
     ids, vectors, pays, _ = data
     root = tmp_path_factory.mktemp("stores")
     edge = EdgeStore(root / "edge")
-    local = QdrantStore(QdrantClient(path=str(root / "local")), "c")
+    local = QdrantStore(QdrantClient(":memory:"), "c")  # the same search code as on disk
     for store in (edge, local):
         store.ensure_collection(DIM)
         for start in range(0, N, 500):
@@ -187,12 +187,12 @@ def test_a_folder_in_another_layout_is_refused_with_the_rebuild_command(tmp_path
 
 
 def test_hnsw_recall_at_10_against_exact(tmp_path: Path) -> None:
-    n = 4000
+    n = 2500
     ids, vectors = point_ids(n), embedding_like(n, DIM, seed=4)
     store = EdgeStore(tmp_path / "edge", indexing_threshold_kb=1)  # index every segment
     store.ensure_collection(DIM)
-    for start in range(0, n, 1000):
-        store.upsert(ids[start : start + 1000], vectors[start : start + 1000], payloads(1000))
+    for start in range(0, n, 500):
+        store.upsert(ids[start : start + 500], vectors[start : start + 500], payloads(500))
     store.optimize()
     assert store.shard.info().indexed_vectors_count > 0  # HNSW was built
     queries = embedding_like(50, DIM, seed=5)

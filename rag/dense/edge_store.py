@@ -72,7 +72,7 @@ class EdgeStore:
         layout = read_layout(path)
         if layout is not None:
             self._low_dims = prefix_dims(int(layout["full_dim"]))
-            self._shard = qe.EdgeShard.load(str(path / SHARD_DIR), self._config(int(layout["full_dim"])))
+            self._shard = _load(path, self._config(int(layout["full_dim"])))
 
     def _config(self, full_dim: int) -> qe.EdgeConfig:
         vectors = {FULL: qe.EdgeVectorParams(size=full_dim, distance=qe.Distance.Cosine)}
@@ -218,6 +218,18 @@ class EdgeStore:
                 self._shard.flush()
                 self._shard.close()
                 self._shard = None
+
+
+def _load(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+    try:
+        return qe.EdgeShard.load(str(path / SHARD_DIR), config)
+    except Exception as exc:  # the binding raises a bare Exception; its WAL lock says "WouldBlock"
+        if "WouldBlock" not in str(exc):
+            raise
+        raise RuntimeError(
+            f"the embedded Qdrant folder {path} is in use by another process (the edge engine allows one "
+            "process per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
+        ) from None
 
 
 def _point_id(pid: qe.PointId) -> str:

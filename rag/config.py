@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = Field(10.0, gt=0)
     vector_engine: Literal["local", "edge"] = Field(
-        "local",
-        description="embedded vector store when qdrant_url is unset: local = qdrant-client local mode (pure "
-        "Python, one lock), edge = Qdrant's Rust engine in process (qdrant-edge, <data_dir>/qdrant-edge/)",
+        "edge",
+        description="embedded vector store when qdrant_url is unset: edge = Qdrant's Rust engine in process "
+        "(qdrant-edge, <data_dir>/qdrant-edge/), local = qdrant-client local mode (pure Python, one lock)",
     )
     edge_index: Literal["hnsw", "plain"] = Field(
         "hnsw",

@@ -13,7 +13,7 @@ from api.middleware import RequestContextMiddleware
 from api.routes import admin, feedback, health, query, rollout
 from rag.config import Settings, load_settings
 from rag.dense.embedder import Embedder
-from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.rerank.cross_encoder import Reranker
 from rag.service.service import RetrievalService
 
@@ -30,7 +30,7 @@ def create_app(
     *,
     embedder: Embedder | None = None,
     reranker: Reranker | None = None,
-    store: QdrantStore | None = None,
+    store: VectorStore | None = None,
 ) -> FastAPI:
     """The app for ``settings`` (default: from the environment). Models and the index load in the
     lifespan, in the background; ``/ready`` turns 200 when they are loaded."""

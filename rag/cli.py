@@ -26,14 +26,13 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from rag.dense.qdrant_store import QdrantStore
     from rag.index.ingest import Ingestor
     from rag.io.sources import read_documents
-    from rag.runtime import build_embedder, connect, ingest_params
+    from rag.runtime import build_embedder, ingest_params, open_store
 
     settings = _settings(args)
     tenant = check_tenant(args.tenant)
-    store = QdrantStore(connect(settings), settings.collection)
+    store = open_store(settings)
     try:
         report = Ingestor(
             ingest_params(settings), build_embedder(settings), store, progress=not args.quiet
@@ -45,9 +44,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from rag.dense.qdrant_store import QdrantStore
     from rag.index.ingest import Ingestor
-    from rag.runtime import build_embedder, connect, ingest_params
+    from rag.runtime import build_embedder, ingest_params, open_store
 
     settings = _settings(args)
     ids = list(args.ids)
@@ -55,7 +53,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         ids += [line.strip() for line in Path(args.ids_file).read_text().splitlines() if line.strip()]
     if not ids:
         raise SystemExit("rag delete: give document ids as arguments or with --ids-file")
-    store = QdrantStore(connect(settings), settings.collection)
+    store = open_store(settings)
     try:
         report = Ingestor(ingest_params(settings), build_embedder(settings), store, progress=False).ingest(
             [], delete_ids=[scoped_id(check_tenant(args.tenant), i) for i in ids]

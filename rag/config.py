@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server/cluster URL; overrides qdrant_path")
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = Field(10.0, gt=0)
+    vector_engine: Literal["local", "edge"] = Field(
+        "edge",
+        description="embedded vector store when qdrant_url is unset: edge = Qdrant's Rust engine in process "
+        "(qdrant-edge, <data_dir>/qdrant-edge/), local = qdrant-client local mode (pure Python, one lock)",
+    )
+    edge_index: Literal["hnsw", "plain"] = Field(
+        "hnsw",
+        description="edge engine: HNSW on segments past ~6.5k points of 384 dims (smaller ones are scanned), "
+        "or plain (every search exact)",
+    )
+    edge_hnsw_ef: int | None = Field(None, ge=1, le=100_000, description="edge HNSW search beam; None: 100")
 
     embedder_model: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path")
     embed_batch_size: int = Field(32, ge=1, le=4096)
@@ -252,6 +263,11 @@ class Settings(BaseSettings):
         # local mode locks its folder to one process: a folder per collection lets an ingest of one
         # collection run beside queries of another
         return self.qdrant_path or self.data_dir / "qdrant" / self.collection
+
+    @property
+    def resolved_edge_path(self) -> Path:
+        # its own folder: a local-mode folder is never opened as an edge shard (nor the other way round)
+        return self.qdrant_path or self.data_dir / "qdrant-edge" / self.collection
 
     @property
     def versions_dir(self) -> Path:

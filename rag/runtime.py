@@ -16,6 +16,7 @@ from rag.config import Settings
 from rag.dense.embedder import Embedder, SentenceTransformerEmbedder
 from rag.dense.hashing import is_hash_spec, parse_hash_spec
 from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.errors import RagError
 from rag.index.ingest import Ingestor, IngestParams
 from rag.index.snapshot import IndexSnapshot
@@ -50,6 +51,26 @@ def connect(settings: Settings) -> QdrantClient:
             f"the embedded Qdrant folder {path} is in use by another process (local mode allows one process "
             "per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
         ) from None
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The collection's vector store: qdrant-client for a server (``qdrant_url``) or for local mode
+    (``vector_engine=local``), else the embedded Rust engine (:class:`~rag.dense.edge_store.EdgeStore`)."""
+    if settings.qdrant_url or settings.vector_engine == "local":
+        return QdrantStore(connect(settings), settings.collection)
+    from rag.dense.edge_store import EdgeStore  # the engine's native module loads only when chosen
+
+    return EdgeStore(
+        settings.resolved_edge_path, hnsw=settings.edge_index == "hnsw", hnsw_ef=settings.edge_hnsw_ef
+    )
+
+
+def _store_place(settings: Settings) -> str:
+    if settings.qdrant_url:
+        return f"collection {settings.collection!r} at {settings.qdrant_url}"
+    if settings.vector_engine == "local":
+        return f"local mode at {settings.resolved_qdrant_path}"
+    return f"edge engine at {settings.resolved_edge_path}"
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -99,7 +120,7 @@ class Runtime:
     def __init__(
         self,
         settings: Settings,
-        store: QdrantStore,
+        store: VectorStore,
         embedder: Embedder,
         reranker: Reranker | None,
         snapshot: IndexSnapshot,
@@ -120,7 +141,7 @@ class Runtime:
         settings: Settings,
         *,
         load_reranker: bool = True,
-        store: QdrantStore | None = None,
+        store: VectorStore | None = None,
         embedder: Embedder | None = None,
         reranker: Reranker | None = None,
         compute: Compute | None = None,
@@ -133,7 +154,16 @@ class Runtime:
                 f"collection {settings.collection!r} has no published index under {settings.versions_dir}; "
                 "run `rag ingest PATH` first"
             )
-        store = store or QdrantStore(connect(settings), settings.collection)
+        given = store
+        store = store or open_store(settings)
+        if snapshot.point_rows and store.count() == 0:
+            if given is None:
+                store.close()
+            raise NoIndexError(
+                f"collection {settings.collection!r} has a published index ({snapshot.version}) but its "
+                f"vector store ({_store_place(settings)}) is empty: vectors written by another engine or "
+                "layout, or lost; run `rag ingest PATH` again to rebuild them"
+            )
         if reranker is None and load_reranker:
             reranker = build_reranker(settings)
         return cls(settings, store, embedder or build_embedder(settings), reranker, snapshot, compute)

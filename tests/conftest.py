@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rag.config import Settings, load_settings
-from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.index.ingest import Ingestor
-from rag.runtime import build_embedder, connect, ingest_params
+from rag.runtime import build_embedder, ingest_params, open_store
 from rag.testing.servers import ProgramMissing, RedisServer, in_ci, redis_server
 from rag.types import Document
 
@@ -35,8 +35,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return load_settings(data_dir=tmp_path / "data", embedder_model="hash:64", collection="test")
 
 
-def make_ingestor(settings: Settings) -> tuple[Ingestor, QdrantStore]:
-    store = QdrantStore(connect(settings), settings.collection)
+def make_ingestor(settings: Settings) -> tuple[Ingestor, VectorStore]:
+    store = open_store(settings)
     return Ingestor(ingest_params(settings), build_embedder(settings), store, progress=False), store
 
 

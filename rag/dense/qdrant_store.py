@@ -15,13 +15,10 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from rag.dense.matryoshka import MATRYOSHKA_DIMS, truncate
+from rag.dense.matryoshka import truncate
+from rag.dense.store import FULL, prefix_dims, vector_name
 
-FULL = "full"
-
-
-def vector_name(dims: int | None) -> str:
-    return FULL if dims is None else f"d{dims}"
+__all__ = ["FULL", "QdrantStore", "is_local", "vector_name"]
 
 
 def is_local(client: QdrantClient) -> bool:
@@ -41,11 +38,8 @@ class QdrantStore:
         self._lock: AbstractContextManager[object] = threading.Lock() if self.local else nullcontext()
         self._low_dims: tuple[int, ...] = ()
 
-    def prefix_dims(self, full_dim: int) -> tuple[int, ...]:
-        return tuple(d for d in MATRYOSHKA_DIMS if d < full_dim)
-
     def ensure_collection(self, full_dim: int) -> None:
-        self._low_dims = self.prefix_dims(full_dim)
+        self._low_dims = prefix_dims(full_dim)
         with self._lock:
             if self.client.collection_exists(self.collection):
                 return
@@ -97,6 +91,10 @@ class QdrantStore:
                 self.client.delete(
                     self.collection, points_selector=models.PointIdsList(points=chunk), wait=True
                 )
+
+    def optimize(self) -> None:
+        """Nothing to do: writes wait for the server (``wait=True``), which indexes in the background, and
+        local mode has no indexes."""
 
     def all_ids(self) -> set[str]:
         ids: set[str] = set()

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from rag.bm25.index import TermMatrix
 from rag.dense.embedder import Embedder
 from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
-from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.index.snapshot import ChunkRecord, IndexSnapshot, read_chunks, write_chunks
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
@@ -127,7 +127,7 @@ class Ingestor:
         self,
         params: IngestParams,
         embedder: Embedder,
-        store: QdrantStore,
+        store: VectorStore,
         *,
         progress: bool = True,
         on_progress: Callable[[int, int], None] | None = None,
@@ -195,7 +195,10 @@ class Ingestor:
 
             if not changes.any_change and previous.version:
                 log.info("nothing changed; %s keeps serving", previous.version)
-                return changes.report(previous.version, previous.version, len(previous.chunks), 0, started)
+                restored = self._restore_points(previous.chunks)
+                return changes.report(
+                    previous.version, previous.version, len(previous.chunks), restored, started
+                )
 
             keep_rows = np.fromiter(
                 (i for i, c in enumerate(previous.chunks) if c.doc_key not in changes.replaced),
@@ -204,11 +207,22 @@ class Ingestor:
             fresh = [c for c in new_chunks if c.doc_key not in changes.unchanged]
             chunks = [previous.chunks[i] for i in keep_rows] + fresh
             embedded = self._embed_and_upsert(fresh)
+            self.store.optimize()  # durable and indexed before the version that reads it is published
             terms = previous.terms.select(keep_rows).append([self.analyzer.tokens(c.passage) for c in fresh])
             name = self._publish(chunks, terms, previous.version)
             self.versions.prune(keep=KEEP_VERSIONS)
             self._collect_garbage(self._live_points({name: chunks, previous.version: previous.chunks}))
             return changes.report(name, previous.version or None, len(chunks), embedded, started)
+
+    def _restore_points(self, chunks: list[ChunkRecord]) -> int:
+        """Embed again the points of the serving version that the store lacks (an empty store after a
+        switch of vector engine or layout: ``rag ingest PATH`` rebuilds it). Returns how many."""
+        if self.store.count() >= len({c.point_id for c in chunks}):
+            return 0
+        restored = self._embed_and_upsert(chunks)
+        self.store.optimize()
+        log.warning("restored %d points the vector store lacked", restored)
+        return restored
 
     def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
         return [
@@ -316,5 +330,6 @@ class Ingestor:
         stale = self.store.all_ids() - live
         if stale:
             self.store.delete(stale)
+            self.store.optimize()
             log.info("deleted %d stale points", len(stale))
         return len(stale)

@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 
 from rag.config import Settings
-from rag.dense.qdrant_store import QdrantStore
 from rag.index.ingest import Ingestor
 from rag.io.sources import read_beir_jsonl
-from rag.runtime import Runtime, build_embedder, connect, ingest_params
+from rag.runtime import Runtime, build_embedder, ingest_params, open_store
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # characters a collection name cannot hold
@@ -31,7 +30,7 @@ def dataset_collection(data: Path, settings: Settings) -> str:
 def open_dataset(settings: Settings, data: Path, *, load_reranker: bool, progress: bool = True) -> Runtime:
     """Ingest the folder's corpus if needed (idempotent: an unchanged corpus publishes nothing new) and open
     it for search, loading the embedder once for both."""
-    store = QdrantStore(connect(settings), settings.collection)
+    store = open_store(settings)
     embedder = build_embedder(settings)
     try:
         report = Ingestor(ingest_params(settings), embedder, store, progress=progress).ingest(

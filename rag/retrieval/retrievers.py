@@ -6,7 +6,7 @@ import numpy as np
 
 from rag.bm25.scoring import top_k
 from rag.dense.matryoshka import rotate
-from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.index.snapshot import IndexSnapshot
 from rag.retrieval.filters import SearchFilter, qdrant_filter
 from rag.retrieval.multiquery import prf_scores
@@ -81,7 +81,7 @@ class DenseRetriever:
 
     name = "dense"
 
-    def __init__(self, snapshot: IndexSnapshot, store: QdrantStore, *, stale_points: int = 0) -> None:
+    def __init__(self, snapshot: IndexSnapshot, store: VectorStore, *, stale_points: int = 0) -> None:
         if snapshot.rotation is None:
             raise ValueError(f"version {snapshot.version!r} has no rotation; was it ingested with vectors?")
         self.snapshot = snapshot

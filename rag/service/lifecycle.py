@@ -24,7 +24,7 @@ from rag.cache.keys import IndexIdentity
 from rag.cache.semantic import QueryCache
 from rag.config import Settings
 from rag.dense.embedder import Embedder
-from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.errors import RagError
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import Reranker
@@ -35,7 +35,7 @@ from rag.resilience.redis import GuardedRedis
 from rag.resilience.shared import SharedBreakerState
 from rag.rollout.config import Profile
 from rag.routing.vocabulary import vocabularies
-from rag.runtime import Runtime, build_embedder, build_reranker, connect
+from rag.runtime import Runtime, build_embedder, build_reranker, open_store
 from rag.service.batching import BatchedCompute
 from rag.service.routing import QueryRouting
 from rag.text.analyzer import Analyzer
@@ -63,7 +63,7 @@ class Lifecycle:
         *,
         embedder: Embedder | None = None,
         reranker: Reranker | None = None,
-        store: QdrantStore | None = None,
+        store: VectorStore | None = None,
     ) -> None:
         """Cheap. ``embedder``, ``reranker`` and ``store`` replace the configured ones (tests)."""
         self.settings = settings
@@ -139,7 +139,7 @@ class Lifecycle:
         self.embedder = self.embedder or build_embedder(self.settings)
         if self.reranker is None and self.settings.reranker_model:
             self.reranker = build_reranker(self.settings)
-        self.store = self.store or QdrantStore(connect(self.settings), self.settings.collection)
+        self.store = self.store or open_store(self.settings)
         self.embedder.warm_up()
         if self.reranker is not None:
             self.reranker.warm_up()

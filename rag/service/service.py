@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from rag.config import Settings
 from rag.dense.embedder import Embedder
-from rag.dense.qdrant_store import QdrantStore
+from rag.dense.store import VectorStore
 from rag.rerank.cross_encoder import Reranker
 from rag.service.auth import KeyRing
 from rag.service.cached_retrieval import CachedRetrieval
@@ -43,7 +43,7 @@ class RetrievalService:
         *,
         embedder: Embedder | None = None,
         reranker: Reranker | None = None,
-        store: QdrantStore | None = None,
+        store: VectorStore | None = None,
     ) -> None:
         """Cheap: parses configuration only (bad keys or a bad rollout config fail here, at startup).
         ``embedder``, ``reranker`` and ``store`` replace the configured ones (tests)."""

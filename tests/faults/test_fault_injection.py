@@ -23,8 +23,7 @@ import pytest
 
 from api.app import create_app
 from rag.dense.hashing import HashEmbedder
-from rag.dense.qdrant_store import QdrantStore
-from rag.runtime import connect
+from rag.runtime import open_store
 from rag.testing.faults import ChatServer, HangingReranker, UnreachableStore
 from rag.testing.servers import RedisServer
 from tests.api.conftest import ACME, ACME_DOCS, ADMIN, live_server, service_settings
@@ -71,7 +70,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_process: RedisSer
         breaker_sync_ms=100,
         llm_url=chat.url,
     )
-    store = UnreachableStore(QdrantStore(connect(settings), settings.collection))
+    store = UnreachableStore(open_store(settings))
     app = create_app(settings, embedder=HashEmbedder(64), reranker=reranker, store=store)  # type: ignore[arg-type]
     with chat.running(), live_server(app, {"acme": ACME_DOCS}) as base:
         yield Rig(base, redis_process, reranker, store, chat)

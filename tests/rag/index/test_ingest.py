@@ -118,7 +118,7 @@ def test_bad_input_writes_nothing(settings, tmp_path: Path) -> None:
     ingestor, store = make_ingestor(settings)
     with pytest.raises(SourceError, match=r"corpus.jsonl:2: field '_id' must be a non-empty string"):
         ingestor.ingest(read_documents(bad))
-    assert not store.client.collection_exists(settings.collection)
+    assert store.count() == 0 and not settings.resolved_edge_path.exists()
     store.close()
     assert not settings.versions_dir.exists() or not any(settings.versions_dir.iterdir())
 

@@ -1,0 +1,297 @@
+"""Vectors in Qdrant's Rust engine, embedded in this process (``qdrant-edge-py``, pinned: it is beta).
+
+One shard per collection, on disk in its own folder: the named vectors ``full`` and ``d64``/``d128``/
+``d256`` (cosine), a keyword payload index on ``tenant`` (``is_tenant``), and HNSW on segments past the
+indexing threshold (built by :meth:`EdgeStore.optimize`, which the ingest calls when it is done writing);
+smaller segments, and every search with ``exact=True``, are scored exhaustively — the same ranking as
+qdrant-client's local mode. Searches run concurrently (the engine is thread-safe); writes are serialised.
+
+The folder holds a ``layout.json`` naming the engine and the layout version: a folder without it (a
+qdrant-client local-mode folder, say) or with another layout is refused with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+from qdrant_client import models
+
+from rag.dense.matryoshka import truncate
+from rag.dense.store import FULL, prefix_dims, vector_name
+from rag.errors import RagError
+
+LAYOUT_FILE = "layout.json"
+ENGINE = "qdrant-edge"
+# bump when the shard's vectors, payload or indexes change: older folders are then refused (re-ingest)
+LAYOUT_VERSION = 1
+SHARD_DIR = "shard"
+REBUILD_HINT = "delete the folder and run `rag ingest PATH` again (or set RAG_VECTOR_ENGINE=local)"
+
+# HNSW as Qdrant's server defaults it; segments under INDEXING_THRESHOLD_KB stay plain (exhaustive)
+HNSW_M = 16
+HNSW_EF_CONSTRUCT = 100
+FULL_SCAN_THRESHOLD_KB = 10_000  # a filtered search over fewer matching points' KB than this scans them
+INDEXING_THRESHOLD_KB = 10_000  # ~6.5k points of 384 floats: SciFact-sized collections stay exact
+
+
+class EdgeLayoutError(RagError, RuntimeError):
+    """The folder holds vectors this engine or layout version cannot read."""
+
+
+class EdgeStore:
+    """One collection in an embedded edge shard at ``path`` (see the module docstring).
+
+    ``hnsw=False`` keeps every segment plain (exact search); ``indexing_threshold_kb`` sets the segment
+    size past which :meth:`optimize` builds HNSW; ``hnsw_ef`` the search beam (None: the engine's)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        hnsw: bool = True,
+        indexing_threshold_kb: int = INDEXING_THRESHOLD_KB,
+        hnsw_ef: int | None = None,
+    ) -> None:
+        if indexing_threshold_kb < 1:
+            raise ValueError(f"indexing_threshold_kb must be at least 1, got {indexing_threshold_kb}")
+        self.path = path
+        self.hnsw = hnsw
+        self.indexing_threshold_kb = indexing_threshold_kb
+        self._params = qe.SearchParams(exact=not hnsw, hnsw_ef=hnsw_ef)
+        self._exact = qe.SearchParams(exact=True)
+        self._write = threading.Lock()
+        self._dirty = False
+        self._low_dims: tuple[int, ...] = ()
+        self._shard: qe.EdgeShard | None = None
+        layout = read_layout(path)
+        if layout is not None:
+            self._low_dims = prefix_dims(int(layout["full_dim"]))
+            self._shard = _load(path, self._config(int(layout["full_dim"])))
+
+    def _config(self, full_dim: int) -> qe.EdgeConfig:
+        vectors = {FULL: qe.EdgeVectorParams(size=full_dim, distance=qe.Distance.Cosine)}
+        for d in prefix_dims(full_dim):
+            vectors[vector_name(d)] = qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)
+        # an indexing threshold of 0 turns HNSW off (Qdrant's convention): every segment stays plain
+        threshold = self.indexing_threshold_kb if self.hnsw else 0
+        return qe.EdgeConfig(
+            vectors=vectors,
+            hnsw_config=qe.HnswIndexConfig(
+                m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
+            ),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold),
+        )
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError(f"no collection at {self.path} yet: ensure_collection(dim) creates it")
+        return self._shard
+
+    def ensure_collection(self, full_dim: int) -> None:
+        with self._write:
+            if self._shard is not None:
+                layout = read_layout(self.path)
+                if layout is not None and int(layout["full_dim"]) != full_dim:
+                    raise EdgeLayoutError(
+                        f"{self.path} holds {layout['full_dim']}-dimensional vectors, the embedder makes "
+                        f"{full_dim}; {REBUILD_HINT}"
+                    )
+                return
+            self.path.mkdir(parents=True, exist_ok=True)
+            shard = qe.EdgeShard.create(str(self.path / SHARD_DIR), self._config(full_dim))
+            shard.update(
+                qe.UpdateOperation.create_field_index("tenant", qe.KeywordIndexParams(is_tenant=True))
+            )
+            shard.flush()
+            write_layout(self.path, full_dim)
+            self._low_dims = prefix_dims(full_dim)
+            self._shard = shard
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        if self._shard is None:
+            return set()
+        found: set[str] = set()
+        for start in range(0, len(ids), 1000):
+            batch: list[qe.PointId] = list(ids[start : start + 1000])
+            records = self.shard.retrieve(batch, with_payload=False, with_vector=False)
+            found.update(_point_id(r.id) for r in records)
+        return found
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        if not (len(ids) == len(vectors) == len(payloads)):
+            raise ValueError(f"ids ({len(ids)}), vectors ({len(vectors)}), payloads ({len(payloads)}) differ")
+        named: dict[str, list[list[float]]] = {FULL: np.asarray(vectors, dtype=np.float32).tolist()}
+        for d in self._low_dims:
+            named[vector_name(d)] = truncate(vectors, d).tolist()
+        points = []
+        for i, pid in enumerate(ids):
+            point_vectors: dict[str, qe.NamedVector] = {name: rows[i] for name, rows in named.items()}
+            points.append(qe.Point(pid, point_vectors, payloads[i]))
+        with self._write:
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+            self._dirty = True
+
+    def delete(self, ids: Iterable[str]) -> None:
+        if self._shard is None:
+            return
+        id_list: list[qe.PointId] = list(ids)
+        for start in range(0, len(id_list), 1000):
+            with self._write:
+                self.shard.update(qe.UpdateOperation.delete_points(id_list[start : start + 1000]))
+                self._dirty = True
+
+    def optimize(self) -> None:
+        """Make the writes durable and build HNSW where segments outgrew the indexing threshold (blocks;
+        the ingest calls it when done writing). Searches meanwhile see every point."""
+        with self._write:
+            if self._shard is None or not self._dirty:
+                return
+            self._shard.flush()
+            self._shard.optimize()
+            self._dirty = False
+
+    def all_ids(self) -> set[str]:
+        if self._shard is None:
+            return set()
+        ids: set[str] = set()
+        offset: qe.PointId | None = None
+        while True:
+            records, offset = self.shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=1000, with_payload=False, with_vector=False)
+            )
+            ids.update(_point_id(r.id) for r in records)
+            if offset is None:
+                return ids
+
+    def count(self) -> int:
+        return 0 if self._shard is None else int(self.shard.count(qe.CountRequest(exact=True)))
+
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        limit: int,
+        dims: int | None = None,
+        prefetch: int = 200,
+        rescore: bool = True,
+        query_filter: models.Filter | None = None,
+        exact: bool = False,
+    ) -> list[tuple[str, float]]:
+        """As :meth:`rag.dense.qdrant_store.QdrantStore.search`; ``exact=True`` scores every point
+        (the reference HNSW is measured against)."""
+        if limit < 1:
+            raise ValueError(f"limit must be greater than 0, got {limit}")
+        if self._shard is None:
+            return []
+        params = self._exact if exact else self._params
+        flt = edge_filter(query_filter)
+        full = qe.Query.Nearest(np.asarray(query, dtype=np.float32).tolist(), using=FULL)
+        if dims is None or dims >= query.shape[-1]:
+            request = qe.QueryRequest(limit=limit, query=full, filter=flt, params=params, with_payload=False)
+        else:
+            low = qe.Query.Nearest(truncate(query, dims).tolist(), using=vector_name(dims))
+            if not rescore:
+                request = qe.QueryRequest(
+                    limit=limit, query=low, filter=flt, params=params, with_payload=False
+                )
+            else:
+                request = qe.QueryRequest(
+                    limit=limit,
+                    query=full,
+                    prefetches=[
+                        qe.Prefetch(limit=max(prefetch, limit), query=low, filter=flt, params=params)
+                    ],
+                    with_payload=False,
+                )
+        return [(_point_id(p.id), float(p.score)) for p in self._shard.query(request)]
+
+    def close(self) -> None:
+        with self._write:
+            if self._shard is not None:
+                self._shard.flush()
+                self._shard.close()
+                self._shard = None
+
+
+def _load(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
+    try:
+        return qe.EdgeShard.load(str(path / SHARD_DIR), config)
+    except Exception as exc:  # the binding raises a bare Exception; its WAL lock says "WouldBlock"
+        if "WouldBlock" not in str(exc):
+            raise
+        raise RuntimeError(
+            f"the embedded Qdrant folder {path} is in use by another process (the edge engine allows one "
+            "process per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
+        ) from None
+
+
+def _point_id(pid: qe.PointId) -> str:
+    # ids are uuid5 strings (rag.index.versions.point_id); the engine hands them back as UUID objects or
+    # strings, and str() of either is the canonical lower-case hyphenated form the snapshot keys use
+    return str(pid)
+
+
+def read_layout(path: Path) -> dict[str, Any] | None:
+    """The folder's layout record; None for a missing or empty folder. Raises :class:`EdgeLayoutError`
+    for a folder this engine did not write, or an older layout."""
+    if not path.exists() or not any(path.iterdir()):
+        return None
+    marker = path / LAYOUT_FILE
+    if not marker.is_file():
+        raise EdgeLayoutError(
+            f"{path} holds vectors in another layout (no {LAYOUT_FILE}: a qdrant-client local-mode folder?); "
+            f"{REBUILD_HINT}"
+        )
+    layout: dict[str, Any] = json.loads(marker.read_text())
+    if layout.get("engine") != ENGINE or layout.get("layout") != LAYOUT_VERSION:
+        raise EdgeLayoutError(
+            f"{path} holds vectors written by {layout.get('engine')!r} layout {layout.get('layout')!r}, this "
+            f"version reads {ENGINE!r} layout {LAYOUT_VERSION}; {REBUILD_HINT}"
+        )
+    return layout
+
+
+def write_layout(path: Path, full_dim: int) -> None:
+    record = {"engine": ENGINE, "layout": LAYOUT_VERSION, "full_dim": full_dim}
+    tmp = path / (LAYOUT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
+    tmp.replace(path / LAYOUT_FILE)
+
+
+def edge_filter(flt: models.Filter | None) -> qe.Filter | None:
+    """The qdrant-client filter in the edge engine's classes: ``must`` / ``should`` / ``must_not`` of
+    nested filters and field conditions matching a value or any of several (what
+    :func:`rag.retrieval.filters.qdrant_filter` builds). Anything else raises ``TypeError``."""
+    if flt is None:
+        return None
+    return qe.Filter(
+        must=_conditions(flt.must), should=_conditions(flt.should), must_not=_conditions(flt.must_not)
+    )
+
+
+def _conditions(conditions: Any) -> list[qe.ConditionType] | None:
+    if conditions is None:
+        return None
+    items = conditions if isinstance(conditions, list) else [conditions]
+    return [_condition(c) for c in items]
+
+
+def _condition(condition: Any) -> qe.ConditionType:
+    if isinstance(condition, models.Filter):
+        nested = edge_filter(condition)
+        assert nested is not None
+        return nested
+    if isinstance(condition, models.FieldCondition) and condition.match is not None:
+        match = condition.match
+        if isinstance(match, models.MatchValue):
+            return qe.FieldCondition(key=condition.key, match=qe.MatchValue(match.value))
+        if isinstance(match, models.MatchAny):
+            return qe.FieldCondition(key=condition.key, match=qe.MatchAny(match.any))
+    raise TypeError(f"the edge store cannot translate the filter condition {condition!r}")

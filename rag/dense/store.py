@@ -1,0 +1,64 @@
+"""The vector store interface the ingest and the dense retriever use, whatever engine is behind it.
+
+Two engines implement it: :class:`rag.dense.qdrant_store.QdrantStore` (qdrant-client: a Qdrant server or
+cluster, or the pure-Python local mode) and :class:`rag.dense.edge_store.EdgeStore` (Qdrant's Rust engine in
+process, qdrant-edge). Both keep one collection of points with the named vectors ``full`` and
+``d64``/``d128``/``d256`` (:mod:`rag.dense.matryoshka`), content-addressed string ids and the payload
+``{chunk_id, doc_id, tenant, metadata}``; a filter is a qdrant-client ``models.Filter`` (the server's
+vocabulary, which the edge engine translates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from qdrant_client import models
+
+from rag.dense.matryoshka import MATRYOSHKA_DIMS
+
+FULL = "full"
+
+
+def vector_name(dims: int | None) -> str:
+    return FULL if dims is None else f"d{dims}"
+
+
+def prefix_dims(full_dim: int) -> tuple[int, ...]:
+    """The Matryoshka prefixes stored next to a ``full_dim`` vector."""
+    return tuple(d for d in MATRYOSHKA_DIMS if d < full_dim)
+
+
+class VectorStore(Protocol):
+    def ensure_collection(self, full_dim: int) -> None:
+        """Create the collection for ``full_dim`` vectors unless it exists."""
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored."""
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        """Store rotated, normalised full vectors (the prefixes are derived) with their payloads."""
+
+    def delete(self, ids: Iterable[str]) -> None: ...
+
+    def optimize(self) -> None:
+        """Make the writes so far durable and indexed (may block); the ingest calls it when done writing."""
+
+    def all_ids(self) -> set[str]: ...
+
+    def count(self) -> int: ...
+
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        limit: int,
+        dims: int | None = None,
+        prefetch: int = 200,
+        rescore: bool = True,
+        query_filter: models.Filter | None = None,
+    ) -> list[tuple[str, float]]:
+        """(point id, cosine) of the nearest points, best first (see ``QdrantStore.search``)."""
+
+    def close(self) -> None: ...

@@ -11,6 +11,7 @@ the way out.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -159,6 +160,7 @@ class OnnxEmbedder:
         self._tokenizer: Any = None
         self._inputs: list[str] = []
         self._layout: SentenceLayout | None = None
+        self._loading = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -171,6 +173,11 @@ class OnnxEmbedder:
     def warm_up(self) -> None:
         if self._session is not None:
             return
+        with self._loading:  # concurrent first queries load (and export) once
+            if self._session is None:
+                self._load()
+
+    def _load(self) -> None:
         folder = Path(resolve_model_path(self._model_name))  # the bundled files are checked here
         if not folder.is_dir():
             raise ValueError(

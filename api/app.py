@@ -31,11 +31,14 @@ def create_app(
     embedder: Embedder | None = None,
     reranker: Reranker | None = None,
     store: VectorStore | None = None,
+    freeze_models: bool = False,
 ) -> FastAPI:
     """The app for ``settings`` (default: from the environment). Models and the index load in the
     lifespan, in the background; ``/ready`` turns 200 when they are loaded."""
     settings = settings or load_settings()
-    service = RetrievalService(settings, embedder=embedder, reranker=reranker, store=store)
+    service = RetrievalService(
+        settings, embedder=embedder, reranker=reranker, store=store, freeze_models=freeze_models
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -70,3 +73,9 @@ def create_app(
     app.include_router(rollout.router)
     app.include_router(health.router)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app ``rag serve`` runs (one per worker process): the process is the service's, so the loaded
+    models leave the cyclic GC's reach (see :func:`rag.service.heap.freeze_long_lived`)."""
+    return create_app(freeze_models=True)

@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="rag-metrics-"))
         os.environ["RAG_COLLECTION"] = settings.collection
         uvicorn.run(
-            "api.app:create_app",
+            "api.app:create_served_app",
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -151,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **limits,
         )
         return 0
-    app = create_app(settings)
+    app = create_app(settings, freeze_models=True)  # this process is the service's (rag.service.heap)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, **limits)
     return 0
 

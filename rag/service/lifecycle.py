@@ -37,6 +37,7 @@ from rag.rollout.config import Profile
 from rag.routing.vocabulary import vocabularies
 from rag.runtime import Runtime, build_embedder, build_reranker, open_store
 from rag.service.batching import BatchedCompute
+from rag.service.heap import freeze_long_lived
 from rag.service.routing import QueryRouting
 from rag.text.analyzer import Analyzer
 from rag.types import Dependency
@@ -64,9 +65,13 @@ class Lifecycle:
         embedder: Embedder | None = None,
         reranker: Reranker | None = None,
         store: VectorStore | None = None,
+        freeze_models: bool = False,
     ) -> None:
-        """Cheap. ``embedder``, ``reranker`` and ``store`` replace the configured ones (tests)."""
+        """Cheap. ``embedder``, ``reranker`` and ``store`` replace the configured ones (tests);
+        ``freeze_models``: once loaded, the models leave the cyclic GC's reach (:func:`freeze_long_lived`;
+        a process-wide choice, so the process's owner makes it: ``rag serve``)."""
         self.settings = settings
+        self._freeze_models = freeze_models
         self._routing = routing  # its profile limits and CPU cost model shape the batched compute
         self.embedder = embedder
         self.reranker = reranker
@@ -116,6 +121,8 @@ class Lifecycle:
         try:
             await asyncio.to_thread(self._load_models)
             assert self.embedder is not None
+            if self._freeze_models:
+                freeze_long_lived()  # before the index: a replaced version stays collectable
             if self.settings.cache_enabled:
                 self.cache = build_cache(self.settings, self.embedder.dim, self.redis)
             self.compute = BatchedCompute(

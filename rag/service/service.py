@@ -44,9 +44,11 @@ class RetrievalService:
         embedder: Embedder | None = None,
         reranker: Reranker | None = None,
         store: VectorStore | None = None,
+        freeze_models: bool = False,
     ) -> None:
         """Cheap: parses configuration only (bad keys or a bad rollout config fail here, at startup).
-        ``embedder``, ``reranker`` and ``store`` replace the configured ones (tests)."""
+        ``embedder``, ``reranker`` and ``store`` replace the configured ones (tests); ``freeze_models``:
+        see :class:`Lifecycle`."""
         self.settings = settings
         self.keys = KeyRing.from_settings(
             settings.api_keys, settings.api_keys_file, settings.admin_token, pepper=settings.key_pepper
@@ -56,7 +58,14 @@ class RetrievalService:
             reranker_available=reranker is not None or settings.reranker_model is not None,
             decision_log=settings.bandit_log,
         )
-        self.lifecycle = Lifecycle(settings, self.routing, embedder=embedder, reranker=reranker, store=store)
+        self.lifecycle = Lifecycle(
+            settings,
+            self.routing,
+            embedder=embedder,
+            reranker=reranker,
+            store=store,
+            freeze_models=freeze_models,
+        )
         self.limits = RateLimits(settings)
         self.ingestion = Ingestion(settings, self.lifecycle)
         self.synthesis = AnswerSynthesis(settings, self.routing.ledger, self.lifecycle.breakers)

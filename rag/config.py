@@ -70,10 +70,11 @@ class Settings(BaseSettings):
     embedder_model: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path")
     embed_batch_size: int = Field(32, ge=1, le=4096)
     embed_max_seq_length: int = Field(256, ge=16, le=8192)
-    embedder_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch",
-        description="torch (sentence-transformers, any model), or onnxruntime fp32 / dynamic int8 for the "
-        "bundled model or a local folder (exported once into <data_dir>/models/onnx)",
+    embedder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="auto = onnx where it can run the model (the bundled one, a local Transformer → Pooling "
+        "→ Normalize folder), else torch; torch (sentence-transformers, any model); onnx / onnx-int8 = "
+        "onnxruntime fp32 / dynamic int8, exported once into <data_dir>/models/onnx",
     )
     embedder_threads: int = Field(
         0, ge=0, le=256, description="onnx embedder: onnxruntime intra-op threads; 0 = one per core"

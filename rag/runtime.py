@@ -16,7 +16,7 @@ from rag.bm25.index import BM25Params
 from rag.config import Settings
 from rag.dense.embedder import Embedder, SentenceTransformerEmbedder
 from rag.dense.hashing import is_hash_spec, parse_hash_spec
-from rag.dense.onnx_embedder import OnnxEmbedder
+from rag.dense.onnx_embedder import OnnxEmbedder, onnx_serves
 from rag.dense.qdrant_store import QdrantStore
 from rag.dense.store import VectorStore
 from rag.errors import RagError
@@ -77,11 +77,15 @@ def _store_place(settings: Settings) -> str:
 
 def build_embedder(settings: Settings) -> Embedder:
     """``hash:<dim>`` selects the deterministic hash embedder (:mod:`rag.dense.hashing`); anything else is a
-    sentence-transformers model name or path, run by ``RAG_EMBEDDER_BACKEND`` (torch, or onnxruntime for the
-    bundled model or a local folder, exported into ``<data_dir>/models/onnx``)."""
+    sentence-transformers model name or path, run by ``RAG_EMBEDDER_BACKEND``: torch, or onnxruntime for the
+    bundled model or a local folder (exported into ``<data_dir>/models/onnx``); ``auto`` (the default) is
+    onnx fp32 where it can run the model, else torch."""
     if is_hash_spec(settings.embedder_model):
         return parse_hash_spec(settings.embedder_model)
-    if settings.embedder_backend == "torch":
+    backend = settings.embedder_backend
+    if backend == "auto":
+        backend = "onnx" if onnx_serves(settings.embedder_model) else "torch"
+    if backend == "torch":
         return SentenceTransformerEmbedder(
             settings.embedder_model, max_seq_length=settings.embed_max_seq_length
         )
@@ -89,7 +93,7 @@ def build_embedder(settings: Settings) -> Embedder:
         settings.embedder_model,
         cache_dir=onnx_cache_dir(settings),
         max_seq_length=settings.embed_max_seq_length,
-        quantize=settings.embedder_backend == "onnx-int8",
+        quantize=backend == "onnx-int8",
         threads=settings.embedder_threads,
     )
 

@@ -11,6 +11,7 @@ the way out.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,8 +124,24 @@ def _fast_tokenizer(folder: Path) -> Any:
 
 
 def is_exportable(model: str) -> bool:
-    """Whether the onnx backend can serve ``model``: a bundled alias or a local folder."""
+    """Whether the onnx backend accepts ``model``: a bundled alias or a local folder."""
     return model in BUNDLED_MINILM_ALIASES or Path(model).is_dir()
+
+
+def onnx_serves(model: str) -> bool:
+    """Whether the onnx backend runs ``model`` (``RAG_EMBEDDER_BACKEND=auto`` picks it then): the bundled
+    model, or a local folder laid out as Transformer → Pooling → Normalize with a pooling it implements.
+    Reads the folder's small config files only."""
+    if model in BUNDLED_MINILM_ALIASES:
+        return True
+    folder = Path(model)
+    if not folder.is_dir():
+        return False  # a hub name: sentence-transformers (torch) resolves it
+    try:
+        SentenceLayout.read(folder)
+    except (ValueError, OSError, json.JSONDecodeError):
+        return False
+    return True
 
 
 class OnnxEmbedder:
@@ -164,7 +181,11 @@ class OnnxEmbedder:
 
     @property
     def name(self) -> str:
-        return f"{self._model_name}#onnx{'-int8' if self._quantize else ''}"
+        """fp32: the model's own name. It is the same function as torch's (the same weights and steps; every
+        tested text's vector at cosine >= 0.9999 to torch's), so a collection built by either backend is
+        served and grown by the other, and their cached answers are shared. int8 is another function (a
+        text's vector can move to cosine 0.984): its own name, its own collection."""
+        return f"{self._model_name}#onnx-int8" if self._quantize else self._model_name
 
     @property
     def cache(self) -> ExportCache:
@@ -209,9 +230,10 @@ class OnnxEmbedder:
 
     @property
     def intra_op_threads(self) -> int:
-        """The thread count the loaded session runs with (as configured; 0 = onnxruntime's default)."""
+        """The threads a forward pass of the loaded session keeps busy: as configured, or onnxruntime's
+        default of one per core."""
         self.warm_up()
-        return int(self._session.get_session_options().intra_op_num_threads)
+        return int(self._session.get_session_options().intra_op_num_threads) or (os.cpu_count() or 1)
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         self.warm_up()

@@ -96,6 +96,12 @@ class OnnxCrossEncoderReranker(PairScorer):
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._model_dir))
 
+    @property
+    def intra_op_threads(self) -> int:
+        """The threads a forward pass keeps busy: as configured, or onnxruntime's default of one per core."""
+        self.warm_up()
+        return int(self._session.get_session_options().intra_op_num_threads) or (os.cpu_count() or 1)
+
     def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
         if not pairs:
             return np.empty(0, dtype=np.float32)

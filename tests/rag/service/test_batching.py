@@ -14,7 +14,7 @@ from rag.dense.hashing import HashEmbedder
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import BreakerPolicy, State
 from rag.resilience.failures import is_input_error
-from rag.service.batching import BatchedCompute, MicroBatcher
+from rag.service.batching import BatchedCompute, MicroBatcher, model_threads
 from rag.testing.fakes import OverlapReranker
 
 
@@ -234,3 +234,43 @@ def test_a_failing_cost_report_neither_fails_the_batch_nor_repeats_the_model_cal
     out = run(go())
     assert [list(o) for o in out] == [[1], [2], [3]]
     assert len(fn.calls) == 1
+
+
+def test_a_model_call_costs_its_thread_time_times_the_threads_the_model_runs_on() -> None:
+    """The cost model's CPU per call: onnxruntime models say how many intra-op threads they keep busy (torch
+    need not be loaded at all), others go by torch's pool."""
+
+    class Onnxish:
+        intra_op_threads = 3
+
+    assert model_threads(Onnxish()) == 3
+    import torch  # a torch model's calls use torch's intra-op pool
+
+    assert model_threads(HashEmbedder(8)) == max(torch.get_num_threads(), 1)
+
+    inside: list[float] = []
+
+    def burn(items: list[str]) -> np.ndarray:
+        start = time.thread_time()
+        total = 0
+        while time.thread_time() - start < 0.02:
+            total += sum(range(1000))
+        inside.append(time.thread_time() - start)
+        return np.zeros((len(items), 1))
+
+    reported: list[float] = []
+
+    async def go() -> None:
+        batcher = MicroBatcher(
+            burn,
+            executor=ThreadPoolExecutor(1),
+            max_items=8,
+            window_ms=0,
+            on_batch=lambda items, cpu_s: reported.append(cpu_s),
+            threads=3,
+        )
+        await batcher.submit(["x"])
+        await batcher.close()
+
+    run(go())
+    assert len(reported) == 1 and 3.0 <= reported[0] / inside[0] < 3.3

@@ -112,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http_protocol import HeadCappedHttpToolsProtocol
     from rag.logs import configure_logging
 
     settings = _settings(
@@ -120,14 +121,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         serve_limit_concurrency=args.limit_concurrency,
         serve_timeout_keep_alive_s=args.timeout_keep_alive,
-        serve_h11_max_incomplete_event_size=args.h11_max_incomplete_event_size,
+        serve_max_head_bytes=args.max_head_bytes,
     )
     configure_logging(settings.log_level, json_lines=settings.log_json)
     limits: dict[str, Any] = {
-        "http": "h11",  # the header-size limit below is h11's; never silently another parser
+        # httptools (C) with our cap on the request head; uvicorn's head-size setting carries the cap
+        "http": HeadCappedHttpToolsProtocol,
         "limit_concurrency": settings.serve_limit_concurrency,  # beyond it uvicorn answers 503
         "timeout_keep_alive": settings.serve_timeout_keep_alive_s,
-        "h11_max_incomplete_event_size": settings.serve_h11_max_incomplete_event_size,
+        "h11_max_incomplete_event_size": settings.serve_max_head_bytes,
     }
     if args.workers > 1:
         if settings.qdrant_url is None:
@@ -280,10 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="close idle keep-alive connections after S seconds (default: RAG_SERVE_TIMEOUT_KEEP_ALIVE_S, 5)",
     )
     p.add_argument(
-        "--h11-max-incomplete-event-size",
+        "--max-head-bytes",
         type=int,
         metavar="BYTES",
-        help="cap on request line + headers (default: RAG_SERVE_H11_MAX_INCOMPLETE_EVENT_SIZE, 16384)",
+        help="cap on request line + headers, 431 beyond (default: RAG_SERVE_MAX_HEAD_BYTES, 16384)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -220,8 +220,11 @@ class Settings(BaseSettings):
     serve_timeout_keep_alive_s: int = Field(
         5, ge=1, le=300, description="rag serve: close an idle keep-alive connection after this long"
     )
-    serve_h11_max_incomplete_event_size: int = Field(
-        16 * 1024, ge=1024, le=1024 * 1024, description="rag serve: bytes of request line + headers (h11)"
+    serve_max_head_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="rag serve: bytes of request line + headers; beyond them 431 and the connection closes",
     )
     rate_limit_qps: float = Field(50.0, ge=0, description="per tenant; 0 = no rate limit")
     rate_limit_burst: int = Field(100, ge=1)

@@ -9,6 +9,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from api.http_protocol import HeadCappedHttpToolsProtocol
 from rag.cli import main
 from rag.service.auth import KeyRing, Principal, Scope
 
@@ -36,13 +37,13 @@ def test_serve_passes_safe_connection_limits_to_uvicorn(
     assert call["port"] == 8123
     assert call["limit_concurrency"] == 1024
     assert call["timeout_keep_alive"] == 5
-    assert call["h11_max_incomplete_event_size"] == 16 * 1024
-    assert call["http"] == "h11"  # the header limit is h11's: never silently another parser
+    assert call["h11_max_incomplete_event_size"] == 16 * 1024  # the head cap our protocol enforces
+    assert call["http"] is HeadCappedHttpToolsProtocol  # never a parser without the cap
 
 
 def test_serve_limits_come_from_settings_and_flags(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAG_SERVE_LIMIT_CONCURRENCY", "64")
-    monkeypatch.setenv("RAG_SERVE_H11_MAX_INCOMPLETE_EVENT_SIZE", "8192")
+    monkeypatch.setenv("RAG_SERVE_MAX_HEAD_BYTES", "8192")
     calls = captured_run(monkeypatch)
     assert main(["serve", "--timeout-keep-alive", "2", "--limit-concurrency", "32"]) == 0
     (call,) = calls
@@ -54,10 +55,11 @@ def test_serve_workers_get_the_same_limits(clean_env: None, monkeypatch: pytest.
     monkeypatch.setenv("RAG_QDRANT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
     calls = captured_run(monkeypatch)
-    assert main(["serve", "--workers", "2", "--h11-max-incomplete-event-size", "4096"]) == 0
+    assert main(["serve", "--workers", "2", "--max-head-bytes", "4096"]) == 0
     (call,) = calls
     assert call["workers"] == 2 and call["factory"] is True
     assert (call["limit_concurrency"], call["h11_max_incomplete_event_size"]) == (1024, 4096)
+    assert call["http"] is HeadCappedHttpToolsProtocol and call["app"] == "api.app:create_served_app"
 
 
 @pytest.mark.parametrize("pepper", [None, "pepper-0123456789-0123456789-0123456789"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -73,13 +73,23 @@ def _sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-async def tenant_of(request: Request, keys: Keys, _credentials: Credentials) -> str:
-    """The tenant of a tenant API key; the admin token has no tenant to query as (403)."""
-    principal = principal_of(keys, request.headers.get("authorization"))
+def tenant_of_header(keys: KeyRing, authorization: str | None) -> str:
+    """The tenant of a tenant API key (401 without one); the admin token has no tenant to query as (403)."""
+    principal = principal_of(keys, authorization)
     if principal.scope is not Scope.TENANT or principal.tenant is None:
         raise ApiError(403, "forbidden", "this route needs a tenant API key; the admin token cannot query")
     tenant_var.set(principal.tenant)
     return principal.tenant
+
+
+async def tenant_of(request: Request, keys: Keys, _credentials: Credentials) -> str:
+    """The dependency form of :func:`tenant_of_header` (``_credentials`` puts the scheme in the OpenAPI)."""
+    return tenant_of_header(keys, request.headers.get("authorization"))
+
+
+BEARER_DOC: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
+"""``openapi_extra`` of a route that reads the bearer token itself (:func:`tenant_of_header`), not through
+the ``Tenant`` dependency: the same security requirement in the OpenAPI."""
 
 
 async def require_admin(request: Request, keys: Keys, _credentials: Credentials) -> None:

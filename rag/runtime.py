@@ -75,11 +75,15 @@ def _store_place(settings: Settings) -> str:
     return f"edge engine at {settings.resolved_edge_path}"
 
 
-def build_embedder(settings: Settings) -> Embedder:
+SERVING_EMBEDDER_THREADS = 1  # RAG_EMBEDDER_THREADS=0 in the service (see its description)
+
+
+def build_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     """``hash:<dim>`` selects the deterministic hash embedder (:mod:`rag.dense.hashing`); anything else is a
     sentence-transformers model name or path, run by ``RAG_EMBEDDER_BACKEND``: torch, or onnxruntime for the
     bundled model or a local folder (exported into ``<data_dir>/models/onnx``); ``auto`` (the default) is
-    onnx fp32 where it can run the model, else torch."""
+    onnx fp32 where it can run the model, else torch. ``serving``: for the service's queries (one text per
+    call), which changes the default thread count."""
     if is_hash_spec(settings.embedder_model):
         return parse_hash_spec(settings.embedder_model)
     backend = settings.embedder_backend
@@ -94,7 +98,7 @@ def build_embedder(settings: Settings) -> Embedder:
         cache_dir=onnx_cache_dir(settings),
         max_seq_length=settings.embed_max_seq_length,
         quantize=backend == "onnx-int8",
-        threads=settings.embedder_threads,
+        threads=settings.embedder_threads or (SERVING_EMBEDDER_THREADS if serving else 0),
     )
 
 

@@ -143,7 +143,7 @@ class Lifecycle:
         log.info("loaded in %.1f s: %s", time.perf_counter() - started, self.phase.value)
 
     def _load_models(self) -> None:
-        self.embedder = self.embedder or build_embedder(self.settings)
+        self.embedder = self.embedder or build_embedder(self.settings, serving=True)
         if self.reranker is None and self.settings.reranker_model:
             self.reranker = build_reranker(self.settings)
         self.store = self.store or open_store(self.settings)

@@ -133,6 +133,10 @@ def test_the_thread_setting_reaches_the_session(
     assert isinstance(embedder, OnnxEmbedder) and embedder.name == f"{tiny}#onnx-int8"
     _copy_cache(tiny_cache, onnx_cache_dir(settings))
     assert embedder.intra_op_threads == 2 and embedder.cache.builds == 0
+    # unset (0): one thread for the service's queries, one per core for batch work (ingest, eval)
+    unset = settings.model_copy(update={"embedder_threads": 0})
+    assert build_embedder(unset, serving=True).intra_op_threads == 1  # type: ignore[attr-defined]
+    assert build_embedder(unset).intra_op_threads == (os.cpu_count() or 1)  # type: ignore[attr-defined]
 
 
 def test_models_it_cannot_run_are_refused_with_the_torch_backend_named(

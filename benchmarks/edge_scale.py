@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import RESULTS, write_results
+from benchmarks.edge_store_speed import timed  # one timing loop for both engine benchmarks
 
 REAL_DOCS = 5183
 MODES: dict[str, dict[str, Any]] = {
@@ -118,25 +119,6 @@ def disk_bytes(path: Path) -> tuple[int, int]:
             size += st.st_size
             alloc += st.st_blocks * 512
     return size, alloc
-
-
-def timed(store: Any, queries: np.ndarray, limit: int, **kw: Any) -> tuple[dict[str, float], list[list[str]]]:
-    for q in queries[:10]:
-        store.search(q, limit=limit, **kw)  # warm-up
-    walls, tops = [], []
-    cpu0 = time.process_time()
-    for q in queries:
-        t0 = time.perf_counter()
-        hits = store.search(q, limit=limit, **kw)
-        walls.append(time.perf_counter() - t0)
-        tops.append([pid for pid, _ in hits[:10]])
-    cpu = time.process_time() - cpu0
-    ms = np.asarray(walls) * 1000
-    return {
-        "cpu_ms": 1000 * cpu / len(queries),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }, tops
 
 
 def one_scale(

@@ -36,17 +36,16 @@ def service_of(request: Request) -> RetrievalService:
 
 @dataclass(frozen=True, slots=True)
 class QueryParts:
-    """What ``POST /query`` needs, in one lookup: the hot route resolves no FastAPI dependency tree (a tree
-    of five nodes cost about a quarter of a cache hit's server CPU)."""
+    """What ``POST /query`` needs besides its tenant, in one lookup: the hot route resolves no FastAPI
+    dependency tree (a tree of five nodes cost about a quarter of a cache hit's server CPU)."""
 
-    keys: KeyRing
     queries: QueryHandler
     limits: RateLimits
 
 
 def query_parts(request: Request) -> QueryParts:
     service = service_of(request)
-    return QueryParts(service.keys, service.queries, service.limits)
+    return QueryParts(service.queries, service.limits)
 
 
 async def settings_of(request: Request) -> Settings:

@@ -213,3 +213,18 @@ async def test_a_tenant_with_a_trailing_newline_is_refused_by_the_api(
         query = await client.get("/admin/fallback", params={"tenant": "acme\n"}, headers=ADMIN)
     assert bad.status_code == 422 and query.status_code == 422
     assert good.status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/query", "/query/stream"])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"Authorization": "Bearer not-a-known-key-0123456789"}, 401), (ADMIN, 403)],
+)
+async def test_query_routes_check_who_you_are_before_what_you_sent(
+    app: FastAPI, route: str, headers: dict[str, str], status: int
+) -> None:
+    """An invalid body from a client without a tenant key is refused for the key, never validated: the
+    validation errors would tell an unauthenticated client about the API's limits."""
+    async with bare_client(app) as client:
+        r = await client.post(route, json={"query": "", "top_k": 10_000, "bogus": 1}, headers=headers)
+    assert r.status_code == status, r.text

@@ -8,13 +8,17 @@ outage, expected and reported elsewhere) are logged at debug level and not count
 A step that reads many values skips a malformed one and carries on with the rest: it reports the value
 with :meth:`LoopErrors.skip` (counted every time, logged once while the same problem repeats — a bad
 value read every interval is one warning, not one per interval).
+
+:func:`cancel_and_wait` is how a loop (any background task) is stopped: cancelled until it has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from rag import metrics
 
@@ -69,3 +73,18 @@ async def run_every(
         else:
             errors.clear("step")
         await asyncio.sleep(interval_s)
+
+
+CANCEL_RETRY_S = 0.05
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again while it runs on: a cancellation a
+    task swallowed (Python 3.11's ``asyncio.wait_for`` returns its inner result instead of raising when the
+    two race) must not leave a close waiting forever on a loop that kept looping. What the task raised is
+    dropped: it is being stopped."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_RETRY_S)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()

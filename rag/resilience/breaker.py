@@ -226,7 +226,10 @@ class Breaker:
             if timeout_s is None:
                 result = await work()
             else:
-                result = await asyncio.wait_for(work(), timeout=max(timeout_s, 0.0))
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for loses a cancellation that races
+                # the work's completion (tests/rag/resilience/test_cancellation.py)
+                async with asyncio.timeout(max(timeout_s, 0.0)):
+                    result = await work()
         except asyncio.CancelledError:
             if probe:
                 self._probe_out = False

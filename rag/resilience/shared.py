@@ -16,14 +16,13 @@ already over (a key written without its TTL) opens nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 
-from rag.resilience.background import LoopErrors, run_every
+from rag.resilience.background import LoopErrors, cancel_and_wait, run_every
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import Breaker, State
 from rag.resilience.redis import GuardedRedis, RedisUnavailable
@@ -78,12 +77,8 @@ class SharedBreakerState:
         self._task = asyncio.create_task(self._loop(), name="rag-breaker-sync")
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._pending) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for task in [t for t in (self._task, *self._pending) if t is not None]:
+            await cancel_and_wait(task)
 
     def _on_transition(self, breaker: Breaker, old: State, new: State, reason: str) -> None:
         if self._applying or new is State.HALF_OPEN:

@@ -170,4 +170,7 @@ def cpu_timed(fn: Callable[[], T], sink: Callable[[float], None]) -> Callable[[]
 
 
 async def _bounded(work: Awaitable[T], timeout_s: float | None) -> T:
-    return await (work if timeout_s is None else asyncio.wait_for(work, timeout=timeout_s))
+    if timeout_s is None:
+        return await work
+    async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation (see breaker.call)
+        return await work

@@ -30,7 +30,6 @@ and a listener that raises is logged, never fatal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from rag import metrics
-from rag.resilience.background import LoopErrors, run_every
+from rag.resilience.background import LoopErrors, cancel_and_wait, run_every
 from rag.rollout.config import ConfigError, Format, RolloutConfig
 from rag.rollout.policy import RoutingPolicy
 
@@ -238,9 +237,7 @@ class ConfigWatcher:
     async def close(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def _loop(self) -> None:

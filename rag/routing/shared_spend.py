@@ -24,7 +24,7 @@ import threading
 from collections import defaultdict
 from functools import partial
 
-from rag.resilience.background import LoopErrors, run_every
+from rag.resilience.background import LoopErrors, cancel_and_wait, run_every
 from rag.resilience.redis import Client, GuardedRedis, RedisUnavailable
 from rag.routing.budgets import WINDOW_MINUTES, SpendWindow
 
@@ -71,9 +71,7 @@ class SharedSpend:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         with contextlib.suppress(RedisUnavailable):
             await self.sync()  # what this replica spent last is not lost to the others
 

@@ -10,7 +10,6 @@ event loop never blocks on a model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -27,6 +26,7 @@ from rag.dense.embedder import Embedder
 from rag.errors import RagError
 from rag.metrics import MODEL_BATCH_SIZE
 from rag.rerank.cross_encoder import Pair, Reranker
+from rag.resilience.background import cancel_and_wait
 from rag.types import Step
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ class MicroBatcher(Generic[I]):
 
     async def close(self) -> None:
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker)
             self._worker = None
 
 

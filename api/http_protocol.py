@@ -25,7 +25,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-_TOO_LARGE = b"request line and headers are larger than the server's limit\n"
+from api.errors import ErrorBody, ErrorDetail, FieldError
 
 
 class HeadCappedHttpToolsProtocol(HttpToolsProtocol):
@@ -71,17 +71,22 @@ class HeadCappedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _refuse_head(self) -> None:
+        """431 in the API's error shape (no request id: the request never reached the app), then close."""
         self.logger.warning("request head over %d bytes: 431, connection closed", self.max_head_bytes)
+        message = f"request line + headers are over the limit of {self.max_head_bytes} bytes"
+        field = FieldError(field="headers", message=message, limit=self.max_head_bytes)
+        detail = ErrorDetail(code="headers_too_large", message=message, fields=[field])
+        body = ErrorBody(error=detail).model_dump_json().encode()
         content = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend(
             [
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: " + str(len(_TOO_LARGE)).encode("ascii") + b"\r\n",
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
                 b"connection: close\r\n",
                 b"\r\n",
-                _TOO_LARGE,
+                body,
             ]
         )
         self.transport.write(b"".join(content))

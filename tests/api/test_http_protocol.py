@@ -4,6 +4,7 @@ follows a head (its body, the next request on the connection) is not counted aga
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -94,6 +95,9 @@ def test_a_head_within_the_cap_is_served_with_a_body_larger_than_the_cap(server:
 def test_a_head_over_the_cap_gets_431_and_a_closed_connection(server: int) -> None:
     reply, _ = exchange(server, request(CAP))
     assert statuses(reply) == [431]
+    error = json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]  # the API's error shape, naming the limit
+    assert error["code"] == "headers_too_large"
+    assert error["fields"] == [{"field": "headers", "message": error["message"], "limit": CAP}]
 
 
 def test_a_header_that_never_ends_is_cut_off_near_the_cap(server: int) -> None:

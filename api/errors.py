@@ -169,7 +169,7 @@ ERROR_TABLE: dict[type[RagError], ErrorRule] = {
         503,
         "retrieval_unavailable",
         message=lambda e: f"no retriever could answer: {e}",
-        retry_after=_seconds(1),
+        retry_after=lambda e: str(e.retry_after_s),
         warn=True,
     ),
     RedisUnavailable: ErrorRule(503, "redis_unavailable", retry_after=_seconds(1)),

@@ -249,6 +249,13 @@ class Settings(BaseSettings):
     batch_window_ms: float = Field(1.0, ge=0, le=100, description="wait after an idle period to fill a batch")
     batch_max_queries: int = Field(64, ge=1, le=4096)
     batch_max_pairs: int = Field(256, ge=1, le=65536)
+    cpu_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="threads of the CPU pool (BM25, the vector search, fusion), taken round-robin across "
+        "tenants; 0: one per core, at least 2",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -60,6 +60,13 @@ QUERY_LATENCY = Histogram(
 STEP_LATENCY = Histogram(
     "rag_step_duration_seconds", "Pipeline step latency.", ["step"], buckets=STEP_BUCKETS
 )
+QUEUE_WAIT = Histogram(
+    "rag_queue_wait_seconds",
+    "Time a step waited in a queue before its call started (embed, rerank: the model threads; cpu: the "
+    "CPU pool). Load, not a dependency's slowness: it never counts against a breaker.",
+    ["queue"],
+    buckets=STEP_BUCKETS,
+)
 INFLIGHT = Gauge("rag_inflight_queries", "Queries being answered now.", multiprocess_mode="livesum")
 DEGRADATIONS = Counter(
     "rag_degradations_total", "Answers served with a step degraded, by step and reason.", ["step", "reason"]

@@ -210,6 +210,7 @@ class DegradationCode(StrEnum):
     BM25_ONLY = "bm25_only"
     CACHE_ONLY = "cache_only"
     BUDGET = "budget"  # the tenant's budget refused the call
+    SHED = "shed"  # given up for load: the queue in front of it would not serve it in the time left
 
     @property
     def is_failure(self) -> bool:

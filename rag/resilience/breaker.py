@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import pybreaker
 
 from rag.errors import RagError
+from rag.resilience.dependency_call import CallTicket, QueueTimeout, service_s
 
 T = TypeVar("T")
 
@@ -216,10 +217,26 @@ class Breaker:
         if reason is not None:
             self._transition(State.OPEN, reason)
 
-    async def call(self, work: Callable[[], Awaitable[T]], *, timeout_s: float | None = None) -> T:
+    def _judge(self, probe: bool, service_s: float, failed: bool) -> None:
+        """The outcome of a call whose caller timed out while it ran, once the call ended."""
+        slow = service_s > self.policy.slow_call_s
+        what = "failed" if failed else "was slow"
+        self._record(probe=probe, failed=failed or slow, slow=slow, what=f"{what} (its caller timed out)")
+
+    async def call(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        timeout_s: float | None = None,
+        ticket: CallTicket | None = None,
+    ) -> T:
         """Run ``work()`` through the breaker. Raises :class:`BreakerOpen` without running it when the
         breaker refuses, ``TimeoutError`` after ``timeout_s`` (counted as a failure and a slow call), or
-        what ``work`` raised. A cancelled call counts nothing."""
+        what ``work`` raised. A cancelled call counts nothing.
+
+        With a ``ticket`` (:mod:`rag.resilience.dependency_call`) the call is judged by its service time,
+        not its queue wait; a timeout that strikes while it is still queued behind a dependency that
+        is making progress is load: it counts nothing and raises :class:`QueueTimeout`."""
         probe = self._admit()
         start = self._clock()
         try:
@@ -234,14 +251,28 @@ class Breaker:
             if probe:
                 self._probe_out = False
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
+            if (
+                ticket is not None
+                and ticket.still_queued
+                and not ticket.queue_stalled(self.policy.slow_call_s)
+            ):
+                if probe:
+                    self._probe_out = False  # it never reached the dependency: the next caller probes
+                queue = ticket.queue.name if ticket.queue is not None else "work"
+                raise QueueTimeout(queue, ticket.queue_wait_s()) from exc
+            if ticket is not None and ticket.dispatched_at is not None and not probe:
+                # the call is running: judge it by its own time when it ends, not by this request's
+                # (a probe is judged at once: a hung probe must not hold the breaker half-open)
+                ticket.judge_later(lambda took_s, failed: self._judge(probe, took_s, failed))
+                raise
             self._record(probe=probe, failed=True, slow=True, what="timed out")
             raise
         except Exception as exc:
             failed = self._is_failure(exc)
-            slow = self._clock() - start > self.policy.slow_call_s
+            slow = service_s(self._clock() - start, ticket) > self.policy.slow_call_s
             self._record(probe=probe, failed=failed, slow=slow, what=f"failed: {type(exc).__name__}")
             raise
-        slow = self._clock() - start > self.policy.slow_call_s
+        slow = service_s(self._clock() - start, ticket) > self.policy.slow_call_s
         self._record(probe=probe, failed=False, slow=slow, what="was slow")
         return result

@@ -6,21 +6,45 @@ micro-batches model calls across concurrent requests (``rag.service.batching``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from rag.dense.embedder import Embedder
 from rag.rerank.cross_encoder import Pair, Reranker
+from rag.types import Step
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEstimate:
+    """What the queue in front of a step would add if the step were submitted now (admission control):
+    the wait before its call starts, and the call as the queue would run it (a model's batch with the
+    submissions ahead of it). Zero when nothing is queued (or nothing has been measured yet)."""
+
+    wait_s: float = 0.0
+    call_s: float = 0.0
+
+
+NO_QUEUE = QueueEstimate()
 
 
 class Compute(Protocol):
     """Where the pipeline's work runs."""
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """CPU work that is not a model call (BM25, the vector search, fusion)."""
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+        """CPU work that is not a model call (BM25, the vector search, fusion); ``lane`` (the tenant)
+        is whose turn it takes in a shared pool."""
+        ...
+
+    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
+        """What the queue in front of ``step`` would add if it were submitted now (:class:`QueueEstimate`)."""
+        ...
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the CPU work queued now has drained (the ``Retry-After`` of a refusal)."""
         ...
 
     async def embed_query(self, text: str) -> np.ndarray: ...
@@ -35,8 +59,14 @@ class InlineCompute:
         self.embedder = embedder
         self.reranker = reranker
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         return fn(*args)
+
+    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
+        return NO_QUEUE  # one query at a time: nothing is ever queued
+
+    def retry_after_s(self) -> int:
+        return 1
 
     async def embed_query(self, text: str) -> np.ndarray:
         assert self.embedder is not None

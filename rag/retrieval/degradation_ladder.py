@@ -11,6 +11,11 @@ deadline when a dependency is slow, failing or refused by its breaker — and ho
 4. :class:`RetrievalUnavailable` when no retriever is left; the service may still answer from its cache
    (``cache_only``).
 
+Under load a model step that would fit alone but not behind its queue is ``shed`` at admission (or gives
+up while queued): the next rung answers at once. BM25 is the floor: its work is small and bounded and
+never queues behind a model (:class:`~rag.service.batching.BatchedCompute`); only when even it cannot
+answer in time is the request refused (503, ``Retry-After`` from the CPU pool's drain time).
+
 The rungs are decided here, as functions of the deadline and the step-cost estimates;
 :class:`~rag.retrieval.pipeline_run.PipelineRun` applies them in order, and
 :class:`~rag.retrieval.step_runner.StepRunner` records a step that did not start or failed.
@@ -22,6 +27,7 @@ from rag.dense.matryoshka import MATRYOSHKA_DIMS
 from rag.errors import RagError
 from rag.resilience.breaker import BreakerOpen
 from rag.resilience.deadline import Deadline
+from rag.resilience.dependency_call import QueueTimeout
 from rag.retrieval.rerank_depth import fitted_depth
 from rag.types import Degradation, DegradationCode, Step, StepKey
 
@@ -37,11 +43,13 @@ RERANK_NOT_CONFIGURED = Degradation(
 
 
 class RetrievalUnavailable(RagError, RuntimeError):
-    """The last rung: every retriever of the plan failed or was skipped; ``degraded`` says why for each."""
+    """The last rung: every retriever of the plan failed or was skipped; ``degraded`` says why for each.
+    ``retry_after_s``: when the work queued now will have drained (the ``Retry-After`` of the 503)."""
 
-    def __init__(self, degraded: list[Degradation]) -> None:
+    def __init__(self, degraded: list[Degradation], retry_after_s: int = 1) -> None:
         super().__init__("; ".join(f"{d.step}: {d.reason}" for d in degraded) or "no retriever ran")
         self.degraded = degraded
+        self.retry_after_s = retry_after_s
 
 
 def shallower_rerank(
@@ -80,6 +88,26 @@ def lower_dims(
     return lowest, why
 
 
+FLOOR_GRACE = 0.1  # the share of the deadline the floor may run past it: the bound p99 is held to
+
+
+def floor_grace_s(deadline: Deadline | None) -> float:
+    """How far past ``deadline`` the floor (the query's own BM25 retrieval) may run: an answer a few
+    milliseconds late beats a 503 on time, within the latency objective (p99 ≤ deadline × 1.1)."""
+    return deadline.budget_s * FLOOR_GRACE if deadline is not None else 0.0
+
+
+def shed(step: StepKey, queued_s: float, cost_s: float, deadline: Deadline) -> Degradation:
+    """A step given up at admission: it would fit in the time left, but not behind the queue in front of
+    its dependency (load: the cheaper rung answers at once instead of queueing into a timeout)."""
+    left_ms = deadline.remaining_s() * 1000
+    return Degradation(
+        step,
+        DegradationCode.SHED,
+        f"~{queued_s * 1000:.0f} ms queued ahead + ~{cost_s * 1000:.0f} ms, {left_ms:.0f} ms left (load)",
+    )
+
+
 def not_started(step: StepKey, cost_s: float, deadline: Deadline) -> Degradation:
     """A step skipped because its estimated cost does not fit in the time left (``deadline``)."""
     left_ms = deadline.remaining_s() * 1000
@@ -92,6 +120,8 @@ def failure_degradation(step: StepKey, cause: BaseException | None, timeout_s: f
     """How a failed step reads in ``degraded``: an open breaker, a timeout, or an error."""
     if isinstance(cause, BreakerOpen):
         return Degradation(step, DegradationCode.BREAKER_OPEN, str(cause))
+    if isinstance(cause, QueueTimeout):
+        return Degradation(step, DegradationCode.SHED, f"gave up: {cause}")
     if isinstance(cause, TimeoutError):
         limit = f" after {timeout_s * 1000:.0f} ms" if timeout_s is not None else ""
         return Degradation(step, DegradationCode.TIMEOUT, f"timed out{limit} (deadline)")

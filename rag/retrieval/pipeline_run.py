@@ -48,16 +48,36 @@ class PipelineRun:
         self.flt = flt
         self.guards = guards
         self.outcome = SearchOutcome(hits=[])
-        self.steps = StepRunner(self.outcome, guards, on_step)
+        self.steps = StepRunner(self.outcome, guards, on_step, queues=pipeline.compute)
+        self.lane = guards.lane if guards is not None else ""
         self.mask = LazyRowMask(pipeline.snapshot, flt)  # computed in the first retrieval step's thread
         self._embedded = False
         self._vector: np.ndarray | None = None
+        self._floor: asyncio.Future[list[Hit] | None] | None = None
+
+    def start_floor(self) -> None:
+        """Start the BM25 retrieval now, beside the embedding (guarded runs only): BM25 is the floor
+        every answer stands on, and under load the embedding may queue for most of the deadline — a
+        floor started only after it gives up would start too late. :meth:`execute` uses this retrieval
+        (as the BM25 list, or as the stand-in of a dense-only plan); :meth:`close` drops it if unused.
+        A dense-only plan gets it only when its embedding would queue."""
+        if self._floor is not None or self.guards is None or not self.plan.retrievers:
+            return
+        if Retriever.BM25 not in self.plan.retrievers and self.steps.queue_estimate(Step.EMBED).wait_s <= 0.0:
+            return
+        self._floor = asyncio.ensure_future(self._bm25())
+
+    def close(self) -> None:
+        """Drop work started for this run and not used (an answer found in the cache meanwhile)."""
+        if self._floor is not None and not self._floor.done():
+            self._floor.cancel()
 
     async def embed(self, *, reserve_after_s: float = 0.0) -> np.ndarray | None:
         """The query embedding (once per run; None when no embedder or the step degraded). Its timeout
         leaves time for BM25 as well, so that a slow embedder still leaves a BM25 answer."""
         if not self._embedded:
             self._embedded = True
+            self.start_floor()
             costs = self.guards.costs if self.guards is not None else None
             if costs is not None and Retriever.BM25 in self.plan.retrievers:
                 reserve_after_s += costs.estimate_s(Step.RETRIEVE_BM25)
@@ -76,7 +96,8 @@ class PipelineRun:
         p, plan, outcome = self.p, self.plan, self.outcome
         retrievals: dict[ListKey, Awaitable[list[Hit] | None]] = {}
         if Retriever.BM25 in plan.retrievers:
-            retrievals[BM25] = self._bm25()
+            self.start_floor()  # (started already when the query was embedded first, for the cache)
+            retrievals[BM25] = self._floor if self._floor is not None else self._bm25()
         if Retriever.DENSE in plan.retrievers:
             if p.dense is None or p.embedder is None:
                 outcome.degraded.append(ladder.DENSE_UNAVAILABLE)
@@ -84,21 +105,26 @@ class PipelineRun:
                 retrievals[DENSE] = self._dense()
         if plan.multi_query:
             # in a worker thread: decomposition tokenises the query once per candidate cut
-            parts = await p.compute.run(decompose, self.query, p.snapshot.analyzer)
+            parts = await p.compute.run(decompose, self.query, p.snapshot.analyzer, lane=self.lane)
             retrievals.update(self._multi_query_retrievals(DENSE in retrievals, parts[1:]))
-        done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
-        lists = {key: hits for key, hits in done.items() if hits is not None}
-        if Retriever.DENSE in plan.retrievers and DENSE not in lists:
-            if Retriever.BM25 not in plan.retrievers:  # only dense was asked for: BM25 stands in
-                hits = await self._bm25()
-                if hits is not None:
-                    lists[BM25] = hits
-            if lists:
-                outcome.degraded.append(ladder.BM25_ONLY)
+        if BM25 not in retrievals and DENSE in retrievals:
+            self.start_floor()  # a dense-only plan whose embedding would queue: the stand-in, ready
+        try:
+            done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
+            lists = {key: hits for key, hits in done.items() if hits is not None}
+            if Retriever.DENSE in plan.retrievers and DENSE not in lists:
+                if Retriever.BM25 not in plan.retrievers:  # only dense was asked for: BM25 stands in
+                    hits = await (self._floor if self._floor is not None else self._bm25())
+                    if hits is not None:
+                        lists[BM25] = hits
+                if lists:
+                    outcome.degraded.append(ladder.BM25_ONLY)
+        finally:
+            self.close()  # dense answered a dense-only plan: its stand-in is not needed
         if not lists:
-            raise ladder.RetrievalUnavailable(outcome.degraded)
+            raise ladder.RetrievalUnavailable(outcome.degraded, p.compute.retry_after_s())
         fused = self.steps.cpu(Step.FUSE, partial(fuse_lists, lists, plan))
-        hits = await self.steps.timed(StepKey(Step.FUSE), p.compute.run(fused))
+        hits = await self.steps.timed(StepKey(Step.FUSE), p.compute.run(fused, lane=self.lane))
         depth = self._gated_depth(lists) if hits else 0
         if depth > 0:
             if p.reranker is None:
@@ -131,7 +157,11 @@ class PipelineRun:
             partial(self._masked, self.p.bm25.retrieve, text or self.query, self.plan.candidates),
         )
         step = StepKey(Step.RETRIEVE_BM25, sub_query)
-        return await self.steps.guarded(step, lambda: self.p.compute.run(retrieve))
+        g = self.guards
+        grace = ladder.floor_grace_s(g.deadline) if g is not None and sub_query == 0 else 0.0
+        return await self.steps.guarded(
+            step, lambda: self.p.compute.run(retrieve, lane=self.lane), grace_s=grace
+        )
 
     def _multi_query_retrievals(
         self, dense: bool, sub_queries: list[str]
@@ -147,7 +177,7 @@ class PipelineRun:
                 partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates),
             )
             prf_list = ListKey(Retriever.BM25, prf=True)
-            out[prf_list] = self.steps.guarded(prf_list.step, lambda: p.compute.run(prf))
+            out[prf_list] = self.steps.guarded(prf_list.step, lambda: p.compute.run(prf, lane=self.lane))
         for i, part in enumerate(sub_queries, start=1):
             if Retriever.BM25 in plan.retrievers:
                 out[ListKey(Retriever.BM25, i)] = self._bm25(part, i)
@@ -164,7 +194,7 @@ class PipelineRun:
         search = self.steps.cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, plan.dims, plan.rescore))
         return await self.steps.guarded(
             StepKey(Step.RETRIEVE_DENSE, i),
-            lambda: p.compute.run(search),
+            lambda: p.compute.run(search, lane=self.lane),
             cost_key=Step.RETRIEVE_DENSE.cost_key(plan.dims),
         )
 
@@ -191,7 +221,11 @@ class PipelineRun:
         g = self.guards
         lowered = None
         if g is not None and g.deadline is not None and g.costs is not None:
-            embed_s = 0.0 if self._embedded else g.costs.estimate_s(Step.EMBED)
+            embed_s = (
+                0.0
+                if self._embedded
+                else g.costs.estimate_s(Step.EMBED) + self.steps.queue_estimate(Step.EMBED).wait_s
+            )
             need = embed_s + g.costs.estimate_s(Step.RETRIEVE_DENSE.cost_key(dims))
             lowered = ladder.lower_dims(dims, need, g.deadline, g.reserve_s)
             if lowered is not None:
@@ -206,7 +240,7 @@ class PipelineRun:
         timed_search = self.steps.cpu(Step.RETRIEVE_DENSE, partial(self._search, vector, dims, rescore))
         return await self.steps.guarded(
             StepKey(Step.RETRIEVE_DENSE),
-            lambda: p.compute.run(timed_search),
+            lambda: p.compute.run(timed_search, lane=self.lane),
             cost_key=search_key,
             dims=dims or "full",
         )

@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 from rag.errors import RagError
 from rag.resilience.breaker import Breaker
 from rag.resilience.deadline import Deadline, StepCosts
-from rag.retrieval.degradation_ladder import failure_degradation, not_started
+from rag.resilience.dependency_call import CallTicket, QueueTimeout, service_s, ticketed
+from rag.retrieval.compute import NO_QUEUE, Compute, QueueEstimate
+from rag.retrieval.degradation_ladder import failure_degradation, not_started, shed
 from rag.types import Degradation, Hit, Step, StepKey
 
 T = TypeVar("T")
@@ -35,6 +37,7 @@ class Guards:
     costs: StepCosts | None = None
     reserve_s: float = 0.005  # kept back for fusion and the response
     cpu: Callable[[str, float, int], None] | None = None  # told each CPU step's thread time (cost model)
+    lane: str = ""  # whose turn the run's CPU work takes in the shared pool (the tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +79,27 @@ class StepFailed(RagError, RuntimeError):
 
 
 class StepRunner:
-    """Runs the steps of one run under its guards (or none), writing into its outcome."""
+    """Runs the steps of one run under its guards (or none), writing into its outcome. ``queues`` (the
+    run's :class:`~rag.retrieval.compute.Compute`) tells how long a step would wait before its call
+    starts: admission control."""
 
-    def __init__(self, outcome: SearchOutcome, guards: Guards | None, on_step: StepListener | None) -> None:
+    def __init__(
+        self,
+        outcome: SearchOutcome,
+        guards: Guards | None,
+        on_step: StepListener | None,
+        queues: Compute | None = None,
+    ) -> None:
         self.outcome = outcome
         self.guards = guards
         self.on_step = on_step
+        self.queues = queues
+
+    def queue_estimate(self, step: Step, units: int = 1) -> QueueEstimate:
+        """What the queue in front of ``step`` would add if it started now (nothing without queues)."""
+        if self.queues is None:
+            return NO_QUEUE
+        return self.queues.queue_estimate(step, self.guards.lane if self.guards is not None else "", units)
 
     async def guarded(
         self,
@@ -91,37 +109,51 @@ class StepRunner:
         units: int = 1,
         cost_key: str | None = None,
         reserve_after_s: float = 0.0,
+        grace_s: float = 0.0,
         **detail: Any,
     ) -> T | None:
         """Run ``work`` as ``step``, behind the breaker of the step's dependency. Unguarded: failures
-        raise :class:`StepFailed`. Guarded: a step that does not fit in the deadline is not started; one
-        that fails, times out or meets an open breaker is recorded in ``degraded``; both return None.
-        ``cost_key`` names its wall-time estimate (default: the step, whatever its sub-query)."""
+        raise :class:`StepFailed`. Guarded: a step that does not fit in the deadline is not started —
+        ``shed`` when only the queue in front of it makes it miss (admission control), ``deadline``
+        otherwise; one that fails, times out or meets an open breaker is recorded in ``degraded``; all
+        return None. ``cost_key`` names its service-time estimate (default: the step, whatever its
+        sub-query); the queue is estimated live (:meth:`queue_estimate`), never learnt as the step's cost.
+        ``grace_s``: how far past the deadline the step may still run (the floor's grace)."""
         g = self.guards
         if g is None:
             return await self.timed(step, work(), **detail)
         key = cost_key or step.step.value
-        reserve = g.reserve_s + reserve_after_s
+        reserve = g.reserve_s + reserve_after_s - grace_s  # grace: it may run that far past the deadline
         cost = g.costs.estimate_s(key, units) if g.costs is not None else 0.0
         timeout: float | None = None
         if g.deadline is not None:
-            if not g.deadline.fits(cost, reserve_s=reserve):
-                self.outcome.degraded.append(not_started(step, cost, g.deadline))
+            queue = self.queue_estimate(step.step, units)
+            call_s = max(cost, queue.call_s)  # a call in a batch with the submissions ahead takes longer
+            if not g.deadline.fits(queue.wait_s + call_s, reserve_s=reserve):
+                fits_alone = g.deadline.fits(cost, reserve_s=reserve)
+                why = (
+                    shed(step, queue.wait_s + call_s - cost, cost, g.deadline)
+                    if fits_alone
+                    else not_started(step, cost, g.deadline)
+                )
+                self.outcome.degraded.append(why)
                 return None
             timeout = g.deadline.timeout_s(reserve_s=reserve)
         dependency = step.dependency
         breaker = g.breakers.get(dependency) if dependency is not None else None
         start = time.perf_counter()
-        try:
-            if breaker is not None:
-                result = await self.timed(step, breaker.call(work, timeout_s=timeout), **detail)
-            else:
-                result = await self.timed(step, _bounded(work(), timeout), **detail)
-        except StepFailed as failed:
-            self.outcome.degraded.append(failure_degradation(step, failed.__cause__, timeout))
-            return None
+        with ticketed() as ticket:
+            try:
+                if breaker is not None:
+                    call = breaker.call(work, timeout_s=timeout, ticket=ticket)
+                    result = await self.timed(step, call, **detail)
+                else:
+                    result = await self.timed(step, _bounded(work(), timeout, ticket), **detail)
+            except StepFailed as failed:
+                self.outcome.degraded.append(failure_degradation(step, failed.__cause__, timeout))
+                return None
         if g.costs is not None:
-            g.costs.observe(key, time.perf_counter() - start, units)
+            g.costs.observe(key, service_s(time.perf_counter() - start, ticket), units)
         return result
 
     async def timed(self, step: StepKey, work: Awaitable[T], **detail: Any) -> T:
@@ -169,8 +201,15 @@ def cpu_timed(fn: Callable[[], T], sink: Callable[[float], None]) -> Callable[[]
     return timed
 
 
-async def _bounded(work: Awaitable[T], timeout_s: float | None) -> T:
+async def _bounded(work: Awaitable[T], timeout_s: float | None, ticket: CallTicket) -> T:
+    """``work`` within ``timeout_s``; a timeout while still queued reads as :class:`QueueTimeout`."""
     if timeout_s is None:
         return await work
-    async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation (see breaker.call)
-        return await work
+    try:
+        async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation (breaker.call)
+            return await work
+    except TimeoutError as exc:
+        if ticket.still_queued:
+            queue = ticket.queue.name if ticket.queue is not None else "work"
+            raise QueueTimeout(queue, ticket.queue_wait_s()) from exc
+        raise

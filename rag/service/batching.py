@@ -24,9 +24,14 @@ import numpy as np
 
 from rag.dense.embedder import Embedder
 from rag.errors import RagError
-from rag.metrics import MODEL_BATCH_SIZE
+from rag.metrics import MODEL_BATCH_SIZE, QUEUE_WAIT
 from rag.rerank.cross_encoder import Pair, Reranker
 from rag.resilience.background import cancel_and_wait
+from rag.resilience.deadline import ewma
+from rag.resilience.dependency_call import CallTicket, current_ticket
+from rag.resilience.failures import is_dependency_failure
+from rag.retrieval.compute import NO_QUEUE, QueueEstimate
+from rag.service.fair_pool import FairPool
 from rag.types import Step
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ T = TypeVar("T")
 class _Request(Generic[I]):
     items: list[I]
     future: asyncio.Future[np.ndarray]
+    ticket: CallTicket | None = None
+    queued_at: float = 0.0
 
 
 class InputRejected(RagError, ValueError):
@@ -59,6 +66,12 @@ class MicroBatcher(Generic[I]):
     than that runs alone). A cancelled submission that has not started is dropped from its batch. When a
     batch of several submissions fails other than by a timeout or connection error, each submission is
     run again alone: only the one whose input fails gets the error (:class:`InputRejected`).
+
+    It measures itself for admission control: :meth:`estimate` says how long a new submission would wait
+    before its call starts (the call in flight, then the full batches ahead of it) and how long that call
+    would take (a batch with the items ahead of it in its batch), at the measured time per item,
+    and it stamps each submission's :class:`~rag.resilience.dependency_call.CallTicket` when its call
+    starts, so that the breaker in front of it judges the model, not this queue.
     """
 
     def __init__(
@@ -92,6 +105,25 @@ class MicroBatcher(Generic[I]):
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0  # counters for tests and metrics
         self.items_run = 0
+        self._in_flight: tuple[float, int] | None = None  # (start, items) of the call running now
+        self._item_s: float | None = None  # running mean of a call's wall time per item
+
+    def busy_s(self) -> float:
+        """How long the call running now has run (0 when idle)."""
+        return time.monotonic() - self._in_flight[0] if self._in_flight is not None else 0.0
+
+    def estimate(self, items: int = 1) -> QueueEstimate:
+        """What this queue adds to a submission of ``items`` made now (nothing when idle)."""
+        waiting = sum(len(r.items) for r in self._pending if not r.future.done())
+        return batch_queue_estimate(
+            waiting, items, self.max_items, self._item_s or 0.0, self._in_flight_left_s()
+        )
+
+    def _in_flight_left_s(self) -> float:
+        if self._in_flight is None:
+            return 0.0
+        started, n = self._in_flight
+        return max(n * (self._item_s or 0.0) - (time.monotonic() - started), 0.0)
 
     async def submit(self, items: Sequence[I]) -> np.ndarray:
         loop = asyncio.get_running_loop()
@@ -99,7 +131,10 @@ class MicroBatcher(Generic[I]):
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run(), name=f"micro-batcher:{self.name}")
         assert self._wakeup is not None
-        request = _Request(list(items), loop.create_future())
+        ticket = current_ticket()
+        if ticket is not None:
+            ticket.enqueued(self)
+        request = _Request(list(items), loop.create_future(), ticket, time.monotonic())
         self._pending.append(request)
         self._wakeup.set()
         return await request.future
@@ -153,7 +188,27 @@ class MicroBatcher(Generic[I]):
         """One model call over the items of ``batch`` (on the model thread), counted."""
         items = [item for request in batch for item in request.items]
         loop = asyncio.get_running_loop()
-        out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items, self.threads)
+        start = time.monotonic()
+        wait = QUEUE_WAIT.labels(self.name)
+        for request in batch:
+            if request.ticket is not None:
+                request.ticket.dispatched()
+            wait.observe(start - request.queued_at)
+        self._in_flight = (start, len(items))
+        failed = True
+        try:
+            out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items, self.threads)
+            failed = False
+        except Exception as exc:
+            failed = is_dependency_failure(exc)
+            raise
+        finally:
+            self._in_flight = None
+            took = time.monotonic() - start
+            for request in batch:  # the breakers of callers that timed out meanwhile judge this call
+                if request.ticket is not None:
+                    request.ticket.call_done(took, failed)
+        self._item_s = ewma(self._item_s, (time.monotonic() - start) / max(len(items), 1), 0.2)
         self.batches += 1
         MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
         self.items_run += len(items)
@@ -198,9 +253,10 @@ class MicroBatcher(Generic[I]):
 
 
 class BatchedCompute:
-    """The service's :class:`~rag.retrieval.compute.Compute`: CPU work in the default thread pool, model
-    calls micro-batched, embeddings and reranking each on a thread of their own: a bulkhead, so that a
-    hung or slow reranker never holds up the embeddings (the BM25 + dense answer stays available)."""
+    """The service's :class:`~rag.retrieval.compute.Compute`: CPU work in the :class:`FairPool` (taken
+    round-robin across tenants), model calls micro-batched, embeddings and reranking each on a thread of
+    their own: bulkheads, so that a hung or slow reranker never holds up the embeddings, and no model
+    call ever queues in front of BM25 (the floor every answer stands on)."""
 
     def __init__(
         self,
@@ -212,9 +268,11 @@ class BatchedCompute:
         max_pairs: int = 256,
         enabled: bool = True,
         on_cpu: Callable[[str, float, int], None] | None = None,
+        cpu_workers: int = 2,
     ) -> None:
         """``on_cpu(step, cpu_s, units)`` receives the CPU time of each model call ("embed" per text,
-        "rerank" per pair)."""
+        "rerank" per pair); ``cpu_workers``: the threads of the CPU pool."""
+        self.cpu = FairPool(cpu_workers)
         self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
         self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
         one = None if enabled else 1  # disabled: one request per model call, still off the event loop
@@ -243,8 +301,21 @@ class BatchedCompute:
                 threads=model_threads(reranker),
             )
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+        result: T = await asyncio.wrap_future(self.cpu.submit(lane, partial(fn, *args)))
+        return result
+
+    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
+        """What the queue in front of ``step`` adds if it is submitted now (admission control)."""
+        if step is Step.EMBED:
+            return self.embeddings.estimate(units) if self.embeddings is not None else NO_QUEUE
+        if step is Step.RERANK:
+            return self.rerank.estimate(units) if self.rerank is not None else NO_QUEUE
+        return self.cpu.estimate(lane)
+
+    def retry_after_s(self) -> int:
+        """When to try again once even BM25 cannot answer in time: the CPU pool's drain time."""
+        return self.cpu.retry_after_s()
 
     async def embed_query(self, text: str) -> np.ndarray:
         if self.embeddings is None:
@@ -263,6 +334,18 @@ class BatchedCompute:
                 await batcher.close()
         for thread in (self.embed_thread, self.rerank_thread):
             thread.shutdown(wait=False, cancel_futures=True)
+        self.cpu.shutdown()
+
+
+def batch_queue_estimate(
+    waiting: int, items: int, max_items: int, item_s: float, in_flight_left_s: float
+) -> QueueEstimate:
+    """A submission of ``items`` behind ``waiting`` queued items: it waits for the call in flight and the
+    full batches ahead of it, then runs in a batch with the items ahead of it in that batch (``item_s``
+    per item). Nothing when nothing is queued or running."""
+    full_batches, in_batch = divmod(waiting, max_items)
+    wait = in_flight_left_s + full_batches * max_items * item_s
+    return QueueEstimate(wait, min(in_batch + items, max(max_items, items)) * item_s if waiting else 0.0)
 
 
 def _reporter(

@@ -127,13 +127,14 @@ class CachedRetrieval:
     async def _compute(self, r: Retrieval, cache: QueryCache | None) -> Retrieved:
         """L2 (after embedding the query once), else the pipeline; a full answer is cached."""
         lifecycle = self._lifecycle
-        guards = Guards(r.deadline, lifecycle.breakers, lifecycle.costs, cpu=self._cpu)
+        guards = Guards(r.deadline, lifecycle.breakers, lifecycle.costs, cpu=self._cpu, lane=r.tenant)
         run = r.pipeline.prepare(r.query, r.plan, r.flt, r.record, guards)
         vector = await run.embed() if cache is not None else None
         degraded: list[Degradation] = []
         if cache is not None and vector is not None:
             hit = await self._l2(r, cache, vector, degraded)
             if hit is not None:
+                run.close()  # the BM25 started beside the embedding is not needed
                 return Retrieved.from_cache(hit, run.outcome.degraded + degraded)
         try:
             retrieved = await self._run(r, run, cache)

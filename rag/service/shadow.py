@@ -90,7 +90,7 @@ class ShadowRunner:
     ) -> None:
         async with self._slot:
             started = time.perf_counter()
-            guards = Guards(Deadline.after_ms(self.deadline_ms), {}, self.costs)
+            guards = Guards(Deadline.after_ms(self.deadline_ms), {}, self.costs, lane=f"shadow:{tenant}")
             try:
                 outcome = await pipeline.run(query, plan, SearchFilter.of(tenant, filters), None, guards)
             except Exception as exc:

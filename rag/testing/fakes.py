@@ -28,6 +28,29 @@ class FailingEmbedder(HashEmbedder):
         return super().embed(texts, batch_size=batch_size, progress=progress)
 
 
+class PacedEmbedder(HashEmbedder):
+    """A model with a real model's cost profile and none of its weights: a call sleeps ``per_text_s`` per
+    text with the GIL released (as an ONNX or torch forward pass runs), then returns the hash embedder's
+    vectors. Its speed is steady whatever the load: a *healthy* dependency for overload tests."""
+
+    def __init__(self, dim: int = 64, *, per_text_s: float = 0.002) -> None:
+        super().__init__(dim)
+        self.per_text_s = per_text_s
+        self.calls: list[int] = []
+        self._terms: dict[str, np.ndarray] = {}  # a test's vocabulary: small
+
+    def _term_vector(self, term: str) -> np.ndarray:
+        vector = self._terms.get(term)
+        if vector is None:
+            vector = self._terms[term] = super()._term_vector(term)
+        return vector
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        self.calls.append(len(texts))
+        time.sleep(self.per_text_s * len(texts))
+        return super().embed(texts, batch_size=batch_size, progress=progress)
+
+
 class OverlapReranker(PairScorer):
     """A deterministic stand-in cross-encoder: a pair scores the share of query stems found in the
     passage. Records each call's pair count (micro-batching is visible) and can be made slow."""

@@ -42,9 +42,11 @@ async def test_stream_reports_each_step_in_order_then_the_result(
             assert r.headers["content-type"].startswith("text/event-stream")
             events = parse_sse((await r.aread()).decode())
     names = [name for name, _ in events]
-    assert names[:4] == ["plan", "cache.l1", "embed", "cache.l2"]
+    assert names[:2] == ["plan", "cache.l1"]
     assert names[-4:] == ["fuse", "rerank.gate", "rerank", "result"]
-    assert set(names[4:-4]) == {"retrieve.bm25", "retrieve.dense"}
+    # BM25 runs beside the embedding (the floor, started at once), dense after the cache's L2 lookup
+    assert sorted(names[2:-4]) == ["cache.l2", "embed", "retrieve.bm25", "retrieve.dense"]
+    assert names.index("embed") < names.index("cache.l2") < names.index("retrieve.dense")
     for name, data in events[:-1]:
         assert data["step"] == name and data["ms"] >= 0
     assert events[-2][1]["pairs"] == 3  # all of acme's documents went to the reranker

@@ -29,6 +29,7 @@ from rag.dense.hashing import HashEmbedder
 from rag.rerank.cross_encoder import Pair, Reranker
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
 from rag.resilience.deadline import Deadline, StepCosts
+from rag.retrieval.compute import NO_QUEUE, QueueEstimate
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
@@ -37,7 +38,7 @@ from rag.retrieval.step_runner import Guards, SearchOutcome, StepEvent
 from rag.runtime import Runtime
 from rag.testing.fakes import OverlapReranker
 from rag.testing.faults import HangingReranker, UnreachableStore
-from rag.types import Document
+from rag.types import Document, Step
 from tests.conftest import make_ingestor
 
 T = TypeVar("T")
@@ -69,8 +70,14 @@ class Threads:
         self.embedder = embedder
         self.reranker = reranker
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         return await asyncio.to_thread(fn, *args)
+
+    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
+        return NO_QUEUE
+
+    def retry_after_s(self) -> int:
+        return 1
 
     async def embed_query(self, text: str) -> np.ndarray:
         vectors = await asyncio.to_thread(self.embedder.embed, [text])

@@ -17,10 +17,12 @@ from rag.bm25.index import TermMatrix
 from rag.config import Settings
 from rag.index.snapshot import ChunkRecord, IndexSnapshot
 from rag.retrieval import filters
+from rag.retrieval.compute import NO_QUEUE, QueueEstimate
 from rag.retrieval.filters import FilterError, SearchFilter, row_mask
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.text.analyzer import Analyzer
+from rag.types import Step
 
 T = TypeVar("T")
 
@@ -160,8 +162,14 @@ def test_field_index_mask_equals_the_scan_on_a_random_corpus() -> None:
 class ThreadCompute:
     """CPU steps in a worker thread, as the service's compute does."""
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
         return await asyncio.to_thread(fn, *args)
+
+    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
+        return NO_QUEUE
+
+    def retry_after_s(self) -> int:
+        return 1
 
     async def embed_query(self, text: str) -> np.ndarray:
         raise AssertionError("no embedder")

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         0.85, gt=0, le=1, description="L2: cosine similarity at which a cached query answers a new one"
     )
     cache_ttl_s: float = Field(3600.0, gt=0)
+    cache_degraded_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="how long a degraded answer (BM25 only under load, …) is cached, in this process only "
+        "and marked degraded, until the full answer replaces it; 0: never cached",
+    )
     cache_l1_entries: int = Field(10_000, ge=1)
     cache_l2_entries: int = Field(10_000, ge=1, description="cached queries per tenant namespace")
     cache_l1_max_bytes: int = Field(

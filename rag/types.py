@@ -211,6 +211,7 @@ class DegradationCode(StrEnum):
     CACHE_ONLY = "cache_only"
     BUDGET = "budget"  # the tenant's budget refused the call
     SHED = "shed"  # given up for load: the queue in front of it would not serve it in the time left
+    DEGRADED_ENTRY = "degraded_entry"  # served from a degraded answer cached briefly under load
 
     @property
     def is_failure(self) -> bool:

@@ -49,11 +49,12 @@ class LruTtl(Generic[V]):
         self._items.move_to_end(key)
         return value
 
-    def put(self, key: str, value: V, *, size: int = 0) -> None:
+    def put(self, key: str, value: V, *, size: int = 0, ttl_s: float | None = None) -> None:
+        """Hold ``value`` for ``ttl_s`` (default: the cache's TTL)."""
         self._pop(key)
         if self.max_bytes is not None and size > self.max_bytes:
             return
-        self._items[key] = (self._clock() + self.ttl_s, size, value)
+        self._items[key] = (self._clock() + (self.ttl_s if ttl_s is None else ttl_s), size, value)
         self.bytes += size
         while len(self._items) > self.max_entries or (
             self.max_bytes is not None and self.bytes > self.max_bytes

@@ -84,6 +84,7 @@ class QueryCache:
         analyzer: Analyzer,
         threshold: float,
         ttl_s: float,
+        degraded_ttl_s: float = 5.0,
         l1_entries: int = 10_000,
         l1_max_bytes: int = 64 * MIB,
         l2_entries: int = 10_000,
@@ -104,6 +105,7 @@ class QueryCache:
         self.analyzer = analyzer
         self.threshold = threshold
         self.ttl_s = ttl_s
+        self.degraded_ttl_s = degraded_ttl_s
         self.l2_entries = l2_entries
         self.rare_idf = rare_idf
         self.redis = redis
@@ -226,6 +228,19 @@ class QueryCache:
                 return await pipe.execute()
 
         await self.redis.run(write)
+
+    def put_degraded(self, ns: Namespace, query: str, answer: dict[str, Any]) -> bool:
+        """Hold a degraded ``answer`` (it says what it gave up, under ``"degraded"``) in L1 for
+        ``degraded_ttl_s``: under load, the repeats of a hot query stay cache hits instead of each
+        recomputing a degraded answer. Never shared through Redis nor put in L2, never in place of a full
+        answer held already; the full answer, once computed, replaces it (:meth:`put`). Returns whether
+        it was held."""
+        key = self._l1_key(ns, query)
+        held = self.l1.get(key)
+        if self.degraded_ttl_s <= 0 or (held is not None and not held.get("degraded")):
+            return False
+        self.l1.put(key, answer, size=len(dumps(answer)), ttl_s=self.degraded_ttl_s)
+        return True
 
     async def purge(self, tenant: str) -> None:
         """Forget every cached answer of ``tenant``, here and (with Redis) on every replica."""

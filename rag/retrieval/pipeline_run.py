@@ -123,8 +123,10 @@ class PipelineRun:
             self.close()  # dense answered a dense-only plan: its stand-in is not needed
         if not lists:
             raise ladder.RetrievalUnavailable(outcome.degraded, p.compute.retry_after_s())
+        # fusion is small and bounded (candidates × lists, ~0.2 ms for two lists of 100): on the loop;
+        # a trip through the CPU pool's queue would cost more than it under load
         fused = self.steps.cpu(Step.FUSE, partial(fuse_lists, lists, plan))
-        hits = await self.steps.timed(StepKey(Step.FUSE), p.compute.run(fused, lane=self.lane))
+        hits = await self.steps.timed(StepKey(Step.FUSE), _now(fused))
         depth = self._gated_depth(lists) if hits else 0
         if depth > 0:
             if p.reranker is None:
@@ -270,6 +272,10 @@ class PipelineRun:
             first_stage_weight=p.reranker.first_stage_weight,
             rrf_k=self.plan.rrf_k,
         )
+
+
+async def _now(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 async def _all(work: list[Awaitable[T]]) -> list[T]:

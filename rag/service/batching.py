@@ -62,7 +62,9 @@ def _dependency_side(exc: BaseException) -> bool:
 class MicroBatcher(Generic[I]):
     """Runs ``fn(items) -> array with one row per item`` over the items of many concurrent submissions.
 
-    A batch takes whole submissions, oldest first, up to ``max_items`` items (a single submission larger
+    A batch takes whole submissions, oldest first, up to ``max_items`` items — fewer when a call of that
+    many would run longer than ``max_call_s`` at the measured time per item (:meth:`batch_items`: a batch
+    that outlasts its members' deadlines answers none of them) — (a single submission larger
     than that runs alone). A cancelled submission that has not started is dropped from its batch. When a
     batch of several submissions fails other than by a timeout or connection error, each submission is
     run again alone: only the one whose input fails gets the error (:class:`InputRejected`).
@@ -80,6 +82,7 @@ class MicroBatcher(Generic[I]):
         *,
         executor: Executor,
         max_items: int,
+        max_call_s: float | None = None,
         window_ms: float = 1.0,
         max_requests: int | None = None,
         name: str = "batch",
@@ -95,6 +98,7 @@ class MicroBatcher(Generic[I]):
         self.fn = fn
         self.executor = executor
         self.max_items = max_items
+        self.max_call_s = max_call_s
         self.max_requests = max_requests
         self.window_s = window_ms / 1000.0
         self.name = name
@@ -116,8 +120,15 @@ class MicroBatcher(Generic[I]):
         """What this queue adds to a submission of ``items`` made now (nothing when idle)."""
         waiting = sum(len(r.items) for r in self._pending if not r.future.done())
         return batch_queue_estimate(
-            waiting, items, self.max_items, self._item_s or 0.0, self._in_flight_left_s()
+            waiting, items, self.batch_items(), self._item_s or 0.0, self._in_flight_left_s()
         )
+
+    def batch_items(self) -> int:
+        """The most items one call takes now: ``max_items``, or fewer so that a call stays within
+        ``max_call_s`` at the measured time per item."""
+        if self.max_call_s is None or not self._item_s:
+            return self.max_items
+        return max(1, min(self.max_items, int(self.max_call_s / self._item_s)))
 
     def _in_flight_left_s(self) -> float:
         if self._in_flight is None:
@@ -142,13 +153,14 @@ class MicroBatcher(Generic[I]):
     def _take(self) -> list[_Request[I]]:
         batch: list[_Request[I]] = []
         size = 0
+        limit = self.batch_items()
         while self._pending:
             request = self._pending[0]
             if request.future.done():  # cancelled while waiting
                 self._pending.popleft()
                 continue
             if batch and (
-                size + len(request.items) > self.max_items
+                size + len(request.items) > limit
                 or (self.max_requests is not None and len(batch) >= self.max_requests)
             ):
                 break
@@ -160,7 +172,7 @@ class MicroBatcher(Generic[I]):
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
-            if self.window_s and sum(len(r.items) for r in self._pending) < self.max_items:
+            if self.window_s and sum(len(r.items) for r in self._pending) < self.batch_items():
                 await asyncio.sleep(self.window_s)  # let requests arriving together share the pass
             batch = self._take()
             if not self._pending:
@@ -266,12 +278,14 @@ class BatchedCompute:
         window_ms: float = 1.0,
         max_queries: int = 64,
         max_pairs: int = 256,
+        max_call_s: float | None = None,
         enabled: bool = True,
         on_cpu: Callable[[str, float, int], None] | None = None,
         cpu_workers: int = 2,
     ) -> None:
         """``on_cpu(step, cpu_s, units)`` receives the CPU time of each model call ("embed" per text,
-        "rerank" per pair); ``cpu_workers``: the threads of the CPU pool."""
+        "rerank" per pair); ``cpu_workers``: the threads of the CPU pool; ``max_call_s``: the longest a
+        model call may be planned to run (batches are cut to fit, :meth:`MicroBatcher.batch_items`)."""
         self.cpu = FairPool(cpu_workers)
         self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
         self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
@@ -283,6 +297,7 @@ class BatchedCompute:
                 partial(_embed, embedder),
                 executor=self.embed_thread,
                 max_items=max_queries,
+                max_call_s=max_call_s,
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
                 name="embed",
@@ -294,6 +309,7 @@ class BatchedCompute:
                 reranker.score_pairs,
                 executor=self.rerank_thread,
                 max_items=max_pairs,
+                max_call_s=max_call_s,
                 window_ms=window_ms if enabled else 0.0,
                 max_requests=one,
                 name="rerank",

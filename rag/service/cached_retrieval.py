@@ -3,8 +3,10 @@
 Order (invariants): L1 exact (in process, by normalised text), then identical concurrent misses join one
 flight (single-flight, keyed by the exact key: the namespace digest holds the tenant), whose work is: the
 query embedded once, L2 semantic (the same vector), then the pipeline under guards; a full (undegraded)
-answer is cached. When no retriever can run, a near-enough cached answer is served instead
-(``cache_only``), or :class:`RetrievalUnavailable` goes on.
+answer is cached; a degraded one is held briefly in L1 (marked ``cache``/``degraded_entry`` when served:
+under load the repeats of a hot query stay cache hits) until the full answer replaces it. When no retriever
+can run, a near-enough cached answer is served instead (``cache_only``), or :class:`RetrievalUnavailable`
+goes on.
 
 Redis is an optimisation here, never a dependency: :meth:`CachedRetrieval._through_redis` is the one place
 a :class:`RedisUnavailable` becomes a ``cache``/``redis_unavailable`` degradation, and the whole retrieval
@@ -70,9 +72,10 @@ class Retrieved:
     @classmethod
     def from_cache(cls, hit: CacheHit, degraded: list[Degradation]) -> Retrieved:
         a = hit.answer
+        held = held_degradations(a)
         return cls(
             results=[Result(**r) for r in a["results"]],
-            degraded=tuple(degraded),
+            degraded=(*held, *degraded),
             cache=hit.level,
             cost=AnswerCost(
                 embedded_texts=1 if hit.level == CacheLevel.L2 else 0, rerank_pairs=0, candidates=0
@@ -82,13 +85,45 @@ class Retrieved:
 
 
 def cache_entry(retrieved: Retrieved, plan: QueryPlan) -> dict[str, Any]:
-    """What the cache stores of an answer (:class:`rag.cache.shared.CachedAnswer`)."""
-    return {
+    """What the cache stores of an answer (:class:`rag.cache.shared.CachedAnswer`); a degraded answer
+    (held in L1 only) also says what it gave up, by its parts (:func:`held_degradations`)."""
+    entry: dict[str, Any] = {
         "results": [asdict(r) for r in retrieved.results],
         "route": plan.route,
         "plan": plan.as_dict(),
         "index_version": retrieved.index_version,
     }
+    if retrieved.degraded:
+        entry["degraded"] = [
+            {
+                "step": d.step.step.value,
+                "sub_query": d.step.sub_query,
+                "code": d.code.value,
+                "reason": d.reason,
+            }
+            for d in retrieved.degraded
+        ]
+    return entry
+
+
+def held_degradations(answer: dict[str, Any]) -> list[Degradation]:
+    """What a cached degraded answer gave up when it was computed, then the marker that it came from the
+    cache; nothing for a full answer."""
+    held = answer.get("degraded")
+    if not held:
+        return []
+    out = [
+        Degradation(StepKey(Step(d["step"]), d["sub_query"]), DegradationCode(d["code"]), d["reason"])
+        for d in held
+    ]
+    out.append(
+        Degradation(
+            StepKey(Step.CACHE),
+            DegradationCode.DEGRADED_ENTRY,
+            "a degraded answer held briefly under load; the full answer replaces it once computed",
+        )
+    )
+    return out
 
 
 class CachedRetrieval:
@@ -149,10 +184,12 @@ class CachedRetrieval:
                 f"no retriever available ({exc}); served from cache",
             )
             return Retrieved.from_cache(fallback, exc.degraded + degraded + [why])
-        if cache is not None and not retrieved.degraded:  # a degraded answer is never cached
+        if cache is not None and not retrieved.degraded:
             await self._through_redis(
                 cache.put(r.ns, r.query, vector, cache_entry(retrieved, r.plan)), degraded
             )
+        elif cache is not None:  # held briefly, in this process only: the repeats stay hits under load
+            cache.put_degraded(r.ns, r.query, cache_entry(retrieved, r.plan))
         return replace(retrieved, degraded=retrieved.degraded + tuple(degraded))
 
     async def _l2(

@@ -130,6 +130,8 @@ class Lifecycle:
                 self.reranker,
                 window_ms=self.settings.batch_window_ms,
                 max_queries=self.settings.batch_max_queries,
+                # a batch outlasting a quarter of the deadline leaves its members no time for the rest
+                max_call_s=self.settings.deadline_ms / 1000 / 4,
                 max_pairs=self.settings.batch_max_pairs,
                 enabled=self.settings.micro_batching
                 and self._routing.limits(Profile(self.settings.profile)).allows_batching,
@@ -265,6 +267,7 @@ def build_cache(settings: Settings, dim: int, redis: GuardedRedis | None) -> Que
         analyzer=Analyzer(),
         threshold=settings.cache_threshold,
         ttl_s=settings.cache_ttl_s,
+        degraded_ttl_s=settings.cache_degraded_ttl_s,
         l1_entries=settings.cache_l1_entries,
         l1_max_bytes=settings.cache_l1_max_bytes,
         l2_entries=settings.cache_l2_entries,

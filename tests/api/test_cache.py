@@ -164,3 +164,46 @@ async def test_two_indexes_on_one_redis_never_share_answers(
     assert second["index_version"] == "v000001"  # the same version name: only its identity tells them apart
     assert second["cache"] == "miss", second
     assert {r["doc_id"] for r in second["results"]} <= {"fox", "oak"}
+
+
+class SwitchableEmbedder(HashEmbedder):
+    """The hash embedder, which fails while ``down`` (a model server that went away)."""
+
+    down = False
+
+    def embed(self, texts, *, batch_size=32, progress=False):  # type: ignore[no-untyped-def]
+        if self.down:
+            raise RuntimeError("embedder down")
+        return super().embed(texts, batch_size=batch_size, progress=progress)
+
+
+@pytest.mark.parametrize("held_s", [0.3, 0.0])
+async def test_a_degraded_answer_is_held_briefly_marked_and_replaced_by_the_full_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_s: float
+) -> None:
+    embedder = SwitchableEmbedder(64)
+    app = create_app(service_settings(tmp_path, monkeypatch, cache_degraded_ttl_s=held_s), embedder=embedder)
+    async with serve(app) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        await ingest(client, "globex", GLOBEX_DOCS)
+        embedder.down = True
+        first = await ask(client, "who hunts mice at night")
+        assert first["cache"] == "miss"
+        assert {(d["step"], d["code"]) for d in first["degraded"]} >= {("retrieve", "bm25_only")}
+        repeat = await ask(client, "who hunts mice at night")
+        if held_s == 0:  # not held: every repeat recomputes
+            assert repeat["cache"] == "miss"
+            return
+        assert repeat["cache"] == "l1" and repeat["results"] == first["results"]
+        codes = [(d["step"], d["code"]) for d in repeat["degraded"]]
+        assert ("retrieve", "bm25_only") in codes  # it says what the answer gave up
+        assert ("cache", "degraded_entry") in codes  # and that it was held
+        assert "embed" not in repeat["timings_ms"]
+        # another tenant's same words: its own answer, never acme's held one
+        assert (await ask(client, "who hunts mice at night", GLOBEX))["cache"] == "miss"
+        embedder.down = False
+        await asyncio.sleep(held_s + 0.1)
+        full = await ask(client, "who hunts mice at night")
+        assert full["cache"] == "miss" and full["degraded"] == []
+        again = await ask(client, "who hunts mice at night")
+        assert again["cache"] == "l1" and again["degraded"] == [] and again["results"] == full["results"]

@@ -244,3 +244,21 @@ async def test_a_purged_tenant_caches_again_afterwards() -> None:
     await cache.put(ns(), "which animals hunt mice", vector(1), answer(doc="new"))
     assert doc(await cache.get_exact(ns(), "which animals hunt mice")) == "new"
     assert doc(await cache.get_similar(ns(), "what animals hunt mice", vector(1), no_idf)) == "new"
+
+
+async def test_a_degraded_answer_is_held_in_l1_only_and_never_in_place_of_a_full_one() -> None:
+    cache = make()
+    space = ns()
+    degraded = {
+        **answer(doc="owl"),
+        "degraded": [{"step": "retrieve", "sub_query": 0, "code": "bm25_only", "reason": "x"}],
+    }
+    assert cache.put_degraded(space, "who hunts mice", degraded)
+    hit = await cache.get_exact(space, "who hunts mice")
+    assert hit is not None and hit.answer["degraded"]
+    assert cache.stats().l2_entries == 0  # never in L2 (nor, with Redis, shared)
+    await cache.put(space, "who hunts mice", vector(1), answer("full"))  # the full answer replaces it
+    assert cache.put_degraded(space, "who hunts mice", degraded) is False  # and is never replaced back
+    hit = await cache.get_exact(space, "who hunts mice")
+    assert hit is not None and "degraded" not in hit.answer
+    assert make(degraded_ttl_s=0).put_degraded(space, "who hunts mice", degraded) is False

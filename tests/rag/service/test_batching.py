@@ -274,3 +274,16 @@ def test_a_model_call_costs_its_thread_time_times_the_threads_the_model_runs_on(
 
     run(go())
     assert len(reported) == 1 and 3.0 <= reported[0] / inside[0] < 3.3
+
+
+def test_the_queue_estimate_counts_the_call_in_flight_and_the_full_batches_ahead() -> None:
+    from rag.service.batching import batch_queue_estimate
+
+    idle = batch_queue_estimate(0, 1, 64, 0.01, 0.0)
+    assert (idle.wait_s, idle.call_s) == (0.0, 0.0)
+    # 10 items queued: joins their batch; waits for the 30 ms left of the call in flight
+    behind = batch_queue_estimate(10, 1, 64, 0.01, 0.03)
+    assert behind.wait_s == pytest.approx(0.03) and behind.call_s == pytest.approx(0.11)
+    # 130 queued with batches of 64: two full batches first, then a batch of 2 + this one
+    deep = batch_queue_estimate(130, 1, 64, 0.01, 0.0)
+    assert deep.wait_s == pytest.approx(1.28) and deep.call_s == pytest.approx(0.03)

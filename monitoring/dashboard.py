@@ -172,6 +172,48 @@ def layout(cfg: MonitoringConfig) -> tuple[Row, ...]:
             ),
         ),
         Row(
+            "Overload",
+            (
+                Panel(
+                    "Answers by outcome (goodput: ok)",
+                    ("answers_by_outcome",),
+                    unit="reqps",
+                    w=8,
+                    stack=True,
+                    description="ok: full answers (goodput); degraded: a cheaper rung answered; error: "
+                    "refused (503 once even BM25 could not answer in time)",
+                ),
+                Panel(
+                    "Degraded share by rung",
+                    ("degraded_share_by_rung",),
+                    unit="percentunit",
+                    w=8,
+                    description="per step and reason, over all queries; embed: shed is admission control",
+                ),
+                Panel(
+                    "Shed and refused",
+                    ("shed_share", "refused_share"),
+                    unit="percentunit",
+                    w=8,
+                    description="model steps shed per query (load, not failure); share of HTTP 503",
+                ),
+                Panel(
+                    "Queue wait p95",
+                    ("queue_wait_p95",),
+                    unit="s",
+                    description="embed/rerank: the model threads; cpu: the CPU pool (BM25, vector search). "
+                    "Load: never counted by a breaker",
+                ),
+                Panel(
+                    "Event loop lag",
+                    ("loop_lag",),
+                    unit="s",
+                    description="how late a finished step's request moves on; admission adds it to every "
+                    "optional step's estimate",
+                ),
+            ),
+        ),
+        Row(
             "Cache",
             (
                 Panel(

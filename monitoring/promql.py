@@ -140,6 +140,33 @@ def dashboard_queries(cfg: MonitoringConfig) -> dict[str, Query]:
         "errors_by_component": Query(
             or_zero(_sum_rate(cfg, "rag_errors_total", RATE, by="component, type")), "{{component}}: {{type}}"
         ),
+        # overload: goodput (full answers), what was given up and for what, the queues and the loop
+        "answers_by_outcome": Query(_sum_rate(cfg, "rag_queries_total", RATE, t, by="status"), "{{status}}"),
+        "degraded_share_by_rung": Query(
+            or_zero(
+                _sum_rate(cfg, "rag_degradations_total", RATE, by="step, reason")
+                + f"\n/ scalar({_sum_rate(cfg, 'rag_queries_total', RATE)})"
+            ),
+            "{{step}}: {{reason}}",
+        ),
+        "shed_share": Query(
+            _share(
+                _sum_rate(cfg, "rag_degradations_total", RATE, 'reason="shed"'),
+                _sum_rate(cfg, "rag_queries_total", RATE),
+            ),
+            "steps shed per query",
+        ),
+        "refused_share": Query(
+            _share(
+                _sum_rate(cfg, "rag_http_requests_total", RATE, 'status="503"'),
+                _sum_rate(cfg, "rag_http_requests_total", RATE),
+            ),
+            "503 share",
+        ),
+        "queue_wait_p95": Query(
+            _quantile(cfg, 0.95, "rag_queue_wait_seconds", RATE, by="queue"), "{{queue}} p95"
+        ),
+        "loop_lag": Query(f"max by (instance) ({sel(cfg, 'rag_event_loop_lag_seconds')})", "{{instance}}"),
         "degradations_by_step": Query(
             or_zero(_sum_rate(cfg, "rag_degradations_total", RATE, by="step, reason")), "{{step}}: {{reason}}"
         ),

@@ -67,6 +67,12 @@ QUEUE_WAIT = Histogram(
     ["queue"],
     buckets=STEP_BUCKETS,
 )
+LOOP_LAG = Gauge(
+    "rag_event_loop_lag_seconds",
+    "How late the event loop runs (a running estimate): a finished step waits this long before its "
+    "request moves on. Admission control adds it to every step's queue wait.",
+    multiprocess_mode="max",
+)
 INFLIGHT = Gauge("rag_inflight_queries", "Queries being answered now.", multiprocess_mode="livesum")
 DEGRADATIONS = Counter(
     "rag_degradations_total", "Answers served with a step degraded, by step and reason.", ["step", "reason"]

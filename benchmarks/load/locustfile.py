@@ -367,6 +367,10 @@ def _apply_thresholds(environment: Environment, **_: Any) -> None:
         "thresholds": {"max_fail_ratio": CONFIG.max_fail_ratio, "max_p95_ms": CONFIG.max_p95_ms},
         "passed": not reasons,
         "reasons": reasons,
+        "errors": {
+            f"{e.method} {e.name}: {e.error}": e.occurrences
+            for e in sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)
+        },
         "by_name": [_entry(e) for e in sorted(environment.stats.entries.values(), key=lambda e: e.name)]
         + [_entry(total)],
     }

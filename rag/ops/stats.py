@@ -262,13 +262,14 @@ def _quantile_line(
     count: float,
     limit_s: float,
     judged: bool,
+    unjudged: str = "too few queries to judge",
 ) -> Line:
     p50, p95, p99 = (histogram_quantile(q, buckets) for q in QUANTILES)
     text = f"{_ms(p50)} / {_ms(p95)} / {_ms(p99)} ms"
     level = above(p99, limit_s) if judged else Level.INFO
     note = f"n={count:.0f}" + (f", p99 > {limit_s:g} s" if level is Level.WARNING else "")
     if not judged:
-        note += ", too few queries to judge"
+        note += f", {unjudged}"
     return Line(section, name, text, level, note, {"p50_s": p50, "p95_s": p95, "p99_s": p99, "count": count})
 
 
@@ -296,6 +297,14 @@ def _latency(scrape: Scrape, window_s: float | None, t: Thresholds) -> list[Line
         n = scrape.total("rag_step_duration_seconds_count", step=step)
         if n > 0 or window_s is None:
             lines.append(_quantile_line("step", step, buckets, n, t.latency_p99_s, any(judged.values())))
+    for queue, buckets in histogram_buckets(scrape, "rag_queue_wait_seconds", by="queue").items():
+        n = scrape.total("rag_queue_wait_seconds_count", queue=queue)
+        if n > 0:  # load, not a dependency's slowness: reported, never judged
+            lines.append(
+                _quantile_line(
+                    "queue", f"{queue} wait", buckets, n, t.latency_p99_s, False, "load, not judged"
+                )
+            )
     return lines
 
 

@@ -32,6 +32,7 @@ from rag.resilience.dependency_call import CallTicket, current_ticket
 from rag.resilience.failures import is_dependency_failure
 from rag.retrieval.compute import NO_QUEUE, QueueEstimate
 from rag.service.fair_pool import FairPool
+from rag.service.loop_lag import LoopLag
 from rag.types import Step
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ class BatchedCompute:
         "rerank" per pair); ``cpu_workers``: the threads of the CPU pool; ``max_call_s``: the longest a
         model call may be planned to run (batches are cut to fit, :meth:`MicroBatcher.batch_items`)."""
         self.cpu = FairPool(cpu_workers)
+        self.loop_lag = LoopLag()
         self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
         self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
         one = None if enabled else 1  # disabled: one request per model call, still off the event loop
@@ -322,12 +324,19 @@ class BatchedCompute:
         return result
 
     def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
-        """What the queue in front of ``step`` adds if it is submitted now (admission control)."""
+        """What the queue in front of ``step`` adds if it is submitted now (admission control), and — for
+        the optional steps, not BM25 — the event loop's lag after it (:mod:`rag.service.loop_lag`): a
+        saturated loop sheds model work first, which also gives its CPU back to the loop; refusing the
+        floor for it would turn a late answer into none."""
+        self.loop_lag.start()
         if step is Step.EMBED:
-            return self.embeddings.estimate(units) if self.embeddings is not None else NO_QUEUE
-        if step is Step.RERANK:
-            return self.rerank.estimate(units) if self.rerank is not None else NO_QUEUE
-        return self.cpu.estimate(lane)
+            queue = self.embeddings.estimate(units) if self.embeddings is not None else NO_QUEUE
+        elif step is Step.RERANK:
+            queue = self.rerank.estimate(units) if self.rerank is not None else NO_QUEUE
+        else:
+            queue = self.cpu.estimate(lane)
+        lag = 0.0 if step is Step.RETRIEVE_BM25 else self.loop_lag.lag_s()
+        return QueueEstimate(queue.wait_s + lag, queue.call_s) if lag > 0 else queue
 
     def retry_after_s(self) -> int:
         """When to try again once even BM25 cannot answer in time: the CPU pool's drain time."""
@@ -345,6 +354,7 @@ class BatchedCompute:
         return await self.rerank.submit(pairs)
 
     async def close(self) -> None:
+        await self.loop_lag.close()
         for batcher in (self.embeddings, self.rerank):
             if batcher is not None:
                 await batcher.close()

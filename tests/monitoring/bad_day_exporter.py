@@ -37,6 +37,7 @@ def main() -> None:
         m.HTTP_LATENCY.labels("/query").observe(3.0)
         m.QUERY_LATENCY.labels("hybrid").observe(3.0)
         m.STEP_LATENCY.labels("rerank").observe(0.2)
+        m.QUEUE_WAIT.labels("embed").observe(0.3)
         m.CACHE_LOOKUPS.labels("l1", "hit").inc(0.01)
         m.CACHE_LOOKUPS.labels("l1", "miss").inc()
         m.CACHE_LOOKUPS.labels("l2", "miss").inc()

@@ -134,6 +134,31 @@ def plot(history: list[dict[str, float | None]], path: Path, title: str) -> None
     plt.close(fig)
 
 
+def run_outcomes(before: Any, after: Any) -> dict[str, Any]:
+    """What the server did during the run (two scrapes of its metrics): answers by status (goodput =
+    ``ok``, full answers), the share of queries with each degradation (by step and reason), and the
+    breakers' transitions — a pure overload run with healthy dependencies must open none."""
+
+    def delta(name: str, *keys: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for scrape, sign in ((after, 1.0), (before, -1.0)):
+            for labels, value in scrape.series(name):
+                key = ": ".join(labels.get(k, "?") for k in keys)
+                out[key] = out.get(key, 0.0) + sign * value
+        return {k: v for k, v in out.items() if v}
+
+    answers = delta("rag_queries_total", "status")
+    queries = sum(answers.values()) or 1.0
+    degraded = delta("rag_degradations_total", "step", "reason")
+    transitions = delta("rag_breaker_transitions_total", "breaker", "from_state", "to_state")
+    return {
+        "answers_by_status": answers,
+        "degraded_share": {k: v / queries for k, v in sorted(degraded.items(), key=lambda kv: -kv[1])},
+        "breaker_transitions": transitions,
+        "breakers_opened": sum(v for k, v in transitions.items() if k.endswith(": open")),
+    }
+
+
 def run_locust(args: argparse.Namespace, url: str, workdir: Path) -> tuple[int, float, float, dict[str, Any]]:
     """locust's exit code, its process's wall and CPU seconds, and the locustfile's LOAD_REPORT."""
     report = workdir / "load_report.json"
@@ -189,15 +214,17 @@ def main() -> None:
     url = f"http://127.0.0.1:{args.port}"
     try:
         warmed_with = warm_up(url, warm)
+        from rag.ops.stats import collect, fetch, render
+
+        before = fetch(url)
         server_cpu0 = cpu_seconds(server.pid)
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             code, wall, locust_cpu, load = run_locust(args, url, workdir)
             server_cpu = cpu_seconds(server.pid) - server_cpu0
             history = read_history(workdir / "stress")
-        from rag.ops.stats import collect, render
-
         server_stats = collect(url)
+        during = run_outcomes(before, fetch(url))
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
@@ -229,6 +256,7 @@ def main() -> None:
         "warm_up_queries": warmed_with,
         "locust_exit_code": code,
         "thresholds_passed": load["passed"],
+        "during_run": during,
         "threshold_reasons": load["reasons"],
     }
     plot(
@@ -267,6 +295,12 @@ def main() -> None:
         f"python benchmarks/stress.py --data-dir DIR --collection {args.collection} --tenant {args.tenant} "
         f"\\\n  --queries {args.queries} --requests {args.requests} --users {args.users}"
     )
+    during_text = {
+        "answers": ", ".join(f"{k} {v:.0f}" for k, v in sorted(during["answers_by_status"].items())),
+        "transitions": ", ".join(f"{k} ×{v:.0f}" for k, v in during["breaker_transitions"].items()) or "none",
+        "degraded": "\n".join(f"| {k} | {v:.1%} |" for k, v in during["degraded_share"].items())
+        or "| none | 0 |",
+    }
     markdown = f"""# Stress: {s["query_requests"]} queries from {args.users} locust users
 
 `rag serve` on the `{args.collection}` index (tenant `{args.tenant}`, route hybrid, per-query deadline
@@ -302,6 +336,16 @@ Cache outcome of the answers, per kind of query (from the response bodies):
 | kind | l1 | l2 | coalesced | miss | degraded |
 |---|---|---|---|---|---|
 {cache_rows}
+
+What the server did during the run (its metrics, before and after; warm-up excluded):
+
+- answers by status: {during_text["answers"]} (goodput: `ok`, full answers)
+- breakers opened: **{during["breakers_opened"]:.0f}** (transitions: {during_text["transitions"]})
+- degraded share by rung (share of queries with that step given up, a query may count in several):
+
+| step: reason | share of queries |
+|---|---|
+{during_text["degraded"]}
 
 The server's own view at the end (`rag stats {url}`, cumulative, warm-up included):
 

@@ -30,7 +30,7 @@ ERRORS: list[tuple[BaseException, int, str, str | None]] = [  # error, status, c
     (NotReady("loading the models and the index"), 503, "not_ready", "5"),
     (FilterError("filters.lang", "expected a string"), 422, "invalid_request", None),
     (StepFailed(StepKey(Step.RERANK), OSError("model file gone")), 503, "step_failed", "1"),
-    (RetrievalUnavailable([]), 503, "retrieval_unavailable", "1"),
+    (RetrievalUnavailable([], retry_after_s=7), 503, "retrieval_unavailable", "7"),  # the pool's drain time
     (RedisUnavailable("redis unavailable: ConnectionError"), 503, "redis_unavailable", "1"),
     (OverBudgetError("acme", OVER), 429, "budget_exceeded", "60"),
     (ConfigError("budgets.soft_fraction: must be > 0"), 422, "invalid_config", None),

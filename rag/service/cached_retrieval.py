@@ -164,12 +164,17 @@ class CachedRetrieval:
         lifecycle = self._lifecycle
         guards = Guards(r.deadline, lifecycle.breakers, lifecycle.costs, cpu=self._cpu, lane=r.tenant)
         run = r.pipeline.prepare(r.query, r.plan, r.flt, r.record, guards)
+        try:
+            return await self._answer(r, run, cache)
+        finally:
+            run.close()  # work started for the run and not used: BM25 begun beside an L2 hit, a cancellation
+
+    async def _answer(self, r: Retrieval, run: PipelineRun, cache: QueryCache | None) -> Retrieved:
         vector = await run.embed() if cache is not None else None
         degraded: list[Degradation] = []
         if cache is not None and vector is not None:
             hit = await self._l2(r, cache, vector, degraded)
             if hit is not None:
-                run.close()  # the BM25 started beside the embedding is not needed
                 return Retrieved.from_cache(hit, run.outcome.degraded + degraded)
         try:
             retrieved = await self._run(r, run, cache)

@@ -287,3 +287,21 @@ def test_the_queue_estimate_counts_the_call_in_flight_and_the_full_batches_ahead
     # 130 queued with batches of 64: two full batches first, then a batch of 2 + this one
     deep = batch_queue_estimate(130, 1, 64, 0.01, 0.0)
     assert deep.wait_s == pytest.approx(1.28) and deep.call_s == pytest.approx(0.03)
+
+
+def test_the_loop_lag_adds_to_the_optional_steps_never_to_the_floor() -> None:
+    from rag.types import Step
+
+    async def go() -> None:
+        compute = BatchedCompute(HashEmbedder(8), None)
+        try:
+            compute.loop_lag.observe(0.2)  # the loop woke a task 200 ms late
+            lag = compute.loop_lag.lag_s()
+            assert lag > 0
+            assert compute.queue_estimate(Step.EMBED, "acme").wait_s == pytest.approx(lag)
+            assert compute.queue_estimate(Step.RETRIEVE_DENSE, "acme").wait_s == pytest.approx(lag)
+            assert compute.queue_estimate(Step.RETRIEVE_BM25, "acme").wait_s == 0.0  # the floor
+        finally:
+            await compute.close()
+
+    asyncio.run(go())

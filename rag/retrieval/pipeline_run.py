@@ -73,14 +73,11 @@ class PipelineRun:
             self._floor.cancel()
 
     async def embed(self, *, reserve_after_s: float = 0.0) -> np.ndarray | None:
-        """The query embedding (once per run; None when no embedder or the step degraded). Its timeout
-        leaves time for BM25 as well, so that a slow embedder still leaves a BM25 answer."""
+        """The query embedding (once per run; None when no embedder or the step degraded). BM25 starts
+        beside it (:meth:`start_floor`), so a slow embedder still leaves a BM25 answer."""
         if not self._embedded:
             self._embedded = True
             self.start_floor()
-            costs = self.guards.costs if self.guards is not None else None
-            if costs is not None and Retriever.BM25 in self.plan.retrievers:
-                reserve_after_s += costs.estimate_s(Step.RETRIEVE_BM25)
             if self.p.embedder is not None:
                 self._vector = await self.steps.guarded(
                     StepKey(Step.EMBED),

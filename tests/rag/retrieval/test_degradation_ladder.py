@@ -389,12 +389,19 @@ def test_no_dense_index_leaves_bm25(rig: Rig) -> None:
 
 
 # -- rung 4: nothing can retrieve --------------------------------------------------------------------------
+def test_a_bm25_that_does_not_fit_leaves_the_dense_answer(rig: Rig) -> None:
+    """BM25 is estimated at 10 s with 1 s left: it does not start; it runs beside the embedding, not
+    after it, so the embedding keeps its time and dense answers."""
+    outcome = run(rig.pipeline(OverlapReranker()), HYBRID, guards(1.0, costs={"retrieve.bm25": 10.0}))
+    assert codes(outcome) == [("retrieve.bm25", "deadline")]
+    assert outcome.hits
+
+
 def test_when_no_retriever_fits_the_run_is_unavailable(rig: Rig) -> None:
-    """BM25 is estimated at 10 s with 1 s left: it does not start, and the embedding, which leaves time
-    for BM25, does not either."""
+    """BM25 and the embedding are each estimated at 10 s with 1 s left: neither starts."""
     reranker = OverlapReranker()
     with pytest.raises(RetrievalUnavailable) as raised:
-        run(rig.pipeline(reranker), HYBRID, guards(1.0, costs={"retrieve.bm25": 10.0}))
+        run(rig.pipeline(reranker), HYBRID, guards(1.0, costs={"retrieve.bm25": 10.0, "embed": 10.0}))
     assert sorted(codes(raised.value)) == [("embed", "deadline"), ("retrieve.bm25", "deadline")]
     assert "retrieve.bm25" in str(raised.value) and reranker.calls == []
 

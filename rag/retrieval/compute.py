@@ -34,9 +34,14 @@ NO_QUEUE = QueueEstimate()
 class Compute(Protocol):
     """Where the pipeline's work runs."""
 
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
-        """CPU work that is not a model call (BM25, the vector search, fusion); ``lane`` (the tenant)
-        is whose turn it takes in a shared pool."""
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
+        """CPU work that is not a model call (BM25, the vector search); ``lane`` (the tenant) is whose
+        turn it takes in a shared pool; ``step`` names it, for :meth:`runs_inline`."""
+        ...
+
+    def runs_inline(self, step: Step) -> bool:
+        """Whether ``step``'s CPU work runs in the caller's thread, at once (cheap enough that a trip
+        through a pool would cost more than the work)."""
         ...
 
     def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
@@ -59,8 +64,11 @@ class InlineCompute:
         self.embedder = embedder
         self.reranker = reranker
 
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
         return fn(*args)
+
+    def runs_inline(self, step: Step) -> bool:
+        return True
 
     def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
         return NO_QUEUE  # one query at a time: nothing is ever queued

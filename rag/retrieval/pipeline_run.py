@@ -55,17 +55,23 @@ class PipelineRun:
         self._vector: np.ndarray | None = None
         self._floor: asyncio.Future[list[Hit] | None] | None = None
 
-    def start_floor(self) -> None:
+    async def start_floor(self) -> None:
         """Start the BM25 retrieval now, beside the embedding (guarded runs only): BM25 is the floor
         every answer stands on, and under load the embedding may queue for most of the deadline — a
         floor started only after it gives up would start too late. :meth:`execute` uses this retrieval
         (as the BM25 list, or as the stand-in of a dense-only plan); :meth:`close` drops it if unused.
-        A dense-only plan gets it only when its embedding would queue."""
+        A dense-only plan gets it only when its embedding would queue. When BM25 is cheap enough to run
+        inline (:meth:`Compute.runs_inline`) it is simply done now: no task, no turn of the loop."""
         if self._floor is not None or self.guards is None or not self.plan.retrievers:
             return
         if Retriever.BM25 not in self.plan.retrievers and self.steps.queue_estimate(Step.EMBED).wait_s <= 0.0:
             return
-        self._floor = asyncio.ensure_future(self._bm25())
+        if self.p.compute.runs_inline(Step.RETRIEVE_BM25):
+            done: asyncio.Future[list[Hit] | None] = asyncio.get_running_loop().create_future()
+            done.set_result(await self._bm25())
+            self._floor = done
+        else:
+            self._floor = asyncio.ensure_future(self._bm25())
 
     def close(self) -> None:
         """Drop work started for this run and not used (an answer found in the cache meanwhile)."""
@@ -77,7 +83,7 @@ class PipelineRun:
         beside it (:meth:`start_floor`), so a slow embedder still leaves a BM25 answer."""
         if not self._embedded:
             self._embedded = True
-            self.start_floor()
+            await self.start_floor()
             if self.p.embedder is not None:
                 self._vector = await self.steps.guarded(
                     StepKey(Step.EMBED),
@@ -93,7 +99,7 @@ class PipelineRun:
         p, plan, outcome = self.p, self.plan, self.outcome
         retrievals: dict[ListKey, Awaitable[list[Hit] | None]] = {}
         if Retriever.BM25 in plan.retrievers:
-            self.start_floor()  # (started already when the query was embedded first, for the cache)
+            await self.start_floor()  # (started already if the query was embedded first, for the cache)
             retrievals[BM25] = self._floor if self._floor is not None else self._bm25()
         if Retriever.DENSE in plan.retrievers:
             if p.dense is None or p.embedder is None:
@@ -105,7 +111,7 @@ class PipelineRun:
             parts = await p.compute.run(decompose, self.query, p.snapshot.analyzer, lane=self.lane)
             retrievals.update(self._multi_query_retrievals(DENSE in retrievals, parts[1:]))
         if BM25 not in retrievals and DENSE in retrievals:
-            self.start_floor()  # a dense-only plan whose embedding would queue: the stand-in, ready
+            await self.start_floor()  # a dense-only plan whose embedding would queue: the stand-in, ready
         try:
             done = dict(zip(retrievals, await _all(list(retrievals.values())), strict=True))
             lists = {key: hits for key, hits in done.items() if hits is not None}
@@ -159,7 +165,7 @@ class PipelineRun:
         g = self.guards
         grace = ladder.floor_grace_s(g.deadline) if g is not None and sub_query == 0 else 0.0
         return await self.steps.guarded(
-            step, lambda: self.p.compute.run(retrieve, lane=self.lane), grace_s=grace
+            step, lambda: self.p.compute.run(retrieve, lane=self.lane, step=Step.RETRIEVE_BM25), grace_s=grace
         )
 
     def _multi_query_retrievals(
@@ -176,7 +182,9 @@ class PipelineRun:
                 partial(self._masked, p.bm25.retrieve_prf, self.query, plan.candidates),
             )
             prf_list = ListKey(Retriever.BM25, prf=True)
-            out[prf_list] = self.steps.guarded(prf_list.step, lambda: p.compute.run(prf, lane=self.lane))
+            out[prf_list] = self.steps.guarded(
+                prf_list.step, lambda: p.compute.run(prf, lane=self.lane, step=Step.RETRIEVE_BM25_PRF)
+            )
         for i, part in enumerate(sub_queries, start=1):
             if Retriever.BM25 in plan.retrievers:
                 out[ListKey(Retriever.BM25, i)] = self._bm25(part, i)

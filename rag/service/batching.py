@@ -27,7 +27,7 @@ from rag.errors import RagError
 from rag.metrics import MODEL_BATCH_SIZE, QUEUE_WAIT
 from rag.rerank.cross_encoder import Pair, Reranker
 from rag.resilience.background import cancel_and_wait
-from rag.resilience.deadline import ewma
+from rag.resilience.deadline import StepCosts, ewma
 from rag.resilience.dependency_call import CallTicket, current_ticket
 from rag.resilience.failures import is_dependency_failure
 from rag.retrieval.compute import NO_QUEUE, QueueEstimate
@@ -38,6 +38,9 @@ from rag.types import Step
 log = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - item
+
+INLINE_STEPS = frozenset({Step.RETRIEVE_BM25, Step.RETRIEVE_BM25_PRF})
+INLINE_CPU_MAX_S = 0.002  # a CPU step measured at most this runs on the event loop (runs_inline)
 T = TypeVar("T")
 
 
@@ -47,6 +50,16 @@ class _Request(Generic[I]):
     future: asyncio.Future[np.ndarray]
     ticket: CallTicket | None = None
     queued_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Call:
+    """One model call, as the model thread saw it."""
+
+    out: np.ndarray | None
+    error: Exception | None
+    cpu_s: float
+    took_s: float
 
 
 class InputRejected(RagError, ValueError):
@@ -198,7 +211,9 @@ class MicroBatcher(Generic[I]):
                 start = end
 
     async def _call(self, batch: list[_Request[I]]) -> np.ndarray:
-        """One model call over the items of ``batch`` (on the model thread), counted."""
+        """One model call over the items of ``batch`` (on the model thread), counted. The call is timed
+        on the model thread (:meth:`_timed_call`): the turn of the event loop that brings the result back
+        is the loop's lag, not the model's time."""
         items = [item for request in batch for item in request.items]
         loop = asyncio.get_running_loop()
         start = time.monotonic()
@@ -207,30 +222,36 @@ class MicroBatcher(Generic[I]):
             if request.ticket is not None:
                 request.ticket.dispatched()
             wait.observe(start - request.queued_at)
-        self._in_flight = (start, len(items))
-        failed = True
-        try:
-            out, cpu_s = await loop.run_in_executor(self.executor, _cpu_of, self.fn, items, self.threads)
-            failed = False
-        except Exception as exc:
-            failed = is_dependency_failure(exc)
-            raise
-        finally:
-            self._in_flight = None
-            took = time.monotonic() - start
-            for request in batch:  # the breakers of callers that timed out meanwhile judge this call
-                if request.ticket is not None:
-                    request.ticket.call_done(took, failed)
-        self._item_s = ewma(self._item_s, (time.monotonic() - start) / max(len(items), 1), 0.2)
+        call = await loop.run_in_executor(self.executor, self._timed_call, items)
+        failed = call.error is not None and is_dependency_failure(call.error)
+        for request in batch:  # the breakers of callers that timed out meanwhile judge this call
+            if request.ticket is not None:
+                request.ticket.call_done(call.took_s, failed)
+        if call.error is not None:
+            raise call.error
+        assert call.out is not None
+        self._item_s = ewma(self._item_s, call.took_s / max(len(items), 1), 0.2)
         self.batches += 1
         MODEL_BATCH_SIZE.labels(self.name).observe(len(items))
         self.items_run += len(items)
         if self.on_batch is not None:
             try:
-                self.on_batch(len(items), cpu_s)
+                self.on_batch(len(items), call.cpu_s)
             except Exception:  # bookkeeping: a broken cost report must not fail (or re-run) the answer
                 log.exception("%s: on_batch failed", self.name)
-        return out
+        return call.out
+
+    def _timed_call(self, items: list[I]) -> _Call:
+        """On the model thread: ``fn(items)``, its CPU and wall time, the error it raised (not raised)."""
+        start = time.monotonic()
+        self._in_flight = (start, len(items))
+        try:
+            out, cpu_s = _cpu_of(self.fn, items, self.threads)
+            return _Call(out, None, cpu_s, time.monotonic() - start)
+        except Exception as exc:
+            return _Call(None, exc, 0.0, time.monotonic() - start)
+        finally:
+            self._in_flight = None
 
     async def _isolate(self, batch: list[_Request[I]]) -> None:
         """After a batch failed: each submission alone, so only the one(s) whose input fails get an error.
@@ -283,11 +304,14 @@ class BatchedCompute:
         enabled: bool = True,
         on_cpu: Callable[[str, float, int], None] | None = None,
         cpu_workers: int = 2,
+        cpu_costs: StepCosts | None = None,
     ) -> None:
         """``on_cpu(step, cpu_s, units)`` receives the CPU time of each model call ("embed" per text,
-        "rerank" per pair); ``cpu_workers``: the threads of the CPU pool; ``max_call_s``: the longest a
+        "rerank" per pair); ``cpu_workers``: the threads of the CPU pool; ``cpu_costs``: the measured CPU
+        time of each CPU step (which of them run inline, :meth:`runs_inline`); ``max_call_s``: the longest a
         model call may be planned to run (batches are cut to fit, :meth:`MicroBatcher.batch_items`)."""
         self.cpu = FairPool(cpu_workers)
+        self._cpu_costs = cpu_costs  # each CPU step's measured CPU time (runs_inline)
         self.loop_lag = LoopLag()
         self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
         self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
@@ -319,9 +343,21 @@ class BatchedCompute:
                 threads=model_threads(reranker),
             )
 
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
+        if step is not None and self.runs_inline(step):
+            return fn(*args)
         result: T = await asyncio.wrap_future(self.cpu.submit(lane, partial(fn, *args)))
         return result
+
+    def runs_inline(self, step: Step) -> bool:
+        """BM25 runs on the event loop when its measured CPU time is at most :data:`INLINE_CPU_MAX_S`
+        (SciFact's 5,000 documents: ~1 ms): a trip through the CPU pool costs two turns of the loop and
+        GIL hand-offs, which under load are worth far more than that. A larger index's BM25 measures
+        more and goes to the pool, where it cannot stall the loop. Unmeasured yet: the pool."""
+        if step not in INLINE_STEPS or self._cpu_costs is None:
+            return False
+        cpu_s = self._cpu_costs.estimate_s(step.value)
+        return 0.0 < cpu_s <= INLINE_CPU_MAX_S
 
     def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
         """What the queue in front of ``step`` adds if it is submitted now (admission control), and — for

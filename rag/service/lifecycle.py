@@ -136,6 +136,7 @@ class Lifecycle:
                 enabled=self.settings.micro_batching
                 and self._routing.limits(Profile(self.settings.profile)).allows_batching,
                 on_cpu=self._routing.cpu.observe,
+                cpu_costs=self._routing.cpu,
                 cpu_workers=self.settings.cpu_workers or max(os.cpu_count() or 2, 2),
             )
             await asyncio.to_thread(self.open_index)

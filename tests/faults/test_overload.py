@@ -107,12 +107,14 @@ def warm(base: str) -> None:
 
 def test_overload_degrades_instead_of_refusing_and_opens_no_breaker(base: str) -> None:
     warm(base)
+    before = {d: transitions(base, d).get(("closed", "open"), 0) for d in ("embedder", "qdrant")}
+    waits_before = metric(base, "rag_queue_wait_seconds_count", queue="embed")
     answers = closed_loop(base, distinct(3 * USERS))
 
     assert answers.statuses.count(200) == len(answers.statuses), sorted(set(answers.statuses))
     assert all(b["results"] for b in answers.bodies)  # BM25 answered the shed ones
     assert ("embed", "shed") in answers.degraded()  # shed at admission, not queued into a timeout
     assert answers.full() > 0  # admission let in what fits: not everything was shed
-    for dependency in ("embedder", "qdrant"):
-        assert transitions(base, dependency).get(("closed", "open"), 0) == 0, dependency
-    assert metric(base, "rag_queue_wait_seconds_count", queue="embed") > 0
+    for dependency in ("embedder", "qdrant"):  # the counters are the process's: compare with before
+        assert transitions(base, dependency).get(("closed", "open"), 0) == before[dependency], dependency
+    assert metric(base, "rag_queue_wait_seconds_count", queue="embed") > waits_before

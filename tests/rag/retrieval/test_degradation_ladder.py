@@ -70,8 +70,11 @@ class Threads:
         self.embedder = embedder
         self.reranker = reranker
 
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
         return await asyncio.to_thread(fn, *args)
+
+    def runs_inline(self, step: Step) -> bool:
+        return False
 
     def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
         return NO_QUEUE

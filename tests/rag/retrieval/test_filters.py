@@ -162,8 +162,11 @@ def test_field_index_mask_equals_the_scan_on_a_random_corpus() -> None:
 class ThreadCompute:
     """CPU steps in a worker thread, as the service's compute does."""
 
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "") -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
         return await asyncio.to_thread(fn, *args)
+
+    def runs_inline(self, step: Step) -> bool:
+        return False
 
     def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
         return NO_QUEUE

@@ -78,12 +78,16 @@ class PipelineRun:
         if self._floor is not None and not self._floor.done():
             self._floor.cancel()
 
-    async def embed(self, *, reserve_after_s: float = 0.0) -> np.ndarray | None:
+    async def embed(self, *, reserve_after_s: float | None = None) -> np.ndarray | None:
         """The query embedding (once per run; None when no embedder or the step degraded). BM25 starts
-        beside it (:meth:`start_floor`), so a slow embedder still leaves a BM25 answer."""
+        beside it (:meth:`start_floor`), so a slow embedder still leaves a BM25 answer. The embedding is
+        only worth having if the dense search can follow it in time: it is admitted with that search's
+        cost and queue kept back (``reserve_after_s``, by default the full-dimension search's)."""
         if not self._embedded:
             self._embedded = True
             await self.start_floor()
+            if reserve_after_s is None:
+                reserve_after_s = self._search_after_embed_s(self.plan.dims)
             if self.p.embedder is not None:
                 self._vector = await self.steps.guarded(
                     StepKey(Step.EMBED),
@@ -205,6 +209,15 @@ class PipelineRun:
             cost_key=Step.RETRIEVE_DENSE.cost_key(plan.dims),
         )
 
+    def _search_after_embed_s(self, dims: int | None) -> float:
+        """What the dense search at ``dims`` needs after the embedding: its cost and its queue (0 when the
+        plan has no dense search or the run is unguarded)."""
+        g = self.guards
+        if g is None or g.costs is None or Retriever.DENSE not in self.plan.retrievers:
+            return 0.0
+        search = Step.RETRIEVE_DENSE
+        return g.costs.estimate_s(search.cost_key(dims)) + self.steps.queue_estimate(search).wait_s
+
     def _search(self, vector: np.ndarray, dims: int | None, rescore: bool) -> list[Hit]:
         assert self.p.dense is not None
         return self.p.dense.retrieve(
@@ -238,8 +251,7 @@ class PipelineRun:
             if lowered is not None:
                 dims, rescore = lowered[0], False
         search_key = Step.RETRIEVE_DENSE.cost_key(dims)
-        after_embed = g.costs.estimate_s(search_key) if g is not None and g.costs is not None else 0.0
-        vector = await self.embed(reserve_after_s=after_embed)
+        vector = await self.embed(reserve_after_s=self._search_after_embed_s(dims))
         if vector is None:
             return None  # no search at any dimension: the embed step says why
         if lowered is not None:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741 - item
 
 INLINE_STEPS = frozenset({Step.RETRIEVE_BM25, Step.RETRIEVE_BM25_PRF})
-INLINE_CPU_MAX_S = 0.002  # a CPU step measured at most this runs on the event loop (runs_inline)
+INLINE_CPU_MAX_S = 0.005  # a CPU step measured at most this runs on the event loop (runs_inline)
 T = TypeVar("T")
 
 

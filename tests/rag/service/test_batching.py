@@ -305,3 +305,28 @@ def test_the_loop_lag_adds_to_the_optional_steps_never_to_the_floor() -> None:
             await compute.close()
 
     asyncio.run(go())
+
+
+def test_bm25_runs_inline_only_while_measured_cheap() -> None:
+    from rag.resilience.deadline import StepCosts
+    from rag.service.batching import INLINE_CPU_MAX_S
+    from rag.types import Step
+
+    async def go() -> None:
+        costs = StepCosts(alpha=1.0)
+        compute = BatchedCompute(None, None, cpu_costs=costs)
+        try:
+            assert not compute.runs_inline(Step.RETRIEVE_BM25)  # unmeasured: the pool measures it
+            costs.observe(Step.RETRIEVE_BM25, INLINE_CPU_MAX_S / 2)
+            assert compute.runs_inline(Step.RETRIEVE_BM25)
+            loop_thread = threading.get_ident()
+            ran_on = await compute.run(threading.get_ident, step=Step.RETRIEVE_BM25)
+            assert ran_on == loop_thread
+            costs.observe(Step.RETRIEVE_BM25, INLINE_CPU_MAX_S * 2)  # a larger index: back to the pool
+            assert await compute.run(threading.get_ident, step=Step.RETRIEVE_BM25) != loop_thread
+            costs.observe(Step.RETRIEVE_DENSE, INLINE_CPU_MAX_S / 2)
+            assert not compute.runs_inline(Step.RETRIEVE_DENSE)  # the vector search stays in the pool
+        finally:
+            await compute.close()
+
+    asyncio.run(go())

@@ -23,6 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from rag.errors import RagError
+
 
 class WorkQueue(Protocol):
     """A queue in front of a dependency (a model's micro-batcher, the CPU pool)."""
@@ -134,7 +136,7 @@ def service_s(elapsed_s: float, ticket: CallTicket | None) -> float:
     return max(elapsed_s - ticket.queue_wait_s(), 0.0)
 
 
-class QueueTimeout(TimeoutError):
+class QueueTimeout(RagError, TimeoutError):
     """A step timed out while still waiting in the queue in front of its dependency, which was making
     progress meanwhile: load, not the dependency's slowness (never counted by a breaker)."""
 

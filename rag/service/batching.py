@@ -365,6 +365,8 @@ class BatchedCompute:
         saturated loop sheds model work first, which also gives its CPU back to the loop; refusing the
         floor for it would turn a late answer into none."""
         self.loop_lag.start()
+        if self.runs_inline(step):
+            return NO_QUEUE  # done at once, on the loop: no queue in front of it
         if step is Step.EMBED:
             queue = self.embeddings.estimate(units) if self.embeddings is not None else NO_QUEUE
         elif step is Step.RERANK:

@@ -14,6 +14,7 @@ from rag.dense.hashing import HashEmbedder
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import BreakerPolicy, State
 from rag.resilience.failures import is_input_error
+from rag.retrieval.compute import NO_QUEUE
 from rag.service.batching import BatchedCompute, MicroBatcher, model_threads
 from rag.testing.fakes import OverlapReranker
 
@@ -326,6 +327,26 @@ def test_bm25_runs_inline_only_while_measured_cheap() -> None:
             assert await compute.run(threading.get_ident, step=Step.RETRIEVE_BM25) != loop_thread
             costs.observe(Step.RETRIEVE_DENSE, INLINE_CPU_MAX_S / 2)
             assert not compute.runs_inline(Step.RETRIEVE_DENSE)  # the vector search stays in the pool
+        finally:
+            await compute.close()
+
+    asyncio.run(go())
+
+
+def test_a_step_that_runs_inline_has_no_queue_in_front_of_it() -> None:
+    from rag.resilience.deadline import StepCosts
+    from rag.types import Step
+
+    async def go() -> None:
+        costs = StepCosts(alpha=1.0)
+        compute = BatchedCompute(None, None, cpu_costs=costs)
+        try:
+            compute.loop_lag.observe(0.2)
+            assert (
+                compute.queue_estimate(Step.RETRIEVE_BM25, "acme").wait_s == 0.0
+            )  # the floor: never the lag
+            costs.observe(Step.RETRIEVE_BM25, 0.001)
+            assert compute.queue_estimate(Step.RETRIEVE_BM25, "acme") == NO_QUEUE  # inline: no pool queue
         finally:
             await compute.close()
 

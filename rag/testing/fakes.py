@@ -3,16 +3,22 @@ build on, :class:`rag.dense.hashing.HashEmbedder`, is a real one that production
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
+from rag.dense.embedder import Embedder
 from rag.dense.hashing import HashEmbedder
 from rag.llm import Synthesis
-from rag.rerank.cross_encoder import Pair, PairScorer
+from rag.rerank.cross_encoder import Pair, PairScorer, Reranker
+from rag.retrieval.compute import NO_QUEUE, QueueEstimate
 from rag.text.analyzer import Analyzer
-from rag.types import Result
+from rag.types import Result, Step
+
+T = TypeVar("T")
 
 
 class FailingEmbedder(HashEmbedder):
@@ -26,6 +32,37 @@ class FailingEmbedder(HashEmbedder):
         if any(self.marker in t for t in texts):
             raise RuntimeError(f"embedder failure injected by {self.marker!r}")
         return super().embed(texts, batch_size=batch_size, progress=progress)
+
+
+class ThreadedCompute:
+    """The service's shape of compute without its queues: CPU and model work in worker threads (so a
+    step's timeout can abandon a call that hangs), nothing queued, nothing run inline."""
+
+    def __init__(self, embedder: Embedder | None = None, reranker: Reranker | None = None) -> None:
+        self.embedder = embedder
+        self.reranker = reranker
+
+    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def runs_inline(self, step: Step) -> bool:
+        return False
+
+    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
+        return NO_QUEUE
+
+    def retry_after_s(self) -> int:
+        return 1
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        assert self.embedder is not None, "no embedder"
+        vectors = await asyncio.to_thread(self.embedder.embed, [text])
+        first: np.ndarray = vectors[0]
+        return first
+
+    async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
+        assert self.reranker is not None, "no reranker"
+        return await asyncio.to_thread(self.reranker.score_pairs, pairs)
 
 
 class PacedEmbedder(HashEmbedder):

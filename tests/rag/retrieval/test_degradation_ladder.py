@@ -16,7 +16,7 @@ says), step costs are set, breakers are forced open; the one timeout is a hung r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,21 +24,19 @@ import numpy as np
 import pytest
 
 from rag.config import Settings, load_settings
-from rag.dense.embedder import Embedder
 from rag.dense.hashing import HashEmbedder
 from rag.rerank.cross_encoder import Pair, Reranker
 from rag.resilience.breaker import Breaker, BreakerPolicy, State
 from rag.resilience.deadline import Deadline, StepCosts
-from rag.retrieval.compute import NO_QUEUE, QueueEstimate
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import DenseRetriever
 from rag.retrieval.step_runner import Guards, SearchOutcome, StepEvent
 from rag.runtime import Runtime
-from rag.testing.fakes import OverlapReranker
+from rag.testing.fakes import OverlapReranker, ThreadedCompute
 from rag.testing.faults import HangingReranker, UnreachableStore
-from rag.types import Document, Step
+from rag.types import Document
 from tests.conftest import make_ingestor
 
 T = TypeVar("T")
@@ -62,36 +60,6 @@ HYBRID = QueryPlan(retrievers=("bm25", "dense"), top_k=10, candidates=30, dims=N
 
 
 # -- the rig ---------------------------------------------------------------------------------------------
-class Threads:
-    """The service's shape of compute: CPU and model work in worker threads, so a step's timeout can
-    abandon a call that hangs."""
-
-    def __init__(self, embedder: Embedder, reranker: Reranker | None) -> None:
-        self.embedder = embedder
-        self.reranker = reranker
-
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
-        return await asyncio.to_thread(fn, *args)
-
-    def runs_inline(self, step: Step) -> bool:
-        return False
-
-    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
-        return NO_QUEUE
-
-    def retry_after_s(self) -> int:
-        return 1
-
-    async def embed_query(self, text: str) -> np.ndarray:
-        vectors = await asyncio.to_thread(self.embedder.embed, [text])
-        first: np.ndarray = vectors[0]
-        return first
-
-    async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
-        assert self.reranker is not None
-        return await asyncio.to_thread(self.reranker.score_pairs, pairs)
-
-
 class FailingReranker(OverlapReranker):
     """A reranker whose every call fails (a model server answering 500)."""
 
@@ -108,7 +76,7 @@ class Rig:
 
     def pipeline(self, reranker: Reranker | None = None, *, dense: bool = True) -> SearchPipeline:
         retriever: DenseRetriever | None = self.runtime.pipeline.dense if dense else None
-        compute = Threads(self.embedder, reranker)
+        compute = ThreadedCompute(self.embedder, reranker)
         return SearchPipeline(self.runtime.snapshot, self.embedder, retriever, reranker, compute)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,12 +17,11 @@ from rag.bm25.index import TermMatrix
 from rag.config import Settings
 from rag.index.snapshot import ChunkRecord, IndexSnapshot
 from rag.retrieval import filters
-from rag.retrieval.compute import NO_QUEUE, QueueEstimate
 from rag.retrieval.filters import FilterError, SearchFilter, row_mask
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import PipelineName, plan_for
+from rag.testing.fakes import ThreadedCompute
 from rag.text.analyzer import Analyzer
-from rag.types import Step
 
 T = TypeVar("T")
 
@@ -159,28 +158,6 @@ def test_field_index_mask_equals_the_scan_on_a_random_corpus() -> None:
                 assert got is not None and np.array_equal(got, expected), (trial, flt)
 
 
-class ThreadCompute:
-    """CPU steps in a worker thread, as the service's compute does."""
-
-    async def run(self, fn: Callable[..., T], *args: Any, lane: str = "", step: Step | None = None) -> T:
-        return await asyncio.to_thread(fn, *args)
-
-    def runs_inline(self, step: Step) -> bool:
-        return False
-
-    def queue_estimate(self, step: Step, lane: str, units: int = 1) -> QueueEstimate:
-        return NO_QUEUE
-
-    def retry_after_s(self) -> int:
-        return 1
-
-    async def embed_query(self, text: str) -> np.ndarray:
-        raise AssertionError("no embedder")
-
-    async def score_pairs(self, pairs: Any) -> np.ndarray:
-        raise AssertionError("no reranker")
-
-
 def test_the_row_mask_is_computed_off_the_event_loop(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,7 +172,7 @@ def test_the_row_mask_is_computed_off_the_event_loop(
         return original(snapshot, flt)
 
     monkeypatch.setattr(filters, "row_mask", recording)
-    pipeline = SearchPipeline(snapshot, None, None, compute=ThreadCompute())
+    pipeline = SearchPipeline(snapshot, None, None, compute=ThreadedCompute())
     plan = plan_for(PipelineName.BM25, settings, top_k=5, reranker_available=False)
 
     async def main() -> tuple[int, list[str]]:

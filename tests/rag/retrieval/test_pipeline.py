@@ -14,7 +14,8 @@ from rag.retrieval import multiquery
 from rag.retrieval.filters import SearchFilter
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import PipelineName, plan_for
-from tests.rag.retrieval.test_filters import ThreadCompute, _corpus, _snapshot
+from rag.testing.fakes import ThreadedCompute
+from tests.rag.retrieval.test_filters import _corpus, _snapshot
 
 
 def test_query_decomposition_runs_off_the_event_loop(
@@ -30,7 +31,7 @@ def test_query_decomposition_runs_off_the_event_loop(
         return original(query, *args, **kwargs)
 
     monkeypatch.setattr("rag.retrieval.pipeline_run.decompose", recording)
-    pipeline = SearchPipeline(_snapshot(_corpus(50), texts=True), None, None, compute=ThreadCompute())
+    pipeline = SearchPipeline(_snapshot(_corpus(50), texts=True), None, None, compute=ThreadedCompute())
     plan = dataclasses.replace(
         plan_for(PipelineName.BM25, settings, top_k=5, reranker_available=False), multi_query=True
     )

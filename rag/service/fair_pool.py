@@ -110,10 +110,6 @@ class FairPool:
             busy, job_s = len(self._running), self._job_s or 0.0
         return max(1, math.ceil(wait_estimate_s(queued, busy, self.workers, job_s)))
 
-    def queued(self) -> int:
-        with self._cond:
-            return sum(len(q) for q in self._lanes.values())
-
     def shutdown(self) -> None:
         """Stop the workers once the jobs running now finish; queued jobs are cancelled."""
         with self._cond:

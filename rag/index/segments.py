@@ -38,21 +38,13 @@ import scipy.sparse as sp
 
 from rag.bm25.index import TermMatrix
 from rag.index.chunk_table import ChunkRecord, read_chunks, write_chunks
-from rag.index.versions import VersionStore
+from rag.index.versions import VersionStore, fsync_dir
 
 MERGE_RATIO = 2  # merge the last two segments while the one before the last is at most this × the last
 
 
 def segment_name(version: str, k: int) -> str:
     return f"seg-{version}-{k}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +95,10 @@ def write_segment(root: Path, name: str, chunks: Sequence[ChunkRecord], terms: T
     for file in staging.iterdir():
         with file.open("rb") as fh:
             os.fsync(fh.fileno())
-    _fsync_dir(staging)
+    fsync_dir(staging)
     final = root / name
     os.replace(staging, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     return final
 
 

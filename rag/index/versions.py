@@ -71,7 +71,8 @@ def version_number(name: str) -> int:
     return int(name[1:])
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -86,7 +87,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class VersionStore:
@@ -216,7 +217,7 @@ class VersionStore:
                 os.fsync(fh.fileno())
         final = self.path(name)
         os.replace(staging, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         write_json_atomic(self.current_file, {"version": name})
 
     def prune(self, keep: int = 2) -> list[str]:

@@ -246,7 +246,9 @@ class Ingestor:
             discarded = self.versions.discard_unpublished()
             if discarded:
                 log.warning("removed version folders that were never published: %s", ", ".join(discarded))
-            embedding = any(d.vectors is None for d in incoming.values()) or not incoming
+            embedding = any(
+                d.vectors is None for d in incoming.values()
+            )  # a delete-only ingest embeds nothing
             name, dim = self.collection(embedding=embedding)
             self._record_collection(name, dim)
             self.store.ensure_collection(dim)

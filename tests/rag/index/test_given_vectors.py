@@ -230,3 +230,14 @@ def test_jsonl_embedding_fields(tmp_path: Path) -> None:
     path.write_text(json.dumps({"_id": "a", "text": "x", "embedding": [1.0], "embeddings": [[1.0]]}) + "\n")
     with pytest.raises(SourceError, match="not both"):
         list(read_beir_jsonl(path))
+
+
+def test_a_delete_does_not_ask_the_embedder(settings: Settings) -> None:
+    first = ingestor(settings, CountingEmbedder())
+    first.ingest(ANIMALS)
+    first.store.close()
+    embedder = CountingEmbedder()
+    ing = ingestor(settings, embedder)
+    report = ing.ingest([], ["cat"])
+    ing.store.close()
+    assert (report.docs_deleted, embedder.texts, embedder.dim_asked) == (1, [], 0)

@@ -266,6 +266,8 @@ class Ingestor:
             if not changes.any_change and previous is not None:
                 log.info("nothing changed; %s keeps serving", previous.name)
                 restored, given = self._restore_points(previous)
+                if recovering:  # what the dead ingest stored and never published
+                    self._collect_all_garbage()
                 self._crash_marker.unlink()
                 return changes.report(
                     previous.name, previous.name, previous.live_rows, restored, started, given

@@ -209,3 +209,19 @@ def test_a_version_in_the_whole_table_layout_is_read_and_grown(settings: Setting
     np.testing.assert_array_equal(
         grown.terms.tf[:7].toarray()[:, :width], current.terms.tf[[0, 2, 3, 4, 5, 6, 7]].toarray()
     )
+
+
+def test_points_of_a_crashed_ingest_are_collected_even_when_nothing_changes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingestor, store = make_ingestor(settings)
+    ingestor.ingest([doc(i) for i in range(5)])
+    with monkeypatch.context() as patch:
+        patch.setattr(VersionStore, "publish", lambda self, staging, name: (_ for _ in ()).throw(_Crash()))
+        with pytest.raises(_Crash):
+            ingestor.ingest([doc(7)])
+    assert store.count() == 6  # d7's point is stored, never published
+    report = ingestor.ingest([doc(i) for i in range(5)])  # the same documents: nothing to publish
+    assert report.version == "v000001"
+    assert store.count() == 5
+    store.close()

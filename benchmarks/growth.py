@@ -206,7 +206,7 @@ def serve(n: int, data: str, queries_file: str, work: str, store_settings: dict[
     status = proc_status()
     out.update(rss_bytes=status["VmRSS"], hwm_bytes=status["VmHWM"])
     store = runtime.store
-    if isinstance(store, EdgeStore) and runtime.snapshot.rotation is not None:
+    if isinstance(store, EdgeStore) and store.hnsw and runtime.snapshot.rotation is not None:
         # the dense search as served (HNSW, int8 when quantized) against an exact float32 scan
         found = 0
         for q in qvecs @ runtime.snapshot.rotation:

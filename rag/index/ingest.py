@@ -246,9 +246,8 @@ class Ingestor:
             discarded = self.versions.discard_unpublished()
             if discarded:
                 log.warning("removed version folders that were never published: %s", ", ".join(discarded))
-            embedding = any(
-                d.vectors is None for d in incoming.values()
-            )  # a delete-only ingest embeds nothing
+            # the embedder is asked its dimension only when something will be embedded (not for a delete)
+            embedding = any(d.vectors is None for d in incoming.values())
             name, dim = self.collection(embedding=embedding)
             self._record_collection(name, dim)
             self.store.ensure_collection(dim)

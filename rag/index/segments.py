@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,15 +104,6 @@ def write_segment(root: Path, name: str, chunks: Sequence[ChunkRecord], terms: T
 def read_keys(folder: Path) -> SegmentKeys:
     with np.load(folder / "keys.npz") as arrays:
         return SegmentKeys(arrays["doc_keys"], arrays["point_ids"], arrays["order"])
-
-
-def read_segment(folder: Path) -> tuple[list[ChunkRecord], TermMatrix]:
-    return read_chunks(folder / "chunks.jsonl"), TermMatrix.load(folder)
-
-
-def discard_staging(root: Path) -> None:
-    for path in root.glob(".staging-*"):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def combine_terms(parts: Sequence[TermMatrix], keep: np.ndarray | None = None) -> TermMatrix:

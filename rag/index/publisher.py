@@ -94,7 +94,7 @@ def publish(
             draft.deleted = deleted
     if fresh:
         draft.add(versions, fresh, fresh_terms)
-    merge = merge_plan(draft.sizes)
+    merge = merge_plan(draft.sizes, int(draft.deleted.sum()))
     if merge:
         draft.merge_tail(versions, merge)
     staging = versions.staging()

@@ -40,6 +40,7 @@ from rag.index.chunk_table import ChunkRecord, read_chunks, write_chunks
 from rag.index.versions import VersionStore, fsync_dir
 
 MERGE_RATIO = 2  # merge the last two segments while the one before the last is at most this × the last
+COMPACT_FRACTION = 0.25  # rewrite every segment once this share of their rows is deleted (an O(N) publish)
 
 
 def segment_name(version: str, k: int) -> str:
@@ -136,10 +137,13 @@ def combine_terms(parts: Sequence[TermMatrix], keep: np.ndarray | None = None) -
     return TermMatrix(sp.csr_matrix(tf, dtype=np.int32), vocab)
 
 
-def merge_plan(sizes: Sequence[int]) -> int:
+def merge_plan(sizes: Sequence[int], deleted: int = 0) -> int:
     """How many tail segments to merge into one after a publish (0 or 1: none), given each segment's
     row count in order: the last two while the one before the last is at most ``MERGE_RATIO`` × the last,
-    and so on down the tail."""
+    and so on down the tail; all of them once ``deleted`` rows exceed ``COMPACT_FRACTION`` of the rows
+    (deletes alone never add a segment, so without this their rows would stay in the base forever)."""
+    if sizes and deleted > COMPACT_FRACTION * sum(sizes):
+        return len(sizes)
     if len(sizes) < 2:
         return 0
     k, tail = 1, sizes[-1]

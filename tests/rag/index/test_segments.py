@@ -48,6 +48,8 @@ def test_merge_plan_keeps_few_segments() -> None:
     assert merge_plan([1000, 300, 100, 100]) == 4  # 100+100, then 300 <= 2 * 200, then 1000 <= 2 * 500
     assert merge_plan([5000, 300, 100, 100]) == 3
     assert merge_plan([100, 100]) == 2
+    assert merge_plan([1000], deleted=251) == 1  # a quarter deleted: compact, even a single segment
+    assert merge_plan([1000, 10], deleted=250) == 0
     sizes: list[int] = []
     for _ in range(1000):  # a thousand 100-row publishes
         sizes.append(100)
@@ -70,6 +72,18 @@ def test_a_publish_writes_the_new_rows_and_lists_the_old_segment(settings: Setti
     snap = snapshot(settings)
     keys = [c.doc_id for c in snap.chunks]
     assert keys == [f"d{i}" for i in range(40) if i not in (3, 5)] + ["d40", "d3"]
+
+
+def test_deletes_alone_are_compacted_away(settings: Settings) -> None:
+    ingestor, store = make_ingestor(settings)
+    ingestor.ingest([doc(i) for i in range(20)])
+    ingestor.ingest([], [f"d{i}" for i in range(4)])  # 20%: kept as masked rows
+    ingestor.ingest([], ["d4", "d5"])  # 30%: the segment is rewritten without them
+    store.close()
+    versions = VersionStore(settings.versions_dir)
+    manifest = json.loads((versions.path("v000003") / "manifest.json").read_text())
+    assert (manifest["segments"][0]["rows"], manifest["deleted_rows"]) == (14, 0)
+    assert [c.doc_id for c in snapshot(settings).chunks] == [f"d{i}" for i in range(6, 20)]
 
 
 def test_a_version_reads_the_same_built_incrementally_or_from_scratch(

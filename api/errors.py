@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import RagError
+from rag.index.given_vectors import VectorError
 from rag.logs import request_id_var
 from rag.resilience.redis import RedisUnavailable
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
@@ -171,6 +172,11 @@ ERROR_TABLE: dict[type[RagError], ErrorRule] = {
         message=lambda e: f"no retriever could answer: {e}",
         retry_after=lambda e: str(e.retry_after_s),
         warn=True,
+    ),
+    VectorError: ErrorRule(  # given vectors that do not fit the collection (POST .../documents)
+        422,
+        "invalid_vectors",
+        fields=lambda e: [FieldError(field=f"body.{e.field}", message=str(e), limit=e.limit)],
     ),
     RedisUnavailable: ErrorRule(503, "redis_unavailable", retry_after=_seconds(1)),
     OverBudgetError: ErrorRule(429, "budget_exceeded", retry_after=lambda e: str(e.retry_after_s)),

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from rag.cache.keys import normalize_query
+from rag.index.given_vectors import MAX_DIM, NORM_TOLERANCE
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
 from rag.rollout.config import Profile
 from rag.tenancy import TENANT_PATTERN as TENANT_RE
@@ -235,6 +236,10 @@ Metadata = Annotated[
 ]
 
 
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_DIM)]
+MAX_CHUNK_VECTORS = 10_000  # vectors given for one document (its chunks)
+
+
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -242,6 +247,21 @@ class DocumentIn(BaseModel):
     title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] = ""
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOC_TEXT_CHARS, pattern=NonBlank)]
     metadata: Metadata = Field(default_factory=dict)
+    embedding: Vector | None = Field(
+        None,
+        description="the document's vector, computed elsewhere by the collection's embedder (name it in "
+        "embedding_model), for a document that is one chunk; the document is then not embedded here. "
+        f"The collection's dimension, finite, L2 norm within {NORM_TOLERANCE} of 1 (normalised exactly)",
+    )
+    embeddings: Annotated[list[Vector], Field(min_length=1, max_length=MAX_CHUNK_VECTORS)] | None = Field(
+        None, description="one vector per chunk the ingest makes of the document, in order (as embedding)"
+    )
+
+    @model_validator(mode="after")
+    def _one_vector_field(self) -> DocumentIn:
+        if self.embedding is not None and self.embeddings is not None:
+            raise ValueError("give embedding (one chunk) or embeddings (one per chunk), not both")
+        return self
 
 
 class IngestBody(BaseModel):
@@ -250,6 +270,11 @@ class IngestBody(BaseModel):
     upsert: Annotated[list[DocumentIn], Field(max_length=MAX_BATCH_DOCS)] = Field(default_factory=list)
     delete: Annotated[list[DocId], Field(max_length=MAX_BATCH_DOCS)] = Field(
         default_factory=list, description="ids of this tenant's documents to delete"
+    )
+    embedding_model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        None,
+        description="the model that computed the given embedding(s): must be the collection's embedder "
+        "(GET /ready names it); required when any document gives vectors",
     )
 
     @model_validator(mode="after")

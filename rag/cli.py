@@ -8,13 +8,17 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings, load_settings
 from rag.dense.matryoshka import MATRYOSHKA_DIMS
 from rag.tenancy import check_tenant, scoped_id
+
+if TYPE_CHECKING:
+    from rag.types import Document
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -26,17 +30,27 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from rag.index.given_vectors import attach_rows, load_sidecar
     from rag.index.ingest import Ingestor
     from rag.io.sources import read_documents
     from rag.runtime import build_embedder, ingest_params, open_store
 
     settings = _settings(args)
     tenant = check_tenant(args.tenant)
+    params = ingest_params(settings)
+    documents: Iterator[Document] = (replace(doc, tenant=tenant) for doc in read_documents(Path(args.path)))
+    if args.vectors:
+        documents = attach_rows(
+            documents,
+            load_sidecar(Path(args.vectors)),
+            chunk_words=params.chunk_words,
+            overlap_words=params.chunk_overlap_words,
+        )
     store = open_store(settings)
     try:
-        report = Ingestor(
-            ingest_params(settings), build_embedder(settings), store, progress=not args.quiet
-        ).ingest(replace(doc, tenant=tenant) for doc in read_documents(Path(args.path)))
+        report = Ingestor(params, build_embedder(settings), store, progress=not args.quiet).ingest(
+            documents, embedding_model=args.embedding_model
+        )
     finally:
         store.close()
     _print_json(report.as_dict())
@@ -239,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection")
     p.add_argument("--tenant", default="", help="the tenant that owns the documents (default: unscoped)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--vectors",
+        metavar="FILE.npy",
+        help="vectors computed elsewhere: an (n_chunks, dim) .npy, one row per chunk in corpus order "
+        "(JSONL may instead carry 'embedding'/'embeddings' per document); needs --embedding-model",
+    )
+    p.add_argument(
+        "--embedding-model",
+        metavar="NAME",
+        help="the model that computed the given vectors; must be the collection's embedder",
+    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("delete", help="delete documents by id (publishes a new index version)")

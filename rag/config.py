@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         "or plain (every search exact)",
     )
     edge_hnsw_ef: int | None = Field(None, ge=1, le=100_000, description="edge HNSW search beam; None: 100")
+    edge_quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="edge engine: int8 scalar quantization of the stored vectors (searched in RAM at a "
+        "quarter of the float32 size, candidates rescored on the float32 originals, which stay on disk); "
+        "fixed when the collection's vector folder is created (another value: rebuild it)",
+    )
 
     embedder_model: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or path")
     embed_batch_size: int = Field(32, ge=1, le=4096)

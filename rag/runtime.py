@@ -63,7 +63,10 @@ def open_store(settings: Settings) -> VectorStore:
     from rag.dense.edge_store import EdgeStore  # the engine's native module loads only when chosen
 
     return EdgeStore(
-        settings.resolved_edge_path, hnsw=settings.edge_index == "hnsw", hnsw_ef=settings.edge_hnsw_ef
+        settings.resolved_edge_path,
+        hnsw=settings.edge_index == "hnsw",
+        hnsw_ef=settings.edge_hnsw_ef,
+        quantization=settings.edge_quantization,
     )
 
 

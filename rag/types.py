@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from rag.tenancy import scoped_id
+
+VectorField = Literal["embedding", "embeddings", "vectors"]
 
 
 def passage_text(title: str, text: str) -> str:
     """What is embedded, indexed and shown to the reranker: the title line (if any), then the text."""
     return f"{title}\n{text}" if title else text
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GivenVectors:
+    """Vectors given for one document's chunks (one row each, in chunk order) and the input field they
+    came in (named in errors); checked by :func:`rag.index.given_vectors.check_documents`."""
+
+    rows: np.ndarray | Sequence[Sequence[float]]  # (n_chunks, dim); an ndarray once checked
+    field: VectorField = "embeddings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +35,8 @@ class Document:
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     tenant: str = ""  # "" = the unscoped namespace (see rag.tenancy)
+    # vectors computed elsewhere, one per chunk (rag.index.given_vectors); None: the ingest embeds
+    vectors: GivenVectors | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:

@@ -9,17 +9,34 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import Breakers, Ingest, Queries, Readiness
 from api.errors import ApiError, declared
-from api.schemas import BreakerChange, BreakerOut, IndexOut, IngestBody, IngestResponse, JobOut, PurgeOut
+from api.schemas import (
+    BreakerChange,
+    BreakerOut,
+    DocumentIn,
+    IndexOut,
+    IngestBody,
+    IngestResponse,
+    JobOut,
+    PurgeOut,
+)
 from api.security import require_admin
 from rag.logs import request_id_var
 from rag.resilience.breaker import State
 from rag.service.jobs import Job
 from rag.tenancy import TENANT_PATTERN
-from rag.types import Document
+from rag.types import Document, GivenVectors
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
 TenantPath = Annotated[str, Path(pattern=TENANT_PATTERN, description="the tenant that owns the documents")]
+
+
+def _given(doc: DocumentIn) -> GivenVectors | None:
+    if doc.embedding is not None:
+        return GivenVectors([doc.embedding], "embedding")
+    if doc.embeddings is not None:
+        return GivenVectors(doc.embeddings, "embeddings")
+    return None
 
 
 def job_out(job: Job) -> JobOut:
@@ -43,9 +60,13 @@ async def ingest(
 ) -> IngestResponse:
     """Upsert and delete documents of ``tenant`` in one new index version (idempotent: the same batch twice
     publishes nothing new). Batches up to ``RAG_INGEST_SYNC_MAX_DOCS`` documents are answered when the
-    version is published; larger ones (or ``background=true``) answer 202 with a job to follow."""
-    documents = [Document(d.id, d.text, d.title, dict(d.metadata), tenant) for d in body.upsert]
-    job, done = ingestion.submit(tenant, documents, body.delete)
+    version is published; larger ones (or ``background=true``) answer 202 with a job to follow. Documents
+    with ``embedding``/``embeddings`` are stored with those vectors and not embedded here; vectors that do
+    not fit the collection (model, dimension, norm, one per chunk) are refused with 422 before any job."""
+    documents = [
+        Document(d.id, d.text, d.title, dict(d.metadata), tenant, vectors=_given(d)) for d in body.upsert
+    ]
+    job, done = ingestion.submit(tenant, documents, body.delete, body.embedding_model)
     status_url = f"/jobs/{job.id}"
     sync = not background and len(documents) + len(body.delete) <= ingestion.sync_max_docs
     if sync:

@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import qdrant_edge as qe
@@ -38,6 +38,8 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
 FULL_SCAN_THRESHOLD_KB = 10_000  # a filtered search over fewer matching points' KB than this scans them
 INDEXING_THRESHOLD_KB = 10_000  # ~6.5k points of 384 floats: SciFact-sized collections stay exact
+QUANT_QUANTILE = 0.99  # int8 range: the 0.99 quantile of the values (outliers clipped), Qdrant's usual choice
+QUANT_OVERSAMPLING = 2.0  # int8 candidates fetched per result, then rescored on the float32 originals
 
 
 class EdgeLayoutError(RagError, RuntimeError):
@@ -48,7 +50,10 @@ class EdgeStore:
     """One collection in an embedded edge shard at ``path`` (see the module docstring).
 
     ``hnsw=False`` keeps every segment plain (exact search); ``indexing_threshold_kb`` sets the segment
-    size past which :meth:`optimize` builds HNSW; ``hnsw_ef`` the search beam (None: the engine's)."""
+    size past which :meth:`optimize` builds HNSW; ``hnsw_ef`` the search beam (None: the engine's).
+    ``quantization="int8"``: every named vector also stored as int8 (scalar quantization, the 0.99
+    quantile as the range) and searched that way in RAM; the float32 originals move to disk (``Cold``)
+    and rescore the candidates (``QUANT_OVERSAMPLING`` × the limit). Fixed at creation (``layout.json``)."""
 
     def __init__(
         self,
@@ -57,27 +62,48 @@ class EdgeStore:
         hnsw: bool = True,
         indexing_threshold_kb: int = INDEXING_THRESHOLD_KB,
         hnsw_ef: int | None = None,
+        quantization: Literal["none", "int8"] = "none",
     ) -> None:
         if indexing_threshold_kb < 1:
             raise ValueError(f"indexing_threshold_kb must be at least 1, got {indexing_threshold_kb}")
         self.path = path
         self.hnsw = hnsw
         self.indexing_threshold_kb = indexing_threshold_kb
-        self._params = qe.SearchParams(exact=not hnsw, hnsw_ef=hnsw_ef)
-        self._exact = qe.SearchParams(exact=True)
+        if quantization not in ("none", "int8"):
+            raise ValueError(f"quantization must be 'none' or 'int8', got {quantization!r}")
+        self.quantization = quantization
+        rescore = (
+            qe.QuantizationSearchParams(rescore=True, oversampling=QUANT_OVERSAMPLING)
+            if quantization == "int8"
+            else None
+        )
+        self._params = qe.SearchParams(exact=not hnsw, hnsw_ef=hnsw_ef, quantization=rescore)
+        # the reference for recall: the float32 originals, every point
+        ignore = qe.QuantizationSearchParams(ignore=True) if quantization == "int8" else None
+        self._exact = qe.SearchParams(exact=True, quantization=ignore)
         self._write = threading.Lock()
         self._dirty = False
         self._low_dims: tuple[int, ...] = ()
         self._shard: qe.EdgeShard | None = None
         layout = read_layout(path)
         if layout is not None:
+            stored = layout.get("quantization", "none")
+            if stored != quantization:
+                raise EdgeLayoutError(
+                    f"{path} holds vectors with quantization {stored!r}, the settings ask for "
+                    f"{quantization!r} (RAG_EDGE_QUANTIZATION); {REBUILD_HINT}"
+                )
             self._low_dims = prefix_dims(int(layout["full_dim"]))
             self._shard = _load(path, self._config(int(layout["full_dim"])))
 
     def _config(self, full_dim: int) -> qe.EdgeConfig:
-        vectors = {FULL: qe.EdgeVectorParams(size=full_dim, distance=qe.Distance.Cosine)}
+        quantized = self.quantization == "int8"
+        # quantized: the int8 copies are what searches scan (in RAM); the float32 originals, read only to
+        # rescore candidates, are left to the page cache
+        memory = qe.Memory.Cold if quantized else None
+        vectors = {FULL: qe.EdgeVectorParams(size=full_dim, distance=qe.Distance.Cosine, memory=memory)}
         for d in prefix_dims(full_dim):
-            vectors[vector_name(d)] = qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine)
+            vectors[vector_name(d)] = qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine, memory=memory)
         # an indexing threshold of 0 turns HNSW off (Qdrant's convention): every segment stays plain
         threshold = self.indexing_threshold_kb if self.hnsw else 0
         return qe.EdgeConfig(
@@ -86,6 +112,13 @@ class EdgeStore:
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
             ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold),
+            quantization_config=(
+                qe.ScalarQuantizationConfig(
+                    qe.ScalarType.Int8, quantile=QUANT_QUANTILE, memory=qe.Memory.Cached
+                )
+                if quantized
+                else None
+            ),
         )
 
     @property
@@ -110,7 +143,7 @@ class EdgeStore:
                 qe.UpdateOperation.create_field_index("tenant", qe.KeywordIndexParams(is_tenant=True))
             )
             shard.flush()
-            write_layout(self.path, full_dim)
+            write_layout(self.path, full_dim, self.quantization)
             self._low_dims = prefix_dims(full_dim)
             self._shard = shard
 
@@ -258,8 +291,10 @@ def read_layout(path: Path) -> dict[str, Any] | None:
     return layout
 
 
-def write_layout(path: Path, full_dim: int) -> None:
-    record = {"engine": ENGINE, "layout": LAYOUT_VERSION, "full_dim": full_dim}
+def write_layout(path: Path, full_dim: int, quantization: str = "none") -> None:
+    record: dict[str, Any] = {"engine": ENGINE, "layout": LAYOUT_VERSION, "full_dim": full_dim}
+    if quantization != "none":  # absent = none, as every folder written before quantization
+        record["quantization"] = quantization
     tmp = path / (LAYOUT_FILE + ".tmp")
     tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
     tmp.replace(path / LAYOUT_FILE)

@@ -20,7 +20,9 @@ def fit_rotation(vectors: np.ndarray) -> np.ndarray:
     so dot products are preserved), ordered by decreasing singular value."""
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise ValueError(f"need a non-empty (n, D) matrix to fit a rotation, got shape {vectors.shape}")
-    _, _, vt = np.linalg.svd(vectors.astype(np.float64), full_matrices=True)
+    # the full (D, D) basis needs full_matrices only when there are fewer vectors than dimensions; with
+    # more, it would also build an (n, n) U (20k sample: 3 GiB, a minute) for the same vt (bitwise equal)
+    _, _, vt = np.linalg.svd(vectors.astype(np.float64), full_matrices=vectors.shape[0] < vectors.shape[1])
     return np.ascontiguousarray(vt.T, dtype=np.float32)
 
 

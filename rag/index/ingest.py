@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,11 @@ from rag.bm25.index import TermMatrix
 from rag.dense.embedder import Embedder
 from rag.dense.matryoshka import fit_rotation, identity_rotation, rotate
 from rag.dense.store import VectorStore
-from rag.index.snapshot import ChunkRecord, IndexSnapshot, read_chunks, write_chunks
+from rag.index.chunk_table import ChunkRecord
+from rag.index.given_vectors import check_documents
+from rag.index.publisher import publish
+from rag.index.segments import VersionView
+from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
@@ -56,8 +60,9 @@ class IngestReport:
     docs_deleted: int
     docs_missing_for_delete: int
     chunks_total: int
-    chunks_embedded: int
+    chunks_embedded: int  # vectors the embedder computed (and stored)
     seconds: float
+    chunks_given: int = 0  # vectors given with the documents (and stored), not embedded here
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -83,7 +88,7 @@ class ChangeSet:
         return bool(self.added or self.updated or self.deleted)
 
     def report(
-        self, version: str, previous: str | None, chunks: int, embedded: int, started: float
+        self, version: str, previous: str | None, chunks: int, embedded: int, started: float, given: int = 0
     ) -> IngestReport:
         return IngestReport(
             version,
@@ -96,6 +101,7 @@ class ChangeSet:
             chunks,
             embedded,
             time.perf_counter() - started,
+            given,
         )
 
 
@@ -107,6 +113,14 @@ def diff_documents(
     before: dict[str, set[str]] = {}
     for rec in previous:
         before.setdefault(rec.doc_key, set()).add(rec.point_id)
+    return diff_points(before, incoming, delete_ids)
+
+
+def diff_points(
+    before: Mapping[str, set[str]], incoming: Iterable[ChunkRecord], delete_ids: set[str]
+) -> ChangeSet:
+    """:func:`diff_documents` given each previous document's point ids (only those of the documents
+    ``incoming`` and ``delete_ids`` name are needed)."""
     after: dict[str, set[str]] = {}
     for rec in incoming:
         after.setdefault(rec.doc_key, set()).add(rec.point_id)
@@ -140,26 +154,61 @@ class Ingestor:
         self.versions = VersionStore(params.versions_dir)
         self.progress = progress
         self.analyzer = Analyzer()
+        self._given: dict[str, np.ndarray] = {}  # point id → given vector, during one ingest
 
     # -- collection-level state ------------------------------------------------------------------
-    def _check_collection(self) -> None:
+    def collection(self, *, embedding: bool = True) -> tuple[str, int]:
+        """The embedder name and dimension the collection was built with (``collection.json``), or for a
+        new collection the configured embedder's. Raises ``ValueError`` when the settings disagree with the
+        record. ``embedding=False`` (every chunk comes with its vectors) leaves the embedder's dimension
+        unasked when the collection exists, so the model is not loaded for an ingest that never embeds."""
         meta_file = self.versions.root / "collection.json"
-        meta = {
+        if not meta_file.exists():
+            return self.embedder.name, self.embedder.dim
+        stored = json.loads(meta_file.read_text())
+        expected: dict[str, object] = {
             "embedder": self.embedder.name,
-            "dim": self.embedder.dim,
             "rotation": self.params.rotation,
             "analyzer": self.analyzer.fingerprint(),
         }
-        if meta_file.exists():
-            stored = json.loads(meta_file.read_text())
-            for key in ("embedder", "dim", "rotation", "analyzer"):
-                if stored.get(key) != meta[key]:
-                    raise ValueError(
-                        f"collection {self.params.collection!r} was built with {key}={stored.get(key)!r}, "
-                        f"but the settings give {meta[key]!r}; use the same setting or another collection"
-                    )
-            return
-        write_json_atomic(meta_file, meta)
+        if embedding:
+            expected["dim"] = self.embedder.dim
+        for key, value in expected.items():
+            if stored.get(key) != value:
+                raise ValueError(
+                    f"collection {self.params.collection!r} was built with {key}={stored.get(key)!r}, "
+                    f"but the settings give {value!r}; use the same setting or another collection"
+                )
+        return str(stored["embedder"]), int(stored["dim"])
+
+    def check_vectors(self, documents: Iterable[Document], embedding_model: str | None) -> list[Document]:
+        """``documents`` with their given vectors checked against the collection (model, dimension, norm,
+        one per chunk: :func:`rag.index.given_vectors.check_documents`) and normalised; raises
+        :class:`~rag.index.given_vectors.VectorError`. The ingest calls it; the service calls it before
+        queueing a job too, so that bad vectors are refused by the request (4xx), not by a failed job."""
+        docs = list(documents)
+        if all(d.vectors is None for d in docs):
+            return docs
+        model, dim = self.collection(embedding=any(d.vectors is None for d in docs))
+        return check_documents(
+            docs,
+            model=embedding_model,
+            collection_model=model,
+            dim=dim,
+            chunk_words=self.params.chunk_words,
+            overlap_words=self.params.chunk_overlap_words,
+        )
+
+    def _record_collection(self, name: str, dim: int) -> None:
+        meta_file = self.versions.root / "collection.json"
+        if not meta_file.exists():
+            meta = {
+                "embedder": name,
+                "dim": dim,
+                "rotation": self.params.rotation,
+                "analyzer": self.analyzer.fingerprint(),
+            }
+            write_json_atomic(meta_file, meta)
 
     def _rotation(self, sample: np.ndarray) -> np.ndarray:
         path = self.versions.root / "rotation.npy"
@@ -169,7 +218,7 @@ class Ingestor:
         if self.params.rotation == "pca" and len(sample):
             rotation = fit_rotation(sample)
         else:
-            rotation = identity_rotation(self.embedder.dim)
+            rotation = identity_rotation(sample.shape[1] if sample.ndim == 2 else self.embedder.dim)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, rotation)
         tmp.replace(path)
@@ -177,55 +226,107 @@ class Ingestor:
         return rotation
 
     # -- the ingest --------------------------------------------------------------------------------
-    def ingest(self, documents: Iterable[Document], delete_ids: Iterable[str] = ()) -> IngestReport:
+    def ingest(
+        self,
+        documents: Iterable[Document],
+        delete_ids: Iterable[str] = (),
+        *,
+        embedding_model: str | None = None,
+    ) -> IngestReport:
         """Upsert ``documents`` and delete ``delete_ids`` (tenant-scoped ids, :func:`rag.tenancy.scoped_id`)
-        in one new version."""
+        in one new version. Documents that carry ``vectors`` are stored with them (checked against the
+        collection; ``embedding_model`` must name the collection's embedder) and never sent to the
+        embedder; the others are embedded."""
         started = time.perf_counter()
         # read (and so validate) every document before touching the collection: bad input writes nothing
-        incoming = {doc.key: doc for doc in documents}  # the last occurrence of an id wins
+        docs = list(documents)
         with self.versions.lock():
+            docs = self.check_vectors(docs, embedding_model)
+            incoming = {doc.key: doc for doc in docs}  # the last occurrence of an id wins
             discarded = self.versions.discard_unpublished()
             if discarded:
                 log.warning("removed version folders that were never published: %s", ", ".join(discarded))
-            self._check_collection()
-            self.store.ensure_collection(self.embedder.dim)
-            previous = IndexSnapshot.load(self.versions) or IndexSnapshot.empty(self.analyzer)
+            # the embedder is asked its dimension only when something will be embedded (not for a delete)
+            embedding = any(d.vectors is None for d in incoming.values())
+            name, dim = self.collection(embedding=embedding)
+            self._record_collection(name, dim)
+            self.store.ensure_collection(dim)
+            recovering = self._crash_marker.exists()  # an ingest died mid-way: collect all garbage
+            self._crash_marker.touch()
+            previous = VersionView.load(self.versions)
+            self._given = {}
             new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc)]
-            changes = diff_documents(previous.chunks, new_chunks, set(delete_ids) - set(incoming))
+            deletes = set(delete_ids) - set(incoming)
+            before = previous.rows_of(sorted(set(incoming) | deletes)) if previous else {}
+            changes = diff_points(
+                {d: {p for _, p in rows} for d, rows in before.items()}, new_chunks, deletes
+            )
 
-            if not changes.any_change and previous.version:
-                log.info("nothing changed; %s keeps serving", previous.version)
-                restored = self._restore_points(previous.chunks)
+            if not changes.any_change and previous is not None:
+                log.info("nothing changed; %s keeps serving", previous.name)
+                restored, given = self._restore_points(previous)
+                if recovering:  # what the dead ingest stored and never published
+                    self._collect_all_garbage()
+                self._crash_marker.unlink()
                 return changes.report(
-                    previous.version, previous.version, len(previous.chunks), restored, started
+                    previous.name, previous.name, previous.live_rows, restored, started, given
                 )
 
-            keep_rows = np.fromiter(
-                (i for i, c in enumerate(previous.chunks) if c.doc_key not in changes.replaced),
-                dtype=np.int64,
-            )
             fresh = [c for c in new_chunks if c.doc_key not in changes.unchanged]
-            chunks = [previous.chunks[i] for i in keep_rows] + fresh
-            embedded = self._embed_and_upsert(fresh)
+            embedded, given = self._embed_and_upsert(fresh)
             self.store.optimize()  # durable and indexed before the version that reads it is published
-            terms = previous.terms.select(keep_rows).append([self.analyzer.tokens(c.passage) for c in fresh])
-            name = self._publish(chunks, terms, previous.version)
+            replaced = [row for d in changes.replaced for row, _ in before.get(d, [])]
+            fresh_points = {c.point_id for c in fresh}
+            removed = sorted({p for d in changes.replaced for _, p in before.get(d, [])} - fresh_points)
+            docs_before = int(previous.manifest.get("docs", 0)) if previous else 0
+            manifest = {
+                "created_at": datetime.now(UTC).isoformat(),
+                "collection": self.params.collection,
+                "embedder": name,
+                "dim": dim,
+                "rotation": self.params.rotation,
+                "analyzer": self.analyzer.fingerprint(),
+                # vectors given with this version's new chunks: how many, and the model their sender named
+                "given_vectors": {"given": given, "model": embedding_model} if given else None,
+                "docs": docs_before + len(changes.added) - len(changes.deleted),
+                "chunk_words": self.params.chunk_words,
+                "chunk_overlap_words": self.params.chunk_overlap_words,
+            }
+            terms = TermMatrix.empty().append([self.analyzer.tokens(c.passage) for c in fresh])
+            version = publish(self.versions, previous, replaced, fresh, terms, removed, manifest)
             self.versions.prune(keep=KEEP_VERSIONS)
-            self._collect_garbage(self._live_points({name: chunks, previous.version: previous.chunks}))
-            return changes.report(name, previous.version or None, len(chunks), embedded, started)
+            self.versions.drop_unreferenced_segments()
+            if recovering or previous is None or previous.legacy is not None:
+                self._collect_all_garbage()
+            else:
+                self._collect_garbage(previous, fresh_points)
+            self._crash_marker.unlink()
+            self._given = {}
+            chunks_total = (previous.live_rows if previous else 0) - len(replaced) + len(fresh)
+            return changes.report(
+                version, previous.name if previous else None, chunks_total, embedded, started, given
+            )
 
-    def _restore_points(self, chunks: list[ChunkRecord]) -> int:
-        """Embed again the points of the serving version that the store lacks (an empty store after a
-        switch of vector engine or layout: ``rag ingest PATH`` rebuilds it). Returns how many."""
-        if self.store.count() >= len({c.point_id for c in chunks}):
-            return 0
-        restored = self._embed_and_upsert(chunks)
+    @property
+    def _crash_marker(self) -> Path:
+        """Present while an ingest writes: found by the next one, it means points may be orphaned."""
+        return self.versions.root / ".ingesting"
+
+    def _restore_points(self, previous: VersionView) -> tuple[int, int]:
+        """Store again the points of the serving version that the store lacks (an empty store after a
+        switch of vector engine or layout: ``rag ingest PATH`` rebuilds it, with the vectors given again
+        where they are). Returns how many were embedded and how many given."""
+        if self.store.count() >= previous.live_rows:
+            return 0, 0
+        snapshot = IndexSnapshot.load(self.versions, previous.name)
+        assert snapshot is not None
+        embedded, given = self._embed_and_upsert(snapshot.chunks)
         self.store.optimize()
-        log.warning("restored %d points the vector store lacked", restored)
-        return restored
+        log.warning("restored %d points the vector store lacked", embedded + given)
+        return embedded, given
 
     def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
-        return [
+        records = [
             ChunkRecord(
                 c.chunk_id,
                 c.doc_id,
@@ -240,49 +341,27 @@ class Ingestor:
                 doc, size=self.params.chunk_words, overlap=self.params.chunk_overlap_words
             )
         ]
+        if doc.vectors is not None:  # one row per chunk, as check_vectors made sure
+            for rec, row in zip(records, doc.vectors.rows, strict=True):
+                self._given[rec.point_id] = row
+        return records
 
-    def _publish(self, chunks: list[ChunkRecord], terms: TermMatrix, parent: str) -> str:
-        """Write a complete version folder under a staging name, then switch ``CURRENT`` to it."""
-        name = self.versions.next_name()
-        staging = self.versions.staging()
-        write_chunks(staging / "chunks.jsonl", chunks)
-        terms.save(staging)
-        manifest = {
-            "version": name,
-            "parent": parent or None,
-            "created_at": datetime.now(UTC).isoformat(),
-            "collection": self.params.collection,
-            "embedder": self.embedder.name,
-            "dim": self.embedder.dim,
-            "rotation": self.params.rotation,
-            "analyzer": self.analyzer.fingerprint(),
-            "docs": len({c.doc_key for c in chunks}),
-            "chunks": len(chunks),
-            "chunk_words": self.params.chunk_words,
-            "chunk_overlap_words": self.params.chunk_overlap_words,
-        }
-        write_json_atomic(staging / "manifest.json", manifest)
-        self.versions.publish(staging, name)
-        log.info("published %s (%d docs, %d chunks)", name, manifest["docs"], len(chunks))
-        return name
-
-    def _embed_and_upsert(self, chunks: list[ChunkRecord]) -> int:
-        """Embed and upsert the chunks whose points are not stored yet. Returns how many were embedded."""
+    def _embed_and_upsert(self, chunks: list[ChunkRecord]) -> tuple[int, int]:
+        """Store the chunks whose points are not stored yet: given vectors as given, the others embedded;
+        both through the collection's rotation alike. Returns how many were embedded and how many given."""
         stored = self.store.existing([c.point_id for c in chunks])
         todo = [c for c in chunks if c.point_id not in stored]
         if not todo:
-            return 0
+            return 0, 0
         rotation_path = self.versions.root / "rotation.npy"
         bar = tqdm(total=len(todo), desc="embedding", unit="chunk", disable=not self.progress)
         pending: list[tuple[list[ChunkRecord], np.ndarray]] = []
         rotation = np.load(rotation_path) if rotation_path.exists() else None
-        done = 0
+        done = embedded = 0
         for start in range(0, len(todo), UPSERT_GROUP):
             group = todo[start : start + UPSERT_GROUP]
-            vectors = self.embedder.embed(
-                [c.passage for c in group],
-                batch_size=self.params.embed_batch_size,
-            )
+            vectors, computed = self._vectors(group)
+            embedded += computed
             bar.update(len(group))
             if rotation is None:
                 pending.append((group, vectors))
@@ -296,7 +375,26 @@ class Ingestor:
             else:
                 done += self._upsert(group, rotate(vectors, rotation), done, len(todo))
         bar.close()
-        return done
+        return embedded, done - embedded
+
+    def _vectors(self, group: list[ChunkRecord]) -> tuple[np.ndarray, int]:
+        """Unrotated unit vectors of ``group``: the given ones, and the embedder's for the rest (one call,
+        none when every vector is given). Returns them and how many were computed."""
+        missing = [i for i, c in enumerate(group) if c.point_id not in self._given]
+        if not missing:
+            return np.stack([self._given[c.point_id] for c in group]), 0
+        computed = self.embedder.embed(
+            [group[i].passage for i in missing], batch_size=self.params.embed_batch_size
+        )
+        if len(missing) == len(group):
+            return computed, len(missing)
+        vectors = np.empty((len(group), computed.shape[1]), dtype=np.float32)
+        vectors[missing] = computed
+        for i, c in enumerate(group):
+            row = self._given.get(c.point_id)
+            if row is not None:
+                vectors[i] = row
+        return vectors, len(missing)
 
     def _upsert(self, group: list[ChunkRecord], vectors: np.ndarray, done: int, total: int) -> int:
         self.store.upsert(
@@ -312,21 +410,28 @@ class Ingestor:
             self.on_progress(done + len(group), total)
         return len(group)
 
-    def _live_points(self, loaded: dict[str, list[ChunkRecord]]) -> set[str]:
-        """The point ids of every published version still on disk (after pruning): those may be serving.
-        ``loaded`` gives the chunks of versions already in memory (read from disk otherwise)."""
+    def _collect_garbage(self, previous: VersionView, fresh_points: set[str]) -> int:
+        """Delete the points that no kept version holds any more. With the newest two versions kept, those
+        are the points ``previous`` dropped (its parent, just pruned, was the last to hold them) unless the
+        new version added them back: O(what changed), not O(the collection)."""
+        removed = previous.removed_points(self.versions)
+        if removed is None or KEEP_VERSIONS != 2:
+            return self._collect_all_garbage()
+        stale = {p.decode("ascii") for p in removed.tolist()} - fresh_points
+        if stale:
+            self.store.delete(stale)
+            self.store.optimize()
+            log.info("deleted %d stale points", len(stale))
+        return len(stale)
+
+    def _collect_all_garbage(self) -> int:
+        """Delete every stored point that no published version on disk holds (after pruning): left by
+        edits, pruned versions, or an ingest that died before publishing. Reads every point id: O(N)."""
         live: set[str] = set()
         for name in self.versions.published():
-            chunks = loaded.get(name)
-            if chunks is None:
-                chunks = read_chunks(self.versions.path(name) / "chunks.jsonl")
-            live.update(c.point_id for c in chunks)
-        return live
-
-    def _collect_garbage(self, live: set[str]) -> int:
-        """Delete points that no published version on disk uses (left by edits, pruned versions or crashed
-        runs). ``live`` must come from :meth:`_live_points` *after* pruning, so the points of a version
-        still kept (the one serving before this ingest among them) are never deleted."""
+            view = VersionView.load(self.versions, name)
+            if view is not None:
+                live |= view.live_points()
         stale = self.store.all_ids() - live
         if stale:
             self.store.delete(stale)

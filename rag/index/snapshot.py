@@ -4,89 +4,22 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.bm25.scoring import idf_lucene
+from rag.index.chunk_table import ChunkRecord, read_chunks, write_chunks
+from rag.index.segments import load_rows
 from rag.index.versions import VersionStore
-from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
-from rag.types import passage_text
+
+__all__ = ["ChunkRecord", "IndexSnapshot", "read_chunks", "write_chunks"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRecord:
-    chunk_id: str
-    doc_id: str
-    ordinal: int
-    title: str
-    text: str
-    point_id: str
-    metadata: dict[str, Any]
-    tenant: str = ""
-
-    @property
-    def passage(self) -> str:
-        return passage_text(self.title, self.text)
-
-    @property
-    def doc_key(self) -> str:
-        """The tenant-scoped document id (unique in the index)."""
-        return scoped_id(self.tenant, self.doc_id)
-
-    @property
-    def chunk_key(self) -> str:
-        """The tenant-scoped chunk id (unique in the index)."""
-        return scoped_id(self.tenant, self.chunk_id)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "chunk_id": self.chunk_id,
-                "doc_id": self.doc_id,
-                "ordinal": self.ordinal,
-                "title": self.title,
-                "text": self.text,
-                "point_id": self.point_id,
-                "metadata": self.metadata,
-                "tenant": self.tenant,
-            },
-            ensure_ascii=False,
-        )
-
-    @classmethod
-    def from_json(cls, line: str) -> ChunkRecord:
-        d = json.loads(line)
-        return cls(
-            d["chunk_id"],
-            d["doc_id"],
-            d["ordinal"],
-            d["title"],
-            d["text"],
-            d["point_id"],
-            d["metadata"],
-            d.get("tenant", ""),
-        )
-
-
-def write_chunks(path: Path, chunks: Sequence[ChunkRecord]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for chunk in chunks:
-            fh.write(chunk.to_json())
-            fh.write("\n")
-
-
-def read_chunks(path: Path) -> list[ChunkRecord]:
-    with path.open(encoding="utf-8") as fh:
-        return [ChunkRecord.from_json(line) for line in fh if line.strip()]
 
 
 class IndexSnapshot:
@@ -145,15 +78,11 @@ class IndexSnapshot:
             )
         rotation_file = store.root / "rotation.npy"
         rotation = np.load(rotation_file) if rotation_file.exists() else None
-        return cls(
-            name,
-            manifest,
-            read_chunks(folder / "chunks.jsonl"),
-            TermMatrix.load(folder),
-            rotation,
-            analyzer,
-            bm25_params,
-        )
+        if "segments" in manifest:  # rag.index.segments: shared segments minus this version's deletions
+            chunks, terms = load_rows(store, name, manifest)
+        else:  # written before segments: the whole table in the version's folder
+            chunks, terms = read_chunks(folder / "chunks.jsonl"), TermMatrix.load(folder)
+        return cls(name, manifest, chunks, terms, rotation, analyzer, bm25_params)
 
     @cached_property
     def bm25(self) -> BM25Index:

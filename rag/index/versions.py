@@ -5,8 +5,14 @@ Layout under ``<data_dir>/versions/<collection>/``::
     collection.json     embedder, dimension and rotation the collection was built with
     rotation.npy        the Matryoshka rotation (fixed for the collection's lifetime)
     CURRENT             {"version": "v000003"}; replaced with os.replace, the publish point
-    v000003/            manifest.json, chunks.jsonl, bm25_tf.npz, bm25_vocab.json
+    v000003/            manifest.json (its segments), deleted.npy (rows of those segments it does not
+                        hold), removed.npz (points it dropped: the garbage collector's input)
+    segments/seg-v000002-0/   immutable chunk table + BM25 counts of the rows a version added
+                        (:mod:`rag.index.segments`), shared by every version that lists it
     .staging-*/         a version being written; never read, removed by the next ingest
+
+(Versions written before segments held ``chunks.jsonl``, ``bm25_tf.npz`` and ``bm25_vocab.json`` in their
+own folder; they are read as they are, and the next ingest writes their rows as its first segment.)
 
 A version is published only after its vectors are in Qdrant and its BM25 files are on disk, so an ingest
 that dies at any point leaves the previous version serving.
@@ -24,6 +30,9 @@ Invariants:
   again. Nothing ever served it, so no cache key or replica knows that name.
 - **Pruning walks the chain**, never the folder names: it keeps the newest ``keep`` published versions and
   removes the rest, with any folder off the chain numbered below the oldest one kept (left by older code).
+- **A segment is named after the version that wrote it** and is complete before that version's folder
+  is: one numbered above ``CURRENT`` was never published and goes with its version; one no remaining
+  version lists is removed after pruning (:meth:`VersionStore.drop_unreferenced_segments`).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+SEGMENTS_DIR = "segments"
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
 VERSION_PREFIX = "v"
 
@@ -61,7 +71,8 @@ def version_number(name: str) -> int:
     return int(name[1:])
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -76,7 +87,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class VersionStore:
@@ -157,12 +168,46 @@ class VersionStore:
             shutil.rmtree(path, ignore_errors=True)
 
     def discard_unpublished(self) -> list[str]:
-        """Remove staging folders and version folders that were never published (call under
-        :meth:`lock`). Returns the version names removed."""
+        """Remove staging folders, version folders that were never published and their segments (call
+        under :meth:`lock`). Returns the version names removed."""
         self.discard_staging()
         doomed = self.unpublished()
         for name in doomed:
             shutil.rmtree(self.path(name), ignore_errors=True)
+        current = self.current()
+        floor = version_number(current) if current is not None else 0
+        for seg in self.segment_names():
+            if version_number(_segment_version(seg)) > floor:
+                shutil.rmtree(self.segments_root / seg, ignore_errors=True)
+        for path in self.segments_root.glob(".staging-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        return doomed
+
+    @property
+    def segments_root(self) -> Path:
+        return self.root / SEGMENTS_DIR
+
+    def segment_names(self) -> list[str]:
+        if not self.segments_root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.segments_root.iterdir() if p.is_dir() and p.name.startswith("seg-")
+        )
+
+    def drop_unreferenced_segments(self) -> list[str]:
+        """Remove the segments that no version folder on disk lists (after :meth:`prune`; call under
+        :meth:`lock`). Returns their names."""
+        listed: set[str] = set()
+        for name in self.folders():
+            try:
+                manifest = json.loads((self.path(name) / "manifest.json").read_text())
+            except (OSError, ValueError):
+                continue
+            for seg in manifest.get("segments") or []:
+                listed.add(str(seg["name"]))
+        doomed = [s for s in self.segment_names() if s not in listed]
+        for seg in doomed:
+            shutil.rmtree(self.segments_root / seg, ignore_errors=True)
         return doomed
 
     def publish(self, staging: Path, name: str) -> None:
@@ -172,7 +217,7 @@ class VersionStore:
                 os.fsync(fh.fileno())
         final = self.path(name)
         os.replace(staging, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         write_json_atomic(self.current_file, {"version": name})
 
     def prune(self, keep: int = 2) -> list[str]:
@@ -190,6 +235,11 @@ class VersionStore:
         for name in doomed:
             shutil.rmtree(self.path(name), ignore_errors=True)
         return doomed
+
+
+def _segment_version(segment: str) -> str:
+    """The version that wrote a segment: ``seg-v000007-0`` → ``v000007``."""
+    return segment.split("-")[1]
 
 
 def _is_version_name(name: str) -> bool:

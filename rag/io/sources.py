@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rag.errors import RagError
-from rag.types import Document
+from rag.types import Document, GivenVectors
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".rst"})
 
@@ -17,7 +17,9 @@ class SourceError(RagError, ValueError):
 
 
 def read_beir_jsonl(path: Path) -> Iterator[Document]:
-    """Documents from a BEIR ``corpus.jsonl`` (``_id``, ``text``, optional ``title`` and ``metadata``)."""
+    """Documents from a BEIR ``corpus.jsonl`` (``_id``, ``text``, optional ``title`` and ``metadata``, and
+    optional vectors computed elsewhere: ``embedding`` for a one-chunk document or ``embeddings``, one per
+    chunk; see :mod:`rag.index.given_vectors`, which checks them)."""
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -39,7 +41,22 @@ def read_beir_jsonl(path: Path) -> Iterator[Document]:
             metadata = row.get("metadata") or {}
             if not isinstance(title, str) or not isinstance(metadata, dict):
                 raise SourceError(f"{path}:{line_no}: 'title' must be a string and 'metadata' an object")
-            yield Document(str(doc_id), text, title, metadata)
+            yield Document(str(doc_id), text, title, metadata, vectors=_given(row, f"{path}:{line_no}"))
+
+
+def _given(row: dict[str, object], where: str) -> GivenVectors | None:
+    embedding, embeddings = row.get("embedding"), row.get("embeddings")
+    if embedding is not None and embeddings is not None:
+        raise SourceError(f"{where}: give 'embedding' (one chunk) or 'embeddings' (one per chunk), not both")
+    if embedding is not None:
+        if not isinstance(embedding, list):
+            raise SourceError(f"{where}: field 'embedding' must be a list of numbers")
+        return GivenVectors([embedding], "embedding")
+    if embeddings is not None:
+        if not isinstance(embeddings, list) or not all(isinstance(v, list) for v in embeddings):
+            raise SourceError(f"{where}: field 'embeddings' must be a list of lists of numbers")
+        return GivenVectors(embeddings, "embeddings")
+    return None
 
 
 def _title_of(path: Path, text: str) -> str:

@@ -31,7 +31,27 @@ def best_chunk_per_doc(
     return doc_scores, best_row
 
 
+def deciding_rows(
+    rows: np.ndarray, scores: np.ndarray, chunk_doc: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (in their given order) that decide the top ``k`` documents of a max-pool: every row scoring
+    at least the ``m``-th best score, for the smallest ``m`` in 4k, 16k, … whose rows cover ``k``
+    documents. A document left out has every row below that score, which is at most the ``k``-th best
+    document's, so max-pooling these rows ranks the top ``k`` exactly as max-pooling all of them (ties
+    included) — at 100k chunks a common-word query matches nearly every row, and pooling all of them was
+    80% of the BM25 time."""
+    m = 4 * max(k, 1)
+    while m < rows.size:
+        kth = np.partition(scores, rows.size - m)[rows.size - m]
+        take = scores >= kth
+        if np.unique(chunk_doc[rows[take]]).size >= k:
+            return rows[take], scores[take]
+        m *= 4
+    return rows, scores
+
+
 def _doc_hits(snapshot: IndexSnapshot, rows: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+    rows, scores = deciding_rows(rows, scores, snapshot.chunk_doc, k)
     doc_scores, best_row = best_chunk_per_doc(rows, scores, snapshot.chunk_doc, snapshot.n_docs)
     present = np.flatnonzero(best_row >= 0)
     return [

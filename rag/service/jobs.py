@@ -133,7 +133,7 @@ class IngestJobs:
             log.exception("job %s failed; the previous index version keeps serving", job.id)
             return job
         job.report = report
-        job.chunks_total = max(job.chunks_total, report.chunks_embedded)
+        job.chunks_total = max(job.chunks_total, report.chunks_embedded + report.chunks_given)
         job.chunks_done = job.chunks_total
         try:
             if switch is not None:
@@ -165,20 +165,29 @@ class Ingestion:
         self._jobs = IngestJobs()
 
     def submit(
-        self, tenant: str, documents: Sequence[Document], delete_ids: Sequence[str]
+        self,
+        tenant: str,
+        documents: Sequence[Document],
+        delete_ids: Sequence[str],
+        embedding_model: str | None = None,
     ) -> tuple[Job, Future[Job]]:
-        """Queue an ingest of ``documents`` and deletes of ``delete_ids`` (plain ids of ``tenant``)."""
+        """Queue an ingest of ``documents`` and deletes of ``delete_ids`` (plain ids of ``tenant``). Given
+        vectors are checked now (:class:`~rag.index.given_vectors.VectorError`), so that the request is
+        refused rather than a job failing."""
         lifecycle = self._lifecycle
         embedder, store = lifecycle.embedder, lifecycle.store
         if lifecycle.phase in (Phase.LOADING, Phase.FAILED) or embedder is None or store is None:
             raise lifecycle.not_ready()
         scoped_deletes = [scoped_id(tenant, d) for d in delete_ids]
+        Ingestor(ingest_params(self.settings), embedder, store, progress=False).check_vectors(
+            documents, embedding_model
+        )
 
         def work(progress: ProgressFn) -> IngestReport:
             ingestor = Ingestor(
                 ingest_params(self.settings), embedder, store, progress=False, on_progress=progress
             )
-            return ingestor.ingest(documents, scoped_deletes)
+            return ingestor.ingest(documents, scoped_deletes, embedding_model=embedding_model)
 
         # then switch queries to the new version (or become ready on the first one); if that raises, the
         # job ends reload_failed (the version is published) rather than failed

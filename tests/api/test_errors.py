@@ -11,6 +11,7 @@ import pytest
 from api.app import create_app
 from api.errors import ERROR_TABLE
 from rag.errors import RagError
+from rag.index.given_vectors import VectorError
 from rag.resilience.redis import RedisUnavailable
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.filters import FilterError
@@ -34,6 +35,12 @@ ERRORS: list[tuple[BaseException, int, str, str | None]] = [  # error, status, c
     (RedisUnavailable("redis unavailable: ConnectionError"), 503, "redis_unavailable", "1"),
     (OverBudgetError("acme", OVER), 429, "budget_exceeded", "60"),
     (ConfigError("budgets.soft_fraction: must be > 0"), 422, "invalid_config", None),
+    (
+        VectorError("upsert.0.embedding: 32 dimensions", field="upsert.0.embedding", limit=64),
+        422,
+        "invalid_vectors",
+        None,
+    ),
 ]
 
 

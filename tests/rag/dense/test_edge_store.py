@@ -209,6 +209,31 @@ def test_hnsw_recall_at_10_against_exact(tmp_path: Path) -> None:
     store.close()
 
 
+def test_int8_quantization_keeps_recall_and_is_fixed_at_creation(tmp_path: Path) -> None:
+    n = 2500
+    ids, vectors = point_ids(n), embedding_like(n, DIM, seed=4)
+    store = EdgeStore(tmp_path / "q", indexing_threshold_kb=1, quantization="int8")
+    store.ensure_collection(DIM)
+    for start in range(0, n, 500):
+        store.upsert(ids[start : start + 500], vectors[start : start + 500], payloads(500))
+    store.optimize()
+    assert list((tmp_path / "q").rglob("quantized.data"))  # the int8 copies exist
+    queries = embedding_like(50, DIM, seed=5)
+    found = 0
+    for q in queries:
+        approx = {pid for pid, _ in store.search(q, limit=10)}
+        exact = {pid for pid, _ in store.search(q, limit=10, exact=True)}  # float32, every point
+        found += len(approx & exact)
+    assert found / (10 * len(queries)) >= 0.97
+    store.close()
+    assert json.loads((tmp_path / "q" / LAYOUT_FILE).read_text())["quantization"] == "int8"
+    with pytest.raises(EdgeLayoutError, match=r"quantization 'int8'.*RAG_EDGE_QUANTIZATION"):
+        EdgeStore(tmp_path / "q")
+    reopened = EdgeStore(tmp_path / "q", quantization="int8")
+    assert reopened.count() == n
+    reopened.close()
+
+
 # -- through the runtime: RAG_VECTOR_ENGINE=edge ----------------------------------------------------------
 DOCS = [
     Document("cat", "Cats purr and hunt mice.", "Cat", {"lang": "en", "year": 2020}, tenant="acme"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rag.index import versions as versions_module
-from rag.index.snapshot import read_chunks
+from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.types import Document
 from tests.conftest import ANIMALS, make_ingestor
@@ -33,7 +33,9 @@ def _crash_before_current(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _point_ids(store: VersionStore, name: str) -> set[str]:
-    return {c.point_id for c in read_chunks(store.path(name) / "chunks.jsonl")}
+    snapshot = IndexSnapshot.load(store, name)
+    assert snapshot is not None
+    return {c.point_id for c in snapshot.chunks}
 
 
 def test_prune_follows_the_published_chain_after_a_crash_between_rename_and_current(

@@ -66,7 +66,7 @@ async def ingest(
     documents = [
         Document(d.id, d.text, d.title, dict(d.metadata), tenant, vectors=_given(d)) for d in body.upsert
     ]
-    job, done = ingestion.submit(tenant, documents, body.delete, body.embedding_model)
+    job, done = await ingestion.submit(tenant, documents, body.delete, body.embedding_model)
     status_url = f"/jobs/{job.id}"
     sync = not background and len(documents) + len(body.delete) <= ingestion.sync_max_docs
     if sync:

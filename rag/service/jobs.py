@@ -12,6 +12,7 @@ becomes a job whose switch is :meth:`rag.service.lifecycle.Lifecycle.open_index`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -164,7 +165,7 @@ class Ingestion:
         self._lifecycle = lifecycle
         self._jobs = IngestJobs()
 
-    def submit(
+    async def submit(
         self,
         tenant: str,
         documents: Sequence[Document],
@@ -173,15 +174,16 @@ class Ingestion:
     ) -> tuple[Job, Future[Job]]:
         """Queue an ingest of ``documents`` and deletes of ``delete_ids`` (plain ids of ``tenant``). Given
         vectors are checked now (:class:`~rag.index.given_vectors.VectorError`), so that the request is
-        refused rather than a job failing."""
+        refused rather than a job failing — in a worker thread: chunking and checking grow with the
+        batch, and must not hold up the event loop."""
         lifecycle = self._lifecycle
         embedder, store = lifecycle.embedder, lifecycle.store
         if lifecycle.phase in (Phase.LOADING, Phase.FAILED) or embedder is None or store is None:
             raise lifecycle.not_ready()
         scoped_deletes = [scoped_id(tenant, d) for d in delete_ids]
-        Ingestor(ingest_params(self.settings), embedder, store, progress=False).check_vectors(
-            documents, embedding_model
-        )
+        if any(d.vectors is not None for d in documents):
+            checker = Ingestor(ingest_params(self.settings), embedder, store, progress=False)
+            await asyncio.to_thread(checker.check_vectors, documents, embedding_model)
 
         def work(progress: ProgressFn) -> IngestReport:
             ingestor = Ingestor(

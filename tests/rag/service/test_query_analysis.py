@@ -42,7 +42,7 @@ def test_a_long_query_is_analysed_off_the_event_loop(
             Document(f"d{i}", f"owls and cats number {i} hunt mice at night", "t", {}, "acme")
             for i in range(20)
         ]
-        _, done = service.ingestion.submit("acme", docs, [])
+        _, done = await service.ingestion.submit("acme", docs, [])
         await asyncio.wrap_future(done)
         for text in (short, long, long):  # the repeat is memoised: no second analysis
             answer = await service.queries.query(QueryRequest("acme", text))

@@ -13,18 +13,21 @@ still fits.
 from __future__ import annotations
 
 import asyncio
+import statistics
+from collections import deque
 
 from rag.metrics import LOOP_LAG
 from rag.resilience.background import cancel_and_wait
-from rag.resilience.deadline import ewma
 
 
 class LoopLag:
-    """A running estimate of the event loop's lag (seconds), updated every ``interval_s``."""
+    """The event loop's sustained lag (seconds): the median of the last ``window`` wake-ups, one every
+    ``interval_s``. A median, so that one stall (a start-up step, an index switch) does not shed the
+    model work of the queries right after it; saturation makes every wake-up late."""
 
-    def __init__(self, *, interval_s: float = 0.02, alpha: float = 0.3) -> None:
+    def __init__(self, *, interval_s: float = 0.02, window: int = 5) -> None:
         self.interval_s = interval_s
-        self.alpha = alpha
+        self._late: deque[float] = deque(maxlen=window)
         self._lag_s = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -33,7 +36,8 @@ class LoopLag:
 
     def observe(self, late_s: float) -> None:
         """One wake-up ``late_s`` seconds after it was due."""
-        self._lag_s = ewma(self._lag_s, max(late_s, 0.0), self.alpha)
+        self._late.append(max(late_s, 0.0))
+        self._lag_s = statistics.median(self._late)
         LOOP_LAG.set(self._lag_s)
 
     def start(self) -> None:

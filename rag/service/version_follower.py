@@ -1,0 +1,118 @@
+"""Following the published index version: every process serves what was last published, within a poll.
+
+Any process may publish (the admin route of one replica, ``rag ingest``, a worker); the others learn of it
+by reading the version pointer (``CURRENT``, a few bytes) every ``RAG_VERSION_POLL_MS``. A new version is
+loaded in a worker thread — the process's own vector shard brought to it first
+(:mod:`rag.index.shard_sync`), then the snapshot and BM25 built — and switched to atomically
+(:meth:`Lifecycle.open_index`): a query runs whole on the version it started on.
+
+Each step also renews this process's lease (:mod:`rag.index.replica_leases`): the version it serves, with
+an expiry ``RAG_REPLICA_LEASE_S`` ahead. The ingest keeps on disk every version a live lease names. A
+process that finds its own lease had expired before it could renew it (it was stopped, or could not
+write) no longer counts on what it holds: it compares its shard with the published version in full
+before it serves on (:meth:`Runtime.resync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from rag import metrics
+from rag.index.replica_leases import ReplicaLease, ReplicaLeases
+from rag.index.versions import VersionStore
+from rag.resilience.background import LoopErrors, cancel_and_wait, run_every
+from rag.service.lifecycle import Lifecycle, Phase
+
+log = logging.getLogger(__name__)
+
+LOOP = "version_follower"  # rag_background_errors_total's loop label
+
+
+class VersionFollower:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        *,
+        replica: str,
+        poll_s: float,
+        lease_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self.replica = replica
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self._clock = clock
+        self._versions = VersionStore(lifecycle.settings.versions_dir)
+        self.leases = ReplicaLeases(self._versions.root, clock=clock)
+        self._started_at = clock()
+        self._expires_at: float | None = None
+        self._served: str | None = None
+        self._switched_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.switches = 0  # versions switched to by this follower (not the first load)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(
+            run_every(self.poll_s, self.step, LoopErrors(LOOP)), name="rag-version-follower"
+        )
+
+    async def step(self) -> None:
+        """Switch to the published version if it is newer than the one served; renew the lease."""
+        lifecycle = self._lifecycle
+        if lifecycle.phase in (Phase.LOADING, Phase.FAILED):
+            return
+        now = self._clock()
+        lapsed = self._expires_at is not None and now >= self._expires_at
+        runtime = lifecycle.runtime
+        if lapsed and runtime is not None:
+            log.warning("this replica's lease had expired; checking its vector shard in full")
+            metrics.REPLICA_LEASE_LAPSES.inc()
+            await asyncio.to_thread(runtime.resync)
+        current = self._versions.current()
+        if current is not None and current != self.served_version():
+            await asyncio.to_thread(lifecycle.open_index)
+        self.renew()
+
+    def served_version(self) -> str | None:
+        runtime = self._lifecycle.runtime
+        return runtime.snapshot.version if runtime is not None else None
+
+    def renew(self) -> None:
+        now = self._clock()
+        served = self.served_version()
+        if served != self._served:
+            self.switches += self._served is not None
+            self._served, self._switched_at = served, now
+        self._expires_at = now + self.lease_s
+        self.leases.renew(
+            ReplicaLease(
+                replica=self.replica,
+                version=served,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started_at=self._started_at,
+                switched_at=self._switched_at,
+                renewed_at=now,
+                expires_at=self._expires_at,
+            )
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+        try:
+            self.leases.release(self.replica)
+        except OSError as exc:
+            log.warning("replica lease not released: %s", exc)
+
+
+def replica_name(configured: str | None) -> str:
+    """This process's name among the replicas: ``RAG_REPLICA_ID``, else host:pid."""
+    return configured or f"{socket.gethostname()}:{os.getpid()}"

@@ -38,6 +38,10 @@ def _settings_file_values() -> dict[str, Any]:
     return values
 
 
+# set by `rag serve --workers N` for its workers (not a setting: no RAG_ prefix); each is a replica of its own
+WORKER_ENV = "_RAG_SERVE_WORKER"
+
+
 class Settings(BaseSettings):
     """Every knob of the service and the CLI. ``rag eval`` uses the same settings as the service."""
 

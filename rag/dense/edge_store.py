@@ -49,7 +49,7 @@ class EdgeLayoutError(RagError, RuntimeError):
     """The folder holds vectors this engine or layout version cannot read."""
 
 
-class SlotInUse(RuntimeError):
+class SlotInUse(RagError, RuntimeError):
     """Another process holds this shard folder (the engine's lock on its write-ahead log)."""
 
 

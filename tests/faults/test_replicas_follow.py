@@ -312,3 +312,39 @@ def test_a_redis_outage_during_a_publish_changes_nothing(
     view = VersionView.load(VersionStore(tmp_path / "data" / "versions" / COLLECTION))
     assert view is not None and view.name == version
     assert np.asarray(view.live_rows) == len(ACME_DOCS)  # 3 - bee + axolotl
+
+
+def test_workers_on_the_embedded_engine_each_hold_a_shard_and_follow(tmp_path: Path) -> None:
+    corpus = tmp_path / "acme.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d["id"], **d}) + "\n" for d in ACME_DOCS))
+    data_dir = tmp_path / "data"
+    unshared = ("RAG_REDIS_URL", "RAG_REPLICA_ID")  # no Redis; each worker names itself host:pid
+    env = {k: v for k, v in env_for(data_dir, "", "w").items() if k not in unshared}
+    subprocess.run(
+        [sys.executable, "-m", "rag", "ingest", str(corpus), "--tenant", "acme"], env=env, check=True
+    )
+    port = free_port()
+    server = Replica("workers", f"http://127.0.0.1:{port}", env, tmp_path / "workers.log", port=port)
+    server.proc = subprocess.Popen(
+        [sys.executable, "-m", "rag", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=server.log.open("ab"),
+    )
+    try:
+        server.wait_ready()
+
+        def live_workers() -> list[dict[str, Any]]:
+            return [r for r in server.index()["replicas"] if r["live"]]
+
+        wait_until(lambda: len(live_workers()) == 2, 60, "both workers serving")
+        assert len({r["pid"] for r in live_workers()}) == 2
+        version = publish_through(server)  # one worker ingests; the other follows
+        wait_until(
+            lambda: [r["version"] for r in live_workers()] == [version, version], FOLLOW_WITHIN_S, "workers"
+        )
+        for _ in range(20):  # whichever worker answers, it answers from the new version
+            assert sees_new_version(server, version)
+    finally:
+        server.stop()
+    assert_shards_hold(data_dir, version, 2)

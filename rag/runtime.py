@@ -24,7 +24,7 @@ from rag.dense.store import VectorStore
 from rag.errors import RagError
 from rag.index.ingest import Ingestor, IngestParams
 from rag.index.segments import VersionView
-from rag.index.shard_sync import SyncRecord, sync_shard
+from rag.index.shard_sync import SyncRecord, backfill_vectors, sync_shard
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
@@ -157,9 +157,18 @@ def ingest_params(settings: Settings) -> IngestParams:
 
 
 def _sync(store: VectorStore, versions: VersionStore, version: str) -> None:
+    """Bring ``store`` to ``version``; a store that holds a version whose segments lack vectors (written
+    before they carried them) writes them there first, so that other processes can fill their shards."""
     view = VersionView.load(versions, version)
-    if view is not None:
-        sync_shard(store, versions, view)
+    if view is None:
+        return
+    if view.lacking_vectors(versions) and store.count():
+        try:
+            with versions.lock():  # not beside an ingest (it may merge those segments)
+                backfill_vectors(store, versions, view)
+        except RuntimeError as exc:
+            log.info("segment vectors not written now: %s", exc)
+    sync_shard(store, versions, view)
 
 
 class Runtime:

@@ -195,6 +195,18 @@ class EdgeStore:
             found.update(_point_id(r.id) for r in records)
         return found
 
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        if self._shard is None:
+            return found
+        for start in range(0, len(ids), 1000):
+            batch: list[qe.PointId] = list(ids[start : start + 1000])
+            for r in self.shard.retrieve(batch, with_payload=False, with_vector=[FULL]):
+                vector = r.vector.get(FULL) if isinstance(r.vector, dict) else None
+                if vector is not None:
+                    found[_point_id(r.id)] = np.asarray(vector, dtype=np.float32)
+        return found
+
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if not (len(ids) == len(vectors) == len(payloads)):
             raise ValueError(f"ids ({len(ids)}), vectors ({len(vectors)}), payloads ({len(payloads)}) differ")

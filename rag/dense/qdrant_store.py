@@ -81,6 +81,19 @@ class QdrantStore:
             found.update(str(r.id) for r in records)
         return found
 
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 1000):
+            with self._lock:
+                records = self.client.retrieve(
+                    self.collection, list(ids[start : start + 1000]), with_payload=False, with_vectors=[FULL]
+                )
+            for r in records:
+                vector = r.vector.get(FULL) if isinstance(r.vector, dict) else None
+                if vector is not None:
+                    found[str(r.id)] = np.asarray(vector, dtype=np.float32)
+        return found
+
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if not (len(ids) == len(vectors) == len(payloads)):
             raise ValueError(f"ids ({len(ids)}), vectors ({len(vectors)}), payloads ({len(payloads)}) differ")

@@ -48,6 +48,9 @@ class VectorStore(Protocol):
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         """Store rotated, normalised full vectors (the prefixes are derived) with their payloads."""
 
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The full vectors stored for those of ``ids`` the store has (as upserted: rotated, normalised)."""
+
     def delete(self, ids: Iterable[str]) -> None: ...
 
     def optimize(self) -> None:

@@ -128,6 +128,18 @@ def read_vectors(folder: Path) -> np.ndarray | None:
     return vectors
 
 
+def write_vectors(folder: Path, vectors: np.ndarray) -> None:
+    """Add the vectors file to an existing segment (an upgrade: segments written before they carried
+    vectors), atomically: a reader sees no file or the whole one."""
+    tmp = folder / f".{VECTORS_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    with tmp.open("wb") as fh:
+        np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / VECTORS_FILE)
+    fsync_dir(folder)
+
+
 def read_keys(folder: Path) -> SegmentKeys:
     with np.load(folder / "keys.npz") as arrays:
         return SegmentKeys(arrays["doc_keys"], arrays["point_ids"], arrays["order"])
@@ -319,6 +331,10 @@ class VersionView:
             for pid, vec in zip(keys.point_ids[rows].tolist(), block, strict=True):
                 found[pid.decode("ascii")] = vec
         return found
+
+    def lacking_vectors(self, versions: VersionStore) -> list[str]:
+        """Its segments written before segments carried vectors."""
+        return [s for s in self.segments if not (versions.segments_root / s / VECTORS_FILE).exists()]
 
     def removed_points(self, versions: VersionStore) -> np.ndarray | None:
         """The point ids this version dropped (None for a version that did not record them)."""

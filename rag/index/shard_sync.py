@@ -30,7 +30,7 @@ import numpy as np
 from rag.dense.store import VectorStore
 from rag.errors import RagError
 from rag.index.chunk_table import ChunkRecord
-from rag.index.segments import VersionView, read_vectors, segment_chunks
+from rag.index.segments import VersionView, read_vectors, segment_chunks, write_vectors
 from rag.index.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,29 @@ def _sync(store: VectorStore, versions: VersionStore, target: VersionView) -> Sy
             " (full comparison)" if full else "",
         )
     return SyncReport(target.name, added, len(delete), full)
+
+
+def backfill_vectors(store: VectorStore, versions: VersionStore, view: VersionView) -> list[str]:
+    """Give the segments of ``view`` that lack vectors (written before segments carried them) the vectors
+    ``store`` holds for their rows: the one-time upgrade that lets other processes fill their own shards.
+    A segment is given its file only when the store has every row's vector; returns the segments done.
+    The file is added atomically next to the segment's others (their content is unchanged)."""
+    done = []
+    for seg, keys in zip(view.segments, view.keys, strict=True):
+        folder = versions.segments_root / seg
+        if read_vectors(folder) is not None:
+            continue
+        ids = [p.decode("ascii") for p in keys.point_ids.tolist()]
+        stored = store.stored_vectors(ids)
+        if len(stored) < len(set(ids)):
+            log.warning("segment %s lacks vectors; the store holds %d of its %d", seg, len(stored), len(ids))
+            continue
+        vectors = np.stack([stored[p] for p in ids]) if ids else np.empty((0, 0), dtype=np.float32)
+        write_vectors(folder, vectors)
+        done.append(seg)
+    if done:
+        log.info("wrote the vectors of %d segments from this process's vector store", len(done))
+    return done
 
 
 def _held_view(versions: VersionStore, record: SyncRecord | None) -> VersionView | None:

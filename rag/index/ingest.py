@@ -337,13 +337,16 @@ class Ingestor:
             version = publish(
                 self.versions, previous, replaced, fresh, terms, removed, manifest, fresh_vectors
             )
-            self.versions.prune(keep=KEEP_VERSIONS, protect=ReplicaLeases(self.versions.root).versions())
+            leased = ReplicaLeases(self.versions.root).versions()
+            self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
             self.versions.drop_unreferenced_segments()
             self._pending.clear()
             self._given = {}
             view = VersionView.load(self.versions, version)
             assert view is not None
-            sync_shard(self.store, self.versions, view)  # this process's shard; the others as they follow
+            # this process's own shard (the others sync theirs as they follow), or a shared collection:
+            # then no point of a version a live replica serves is deleted
+            sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
             chunks_total = (previous.live_rows if previous else 0) - len(replaced) + len(fresh)
             return changes.report(
                 version, previous.name if previous else None, chunks_total, embedded, started, given

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,22 +44,25 @@ class ShardSyncError(RagError, RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SyncRecord:
-    """The version a shard holds, and the one before it whose points it still retains."""
+    """The version a shard holds, and the one before it whose points it still retains; ``extra``: it
+    also holds points of older versions that were protected when they were due (compare in full next)."""
 
     version: str
     retained: str | None = None
+    extra: bool = False
 
     @classmethod
     def read(cls, path: Path) -> SyncRecord | None:
         try:
             data = json.loads(path.read_text())
-            return cls(str(data["version"]), data.get("retained"))
+            return cls(str(data["version"]), data.get("retained"), bool(data.get("extra", False)))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": self.version, "retained": self.retained}) + "\n")
+        record = {"version": self.version, "retained": self.retained, "extra": self.extra}
+        tmp.write_text(json.dumps(record) + "\n")
         os.replace(tmp, path)
 
 
@@ -71,12 +74,15 @@ class SyncReport:
     full: bool  # every stored point id was read back (no usable record)
 
 
-def sync_shard(store: VectorStore, versions: VersionStore, target: VersionView) -> SyncReport:
+def sync_shard(
+    store: VectorStore, versions: VersionStore, target: VersionView, protect: Collection[str] = ()
+) -> SyncReport:
     """Make ``store`` hold ``target``'s live points (plus, retained, those of the version it held before).
+    ``protect``: versions whose points must stay too (a shared store: the versions live replicas serve).
     A store without a record path (``store.sync_record`` None) is always compared in full. One sync at a
     time per store (an ingest job's and a follower's may meet)."""
     with _lock_of(store):
-        return _sync(store, versions, target)
+        return _sync(store, versions, target, protect)
 
 
 _locks: weakref.WeakKeyDictionary[VectorStore, threading.Lock] = weakref.WeakKeyDictionary()
@@ -91,7 +97,9 @@ def _lock_of(store: VectorStore) -> threading.Lock:
         return lock
 
 
-def _sync(store: VectorStore, versions: VersionStore, target: VersionView) -> SyncReport:
+def _sync(
+    store: VectorStore, versions: VersionStore, target: VersionView, protect: Collection[str]
+) -> SyncReport:
     path = store.sync_record
     record = SyncRecord.read(path) if path is not None else None
     if record is not None and record.version == target.name:
@@ -115,12 +123,18 @@ def _sync(store: VectorStore, versions: VersionStore, target: VersionView) -> Sy
         keep = live if held_live is None else np.union1d(live, held_live)
         add = np.setdiff1d(live, stored, assume_unique=True)
         delete = np.setdiff1d(stored, keep, assume_unique=True)
+    due = len(delete)
+    for name in set(protect) - {target.name}:
+        kept = _held_view(versions, SyncRecord(name))
+        if kept is not None:
+            delete = np.setdiff1d(delete, kept.live_point_array())
+    spared = due > len(delete)  # points a live replica still serves: deleted by a later, full sync
     added = _upsert(store, versions, target, add)
     if len(delete):
         store.delete(p.decode("ascii") for p in delete.tolist())
     store.optimize()
     if path is not None:
-        SyncRecord(target.name, held.name if held is not None else None).write(path)
+        SyncRecord(target.name, held.name if held is not None else None, extra=spared).write(path)
     if added or len(delete):
         log.info(
             "vector shard synced to %s: %d points added, %d deleted%s",
@@ -170,7 +184,7 @@ def _retained_points(
 ) -> np.ndarray | None:
     """The points the shard retains beyond ``held``'s live ones (those ``held`` dropped from the retained
     version, its parent), or None when that cannot be known without reading the shard."""
-    if record is None or held is None:
+    if record is None or held is None or record.extra:
         return None
     if record.retained is None:
         return np.empty(0, dtype="S36")

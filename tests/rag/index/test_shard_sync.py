@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
 
 from rag.config import Settings
 from rag.dense.edge_store import EdgeStore
-from rag.index.ingest import KEEP_VERSIONS
+from rag.dense.qdrant_store import QdrantStore
+from rag.index.ingest import KEEP_VERSIONS, Ingestor
 from rag.index.replica_leases import ReplicaLease, ReplicaLeases
 from rag.index.segments import VECTORS_FILE, VersionView, read_vectors
 from rag.index.shard_sync import ShardSyncError, SyncRecord, backfill_vectors, sync_shard
 from rag.index.versions import VersionStore
-from rag.runtime import open_store
+from rag.runtime import build_embedder, ingest_params, open_store
 from tests.conftest import make_ingestor
 from tests.rag.index.test_segments import doc
 
@@ -153,3 +155,28 @@ def test_leases_are_listed_renewed_released_and_forgotten(tmp_path: Path) -> Non
     assert leases.all() == []  # long expired: deleted
     leases.release("a")
     assert not list((tmp_path / "replicas").glob("*.json"))
+
+
+def test_a_shared_store_keeps_the_points_of_the_versions_live_replicas_serve(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # a collection every replica queries (a Qdrant server; here qdrant-client's local mode, marked shared)
+    store = QdrantStore(
+        QdrantClient(path=str(tmp_path / "shared")),
+        "test",
+        sync_record=tmp_path / "store-synced.json",
+        per_process=False,
+    )
+    ingestor = Ingestor(ingest_params(settings), build_embedder(settings), store, progress=False)
+    ingestor.ingest([doc(0), doc(1)])
+    served = view(settings)
+    leases = ReplicaLeases(settings.versions_dir)
+    leases.renew(lease("slow", served.name, time.time(), ttl=3600))
+    for i in range(3):
+        ingestor.ingest([doc(0, f"Document zero, edition {i}.")])
+    assert served.live_points() <= store.all_ids()  # the slow replica still finds every point it serves
+    leases.renew(lease("slow", served.name, time.time(), ttl=-1))
+    ingestor.ingest([doc(0, "Document zero, the last edition.")])
+    dropped = served.live_points() - view(settings).live_points()  # d0's first edition
+    assert dropped and not dropped & store.all_ids()  # collected once no live replica serves it
+    store.close()

@@ -35,6 +35,7 @@ key (``<c>`` = collection)                what                           lifetim
 ``rag:<c>:spend:<scope>:<minute>``        spend of that minute           2 hours
 ``rag:<c>:rollout:config``                the rollout config text        none (deleted by an admin)
 ``rag:<c>:bandit``                        the bandit's state (JSON)      none (last save wins)
+``rag:<c>:index:published`` (channel)     a published version's name     pub/sub: not stored
 ========================================  =============================  ==================================
 
 ``{<tenant>}`` is a cluster hash tag: one tenant's cache keys live on one slot (its sync script reads
@@ -43,8 +44,10 @@ the generation and the stream in one call).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -53,6 +56,7 @@ from typing import Any, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from rag.errors import RagError
 from rag.resilience.breaker import Breaker
@@ -124,6 +128,11 @@ class RedisKeys:
     @property
     def bandit(self) -> str:
         return f"{self.root}bandit"
+
+    @property
+    def index_published(self) -> str:
+        """The pub/sub channel a publish is announced on (rag.service.version_follower)."""
+        return f"{self.root}index:published"
 
 
 # -- the failure policy ----------------------------------------------------------------------------------
@@ -198,6 +207,27 @@ class GuardedRedis:
             return await self.run(lambda r: registered(keys=list(keys), args=list(args), client=r))
 
         return call
+
+    async def listen(self, channel: str, *, wait_s: float = 1.0) -> AsyncIterator[str]:
+        """The messages published on ``channel`` from now on, as they come, until the caller stops.
+        A subscription is one long-lived connection, so it is not a breaker call: its failure ends the
+        iteration with :class:`RedisUnavailable` (the caller subscribes again later). ``wait_s``: how long
+        one read blocks (a dead connection is noticed within it)."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await asyncio.wait_for(pubsub.subscribe(channel), self.timeout_s)
+            while True:
+                message = await pubsub.get_message(timeout=wait_s)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(
+                f"subscription to {channel} lost: {type(exc).__name__}: {exc}"[:200]
+            ) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -190,6 +190,9 @@ class Ingestion:
         self._lifecycle = lifecycle
         self._jobs = IngestJobs()
         self.leases = ReplicaLeases(settings.versions_dir)
+        # told (on the event loop) of each version a job published and this process switched to
+        self.on_published: Callable[[str], Awaitable[None]] | None = None
+        self._announcing: set[asyncio.Future[None]] = set()
 
     def replicas(self) -> list[dict[str, Any]]:
         """Every replica with a lease on record (live or expired, ``live`` says), by name."""
@@ -241,7 +244,15 @@ class Ingestion:
             tenant, len(documents), len(delete_ids), work, switch=lifecycle.open_index
         )
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._published, f.result()))
         return job, future
+
+    def _published(self, job: Job) -> None:
+        if self.on_published is not None and job.state is JobState.SUCCEEDED and job.version is not None:
+            task = asyncio.ensure_future(self.on_published(job.version))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)

@@ -101,7 +101,8 @@ class RetrievalService:
         self.limits.start(redis)
         self.lifecycle.begin_loading()
         if self.follower is not None:
-            self.follower.start()
+            self.follower.start(redis)
+            self.ingestion.on_published = self.follower.announce
 
     async def stop(self) -> None:
         """Stop the users of the dependencies, then the dependencies."""

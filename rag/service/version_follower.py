@@ -1,7 +1,11 @@
 """Following the published index version: every process serves what was last published, within a poll.
 
 Any process may publish (the admin route of one replica, ``rag ingest``, a worker); the others learn of it
-by reading the version pointer (``CURRENT``, a few bytes) every ``RAG_VERSION_POLL_MS``. A new version is
+by reading the version pointer (``CURRENT``, a few bytes) every ``RAG_VERSION_POLL_MS`` — or at once, with
+Redis: a replica that publishes announces the version on the deployment's channel
+(``rag:<c>:index:published``) and every follower subscribed to it checks the pointer then. The poll stays:
+an announcement lost to a Redis outage (or a publish by ``rag ingest``, which does not announce) costs at
+most one poll interval. A new version is
 loaded in a worker thread — the process's own vector shard brought to it first
 (:mod:`rag.index.shard_sync`), then the snapshot and BM25 built — and switched to atomically
 (:meth:`Lifecycle.open_index`): a query runs whole on the version it started on.
@@ -16,6 +20,7 @@ before it serves on (:meth:`Runtime.resync`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +30,8 @@ from collections.abc import Callable
 from rag import metrics
 from rag.index.replica_leases import ReplicaLease, ReplicaLeases
 from rag.index.versions import VersionStore
-from rag.resilience.background import LoopErrors, cancel_and_wait, run_every
+from rag.resilience.background import LoopErrors, cancel_and_wait
+from rag.resilience.redis import GuardedRedis, RedisUnavailable
 from rag.service.lifecycle import Lifecycle, Phase
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,9 @@ class VersionFollower:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._lifecycle = lifecycle
+        self._redis: GuardedRedis | None = None
+        self._wake = asyncio.Event()  # an announcement: check the pointer now
+        self.announcements = 0  # announcements heard
         self.replica = replica
         self.poll_s = poll_s
         self.lease_s = lease_s
@@ -54,13 +63,53 @@ class VersionFollower:
         self._expires_at: float | None = None
         self._served: str | None = None
         self._switched_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.switches = 0  # versions switched to by this follower (not the first load)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(
-            run_every(self.poll_s, self.step, LoopErrors(LOOP)), name="rag-version-follower"
-        )
+    def start(self, redis: GuardedRedis | None = None) -> None:
+        """Follow; with ``redis``, also hear (and make) announcements."""
+        self._redis = redis
+        self._tasks.append(asyncio.create_task(self._follow(), name="rag-version-follower"))
+        if redis is not None:
+            self._tasks.append(asyncio.create_task(self._listen(redis), name="rag-announcements"))
+
+    async def _follow(self) -> None:
+        errors = LoopErrors(LOOP)
+        while True:
+            self._wake.clear()
+            try:
+                await self.step()
+            except Exception as exc:
+                errors.skip("step", f"{type(exc).__name__}: {exc}"[:500], exc_info=True)
+            else:
+                errors.clear("step")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _listen(self, redis: GuardedRedis) -> None:
+        """Wake the follower on each announcement; subscribe again (after a lease's worth of waiting at most)
+        when Redis fails — the poll goes on meanwhile."""
+        retry_s = self.poll_s
+        while True:
+            try:
+                async for _ in redis.listen(redis.keys.index_published, wait_s=self.lease_s / 2):
+                    self.announcements += 1
+                    retry_s = self.poll_s
+                    self._wake.set()
+            except RedisUnavailable as exc:
+                log.debug("version announcements: %s", exc)
+            await asyncio.sleep(retry_s)
+            retry_s = min(retry_s * 2, self.lease_s)
+
+    async def announce(self, version: str) -> None:
+        """Tell the other followers that ``version`` was published (best effort: they poll anyway)."""
+        if self._redis is None:
+            return
+        redis = self._redis
+        try:
+            await redis.run(lambda r: r.publish(redis.keys.index_published, version))
+        except RedisUnavailable as exc:
+            log.info("publish of %s not announced (the others find it by polling): %s", version, exc)
 
     async def step(self) -> None:
         """Switch to the published version if it is newer than the one served; renew the lease."""
@@ -104,9 +153,9 @@ class VersionFollower:
         )
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks = []
         try:
             self.leases.release(self.replica)
         except OSError as exc:

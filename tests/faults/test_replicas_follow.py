@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,29 +99,22 @@ class Replica:
         return {hit["doc_id"] for hit in body["results"]}, body
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, redis_process: RedisServer) -> Iterator[list[Replica]]:
+@contextmanager
+def three_replicas(tmp_path: Path, redis_url: str, **extra: str) -> Iterator[list[Replica]]:
     corpus = tmp_path / "acme.jsonl"
     corpus.write_text("".join(json.dumps({"_id": d["id"], **d}) + "\n" for d in ACME_DOCS))
     data_dir = tmp_path / "data"
     subprocess.run(
         [sys.executable, "-m", "rag", "ingest", str(corpus), "--tenant", "acme"],
-        env=env_for(data_dir, redis_process.url, "cli"),
+        env=env_for(data_dir, redis_url, "cli"),
         check=True,
         capture_output=True,
     )
     group = []
     for name in ("r1", "r2", "r3"):
         port = free_port()
-        group.append(
-            Replica(
-                name,
-                f"http://127.0.0.1:{port}",
-                env_for(data_dir, redis_process.url, name),
-                tmp_path / f"{name}.log",
-                port=port,
-            )
-        )
+        env = {**env_for(data_dir, redis_url, name), **extra}
+        group.append(Replica(name, f"http://127.0.0.1:{port}", env, tmp_path / f"{name}.log", port=port))
     try:
         for replica in group:
             replica.start()
@@ -130,6 +124,12 @@ def replicas(tmp_path: Path, redis_process: RedisServer) -> Iterator[list[Replic
     finally:
         for replica in group:
             replica.stop()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_process: RedisServer) -> Iterator[list[Replica]]:
+    with three_replicas(tmp_path, redis_process.url) as group:
+        yield group
 
 
 NEW_DOC = {
@@ -348,3 +348,14 @@ def test_workers_on_the_embedded_engine_each_hold_a_shard_and_follow(tmp_path: P
     finally:
         server.stop()
     assert_shards_hold(data_dir, version, 2)
+
+
+def test_with_redis_a_publish_is_announced_and_followed_before_the_next_poll(
+    tmp_path: Path, redis_process: RedisServer
+) -> None:
+    slow_poll = {"RAG_VERSION_POLL_MS": "20000", "RAG_REPLICA_LEASE_S": "60"}
+    with three_replicas(tmp_path, redis_process.url, **slow_poll) as group:
+        one, two, three = group
+        version = publish_through(one)
+        for replica in (two, three):  # a poll would take up to 20 s
+            wait_until(lambda rep=replica: sees_new_version(rep, version), FOLLOW_WITHIN_S, replica.name)

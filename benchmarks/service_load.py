@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results
 
 KEY = "bench-key-0123456789abcdef"
+ADMIN = "bench-admin-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 WRK_SCRIPT = """
@@ -51,15 +52,38 @@ def lua_string(s: str) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """CPU seconds of ``pid`` and every live descendant (``rag serve --workers N``: the workers)."""
+    total = 0.0
+    for proc in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return total
 
 
-def start_server(args: argparse.Namespace, port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+
+
+def start_server(
+    args: argparse.Namespace, port: int, extra_env: dict[str, str], workers: int = 1
+) -> subprocess.Popen[bytes]:
+    """``rag serve`` (``--workers`` when more than one), once every worker is ready."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")} | {
         "RAG_DATA_DIR": args.data_dir,
         "RAG_COLLECTION": args.collection,
         "RAG_API_KEYS": f"{args.tenant}:{KEY}",
+        "RAG_ADMIN_TOKEN": ADMIN,
         "RAG_RATE_LIMIT_QPS": "0",
         "RAG_LOG_LEVEL": "WARNING",
         "RAG_PORT": str(port),
@@ -67,12 +91,12 @@ def start_server(args: argparse.Namespace, port: int, extra_env: dict[str, str])
     }
     if args.reranker:
         env["RAG_RERANKER_MODEL"] = args.reranker
-    process = subprocess.Popen([sys.executable, "-m", "rag", "serve"], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "rag", "serve", "--workers", str(workers)], env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
+                if r.status == 200 and live_replicas(port) >= workers:
                     return process
         except OSError:
             pass
@@ -104,11 +128,25 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
+def live_replicas(port: int) -> int:
+    """How many serving processes list a live lease on the collection (each worker is one)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/admin/index", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    with urllib.request.urlopen(request, timeout=2) as r:
+        return sum(1 for replica in json.load(r)["replicas"] if replica["live"])
+
+
 def run_scenario(
-    args: argparse.Namespace, name: str, bodies: list[str], connections: int, env: dict[str, str]
+    args: argparse.Namespace,
+    name: str,
+    bodies: list[str],
+    connections: int,
+    env: dict[str, str],
+    workers: int = 1,
 ) -> dict[str, Any]:
     port = 8700 + abs(hash(name)) % 200
-    server = start_server(args, port, env)
+    server = start_server(args, port, env, workers)
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
             fh.write(WRK_SCRIPT % (",".join(lua_string(b) for b in bodies), KEY))
@@ -127,6 +165,7 @@ def run_scenario(
     result |= {
         "scenario": name,
         "connections": connections,
+        "workers": workers,
         "server_cpu_ms_per_request": 1000 * server_cpu / max(result["requests"], 1),
         "wrk_cpu_ms_per_request": 1000 * wrk_cpu / max(result["requests"], 1),
         "server_cpu_utilisation": server_cpu / args.duration,

@@ -335,7 +335,15 @@ class Ingestor:
             }
             terms = TermMatrix.empty().append([self.analyzer.tokens(c.passage) for c in fresh])
             version = publish(
-                self.versions, previous, replaced, fresh, terms, removed, manifest, fresh_vectors
+                self.versions,
+                previous,
+                replaced,
+                fresh,
+                terms,
+                removed,
+                manifest,
+                fresh_vectors,
+                legacy_vectors=self._legacy_vectors(previous),
             )
             leased = ReplicaLeases(self.versions.root).versions()
             self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
@@ -372,6 +380,17 @@ class Ingestor:
             for rec, row in zip(records, doc.vectors.rows, strict=True):
                 self._given[rec.point_id] = row
         return records
+
+    def _legacy_vectors(self, previous: VersionView | None) -> np.ndarray | None:
+        """For a version in the whole-table layout (converted into the first segment by this publish): its
+        rows' vectors as this process's store holds them, or None when it lacks any."""
+        if previous is None or previous.legacy is None:
+            return None
+        ids = [p.decode("ascii") for p in previous.keys[0].point_ids.tolist()]
+        stored = self.store.stored_vectors(ids)
+        if len(stored) < len(set(ids)):
+            return None
+        return np.stack([stored[p] for p in ids]) if ids else None
 
     def _fresh_vectors(
         self, chunks: list[ChunkRecord], previous: VersionView | None

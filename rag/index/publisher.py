@@ -89,10 +89,13 @@ def publish(
     removed_points: Sequence[str],
     manifest: dict[str, Any],
     fresh_vectors: np.ndarray | None = None,
+    *,
+    legacy_vectors: np.ndarray | None = None,
 ) -> str:
     """Publish ``previous`` minus ``replaced_rows`` plus ``fresh`` (with ``fresh_vectors``, one row each)
     as the next version; returns its name. ``manifest`` holds the fields the ingest records (collection,
-    embedder, counts…)."""
+    embedder, counts…). ``legacy_vectors``: the rows' vectors of a ``previous`` in the whole-table layout
+    (its first segment carries them), when known."""
     name = versions.next_name()
     if previous is None:
         draft = Draft(name, [], [], np.zeros(0, dtype=bool))
@@ -103,7 +106,7 @@ def publish(
             draft = Draft(name, list(previous.segments), list(previous.sizes), deleted)
         else:  # the whole-table layout: its rows become the first segment
             draft = Draft(name, [], [], np.zeros(0, dtype=bool))
-            draft.add(versions, *previous.legacy)
+            draft.add(versions, *previous.legacy, legacy_vectors)
             draft.deleted = deleted
     if fresh:
         draft.add(versions, fresh, fresh_terms, fresh_vectors)

@@ -114,8 +114,15 @@ class VersionFollower:
     async def step(self) -> None:
         """Switch to the published version if it is newer than the one served; renew the lease."""
         lifecycle = self._lifecycle
-        if lifecycle.phase in (Phase.LOADING, Phase.FAILED):
+        if lifecycle.phase is Phase.LOADING:
             return
+        if lifecycle.phase is Phase.FAILED:
+            if lifecycle.compute is None:  # the models failed: nothing to retry here
+                return
+            # the index failed to open (e.g. a shard that another process's start-up has yet to make
+            # fillable): try again each poll; on success the process becomes ready
+            await asyncio.to_thread(lifecycle.open_index)
+            lifecycle.load_error = None
         now = self._clock()
         lapsed = self._expires_at is not None and now >= self._expires_at
         runtime = lifecycle.runtime

@@ -223,6 +223,9 @@ def test_a_version_in_the_whole_table_layout_is_read_and_grown(settings: Setting
     np.testing.assert_array_equal(
         grown.terms.tf[:7].toarray()[:, :width], current.terms.tf[[0, 2, 3, 4, 5, 6, 7]].toarray()
     )
+    # the converted rows carry the vectors the store held: another process can fill its shard from them
+    converted = VersionView.load(versions)
+    assert converted is not None and converted.lacking_vectors(versions) == []
 
 
 def test_a_crashed_publish_stores_no_point_and_the_next_ingest_reuses_its_vectors(

@@ -323,6 +323,9 @@ class VersionRolloutOut(BaseModel):
     switched: int = Field(description="of those, how many serve this version or a newer one")
     waiting: list[str] = Field(description="the live replicas still on an older version")
     complete: bool
+    completed_at: float | None = Field(
+        None, description="once complete: when the last live replica switched (to this version or newer)"
+    )
 
 
 class VectorStoreOut(BaseModel):

@@ -168,6 +168,7 @@ class Rollout:
     version: str
     live: tuple[str, ...]
     waiting: tuple[str, ...]  # live replicas still on an older version
+    completed_at: float | None = None  # when the last live replica switched (to it or a newer one)
 
     @property
     def complete(self) -> bool:
@@ -180,6 +181,7 @@ class Rollout:
             "switched": len(self.live) - len(self.waiting),
             "waiting": list(self.waiting),
             "complete": self.complete,
+            "completed_at": self.completed_at,
         }
 
 
@@ -210,7 +212,9 @@ class Ingestion:
         waiting = [
             lease.replica for lease in live if lease.version is None or version_number(lease.version) < target
         ]
-        return Rollout(version, tuple(lease.replica for lease in live), tuple(waiting))
+        switched = [lease.switched_at for lease in live if lease.switched_at is not None]
+        completed = max(switched) if live and not waiting and switched else None
+        return Rollout(version, tuple(lease.replica for lease in live), tuple(waiting), completed)
 
     async def submit(
         self,

@@ -142,8 +142,13 @@ DELETED = "bee"
 DELETED_QUERY = "flying insects pollinate flowers honey"
 
 
-def publish_through(replica: Replica, *, wait: bool = True) -> str:
+def publish_through(replica: Replica) -> str:
     """Upsert NEW_DOC and delete DELETED through ``replica``'s admin route; the published version."""
+    return publish_job(replica)[0]
+
+
+def publish_job(replica: Replica) -> tuple[str, str]:
+    """As :func:`publish_through`; the version and the job's id."""
     r = httpx.post(
         f"{replica.url}/admin/tenants/acme/documents",
         json={"upsert": [NEW_DOC], "delete": [DELETED]},
@@ -153,7 +158,7 @@ def publish_through(replica: Replica, *, wait: bool = True) -> str:
     assert r.status_code == 200, r.text
     version: str = r.json()["job"]["index_version"]
     assert version is not None
-    return version
+    return version, str(r.json()["job"]["id"])
 
 
 def sees_new_version(replica: Replica, version: str) -> bool:
@@ -230,7 +235,7 @@ def test_a_publish_through_one_replica_reaches_the_others_within_two_seconds(
     assert all(r.index()["index_version"] == before for r in replicas)
     assert DELETED in two.doc_ids(DELETED_QUERY)[0]
 
-    version = publish_through(one)
+    version, job_id = publish_job(one)
     published = time.monotonic()
     assert version != before
     for replica in (two, three):
@@ -254,9 +259,13 @@ def test_a_publish_through_one_replica_reaches_the_others_within_two_seconds(
         assert body["cache"] == "miss" and DELETED not in gone
     bm25_only(replicas, False)
 
-    # the job says when every live replica serves its version
-    job = httpx.get(f"{one.url}/admin/index", headers=ADMIN).json()
-    assert {r["replica"] for r in job["replicas"] if r["live"]} == {"r1", "r2", "r3"}
+    # the index lists the three, and the job says when every live replica served its version
+    index = one.index()
+    assert {r["replica"] for r in index["replicas"] if r["live"]} == {"r1", "r2", "r3"}
+    rollout = httpx.get(f"{one.url}/jobs/{job_id}", headers=ADMIN).json()["rollout"]
+    assert rollout["version"] == version and rollout["complete"] is True
+    assert (rollout["live_replicas"], rollout["switched"], rollout["waiting"]) == (3, 3, [])
+    assert rollout["completed_at"] >= max(r["switched_at"] for r in index["replicas"])
 
     for replica in replicas:
         replica.stop()

@@ -180,25 +180,35 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
+def index_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every wrk scenario script takes: the index, the tenant, the queries, the duration."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--collection", required=True)
     parser.add_argument("--tenant", default="bench")
     parser.add_argument("--queries", required=True, help="BEIR folder whose test queries are sent")
     parser.add_argument("--duration", type=int, default=20)
+    return parser
+
+
+def beir_test_queries(folder: Path) -> list[str]:
+    """The texts of a BEIR folder's test queries (those with qrels in ``qrels/test.tsv``)."""
+    test_ids = {line.split("\t")[0] for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    return [q["text"] for q in queries if q["_id"] in test_ids]
+
+
+def main() -> None:
+    parser = index_arguments(__doc__)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--reranker", help="RAG_RERANKER_MODEL for the run (default: none, route hybrid)")
     parser.add_argument("--rerank-depth", type=int, default=None)
     parser.add_argument("--name", default="service_load")
     args = parser.parse_args()
 
-    folder = Path(args.queries)
-    test_ids = {line.split("\t")[0] for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]}
-    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
-    texts = [q["text"] for q in queries if q["_id"] in test_ids]
+    texts = beir_test_queries(Path(args.queries))
     distinct = [json.dumps({"query": t, "top_k": 10}) for t in texts]
     repeated = [json.dumps({"query": texts[0], "top_k": 10})]  # one miss, then L1 cache hits
     # a generous deadline: this measures throughput, not how many answers the 500 ms default degrades

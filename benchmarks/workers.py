@@ -14,34 +14,23 @@ the whole process tree's (the workers are children of uvicorn's supervisor). wrk
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results
-from service_load import run_scenario
+from service_load import beir_test_queries, index_arguments, run_scenario
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--collection", required=True)
-    parser.add_argument("--tenant", default="bench")
-    parser.add_argument("--queries", required=True, help="BEIR folder whose test queries are sent")
-    parser.add_argument("--duration", type=int, default=20)
+    parser = index_arguments(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="workers")
     args = parser.parse_args()
     args.reranker = None
 
-    folder = Path(args.queries)
-    test_ids = {line.split("\t")[0] for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]}
-    queries = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
-    texts = [q["text"] for q in queries if q["_id"] in test_ids]
+    texts = beir_test_queries(Path(args.queries))
     distinct = [json.dumps({"query": t, "top_k": 10}) for t in texts]
     repeated = [json.dumps({"query": texts[0], "top_k": 10})]
     env = {"RAG_DEADLINE_MS": "10000"}

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from rag import metrics
 from rag.index.replica_leases import ReplicaLease, ReplicaLeases
@@ -112,28 +112,38 @@ class VersionFollower:
             log.info("publish of %s not announced (the others find it by polling): %s", version, exc)
 
     async def step(self) -> None:
-        """Switch to the published version if it is newer than the one served; renew the lease."""
+        """Switch to the published version if it is newer than the one served; renew the lease (also
+        while a switch loads, which can take seconds on a large index)."""
         lifecycle = self._lifecycle
         if lifecycle.phase is Phase.LOADING:
             return
+        lapsed = self._expires_at is not None and self._clock() >= self._expires_at
+        self.renew()
         if lifecycle.phase is Phase.FAILED:
             if lifecycle.compute is None:  # the models failed: nothing to retry here
                 return
             # the index failed to open (e.g. a shard that another process's start-up has yet to make
             # fillable): try again each poll; on success the process becomes ready
-            await asyncio.to_thread(lifecycle.open_index)
+            await self._renewing(asyncio.to_thread(lifecycle.open_index))
             lifecycle.load_error = None
-        now = self._clock()
-        lapsed = self._expires_at is not None and now >= self._expires_at
         runtime = lifecycle.runtime
         if lapsed and runtime is not None:
             log.warning("this replica's lease had expired; checking its vector shard in full")
             metrics.REPLICA_LEASE_LAPSES.inc()
-            await asyncio.to_thread(runtime.resync)
+            await self._renewing(asyncio.to_thread(runtime.resync))
         current = self._versions.current()
         if current is not None and current != self.served_version():
-            await asyncio.to_thread(lifecycle.open_index)
+            await self._renewing(asyncio.to_thread(lifecycle.open_index))
         self.renew()
+
+    async def _renewing(self, work: Awaitable[None]) -> None:
+        """Await ``work``, renewing the lease every poll meanwhile."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            await asyncio.wait({task}, timeout=self.poll_s)
+            if not task.done():
+                self.renew()
+        task.result()
 
     def served_version(self) -> str | None:
         runtime = self._lifecycle.runtime

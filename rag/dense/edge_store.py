@@ -8,6 +8,8 @@ qdrant-client's local mode. Searches run concurrently (the engine is thread-safe
 
 The folder holds a ``layout.json`` naming the engine and the layout version: a folder without it (a
 qdrant-client local-mode folder, say) or with another layout is refused with the command that rebuilds it.
+It also records whether the shard has the ``lexical`` sparse vector (``lexical=True``: BM25 in the engine,
+see :mod:`rag.bm25.sparse`); absent means no, as in every folder written before it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from rag.dense.matryoshka import truncate
-from rag.dense.store import FULL, prefix_dims, vector_name
+from rag.dense.store import FULL, LEXICAL, SparseVector, check_sparse, prefix_dims, vector_name
 from rag.errors import RagError
 
 LAYOUT_FILE = "layout.json"
@@ -60,7 +62,9 @@ class EdgeStore:
     size past which :meth:`optimize` builds HNSW; ``hnsw_ef`` the search beam (None: the engine's).
     ``quantization="int8"``: every named vector also stored as int8 (scalar quantization, the 0.99
     quantile as the range) and searched that way in RAM; the float32 originals move to disk (``Cold``)
-    and rescore the candidates (``QUANT_OVERSAMPLING`` × the limit). Fixed at creation (``layout.json``)."""
+    and rescore the candidates (``QUANT_OVERSAMPLING`` × the limit). Fixed at creation (``layout.json``).
+    ``lexical=True``: the shard also holds the ``lexical`` sparse vector (IDF modifier); fixed at creation
+    too (``layout.json``)."""
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class EdgeStore:
         indexing_threshold_kb: int = INDEXING_THRESHOLD_KB,
         hnsw_ef: int | None = None,
         quantization: Literal["none", "int8"] = "none",
+        lexical: bool = False,
     ) -> None:
         if indexing_threshold_kb < 1:
             raise ValueError(f"indexing_threshold_kb must be at least 1, got {indexing_threshold_kb}")
@@ -82,6 +87,7 @@ class EdgeStore:
         if quantization not in ("none", "int8"):
             raise ValueError(f"quantization must be 'none' or 'int8', got {quantization!r}")
         self.quantization = quantization
+        self.lexical = lexical
         rescore = (
             qe.QuantizationSearchParams(rescore=True, oversampling=QUANT_OVERSAMPLING)
             if quantization == "int8"
@@ -103,6 +109,11 @@ class EdgeStore:
                     f"{path} holds vectors with quantization {stored!r}, the settings ask for "
                     f"{quantization!r} (RAG_EDGE_QUANTIZATION); {REBUILD_HINT}"
                 )
+            if bool(layout.get("lexical", False)) != lexical:
+                raise EdgeLayoutError(
+                    f"{path} holds a shard {'with' if not lexical else 'without'} the lexical sparse vector, "
+                    f"this store was opened with lexical={lexical}; {REBUILD_HINT}"
+                )
             self._low_dims = prefix_dims(int(layout["full_dim"]))
             self._shard = _load(path, self._config(int(layout["full_dim"])))
 
@@ -118,6 +129,9 @@ class EdgeStore:
         threshold = self.indexing_threshold_kb if self.hnsw else 0
         return qe.EdgeConfig(
             vectors=vectors,
+            sparse_vectors=(
+                {LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if self.lexical else None
+            ),
             hnsw_config=qe.HnswIndexConfig(
                 m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
             ),
@@ -181,7 +195,7 @@ class EdgeStore:
                 qe.UpdateOperation.create_field_index("tenant", qe.KeywordIndexParams(is_tenant=True))
             )
             shard.flush()
-            write_layout(self.path, full_dim, self.quantization)
+            write_layout(self.path, full_dim, self.quantization, lexical=self.lexical)
             self._low_dims = prefix_dims(full_dim)
             self._shard = shard
 
@@ -207,15 +221,24 @@ class EdgeStore:
                     found[_point_id(r.id)] = np.asarray(vector, dtype=np.float32)
         return found
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
         if not (len(ids) == len(vectors) == len(payloads)):
             raise ValueError(f"ids ({len(ids)}), vectors ({len(vectors)}), payloads ({len(payloads)}) differ")
+        check_sparse(self.lexical, len(ids), sparse)
         named: dict[str, list[list[float]]] = {FULL: np.asarray(vectors, dtype=np.float32).tolist()}
         for d in self._low_dims:
             named[vector_name(d)] = truncate(vectors, d).tolist()
         points = []
         for i, pid in enumerate(ids):
             point_vectors: dict[str, qe.NamedVector] = {name: rows[i] for name, rows in named.items()}
+            if sparse is not None and sparse[i].indices:  # no terms: no vector, outside the IDF corpus
+                point_vectors[LEXICAL] = qe.SparseVector(sparse[i].indices, sparse[i].values)
             points.append(qe.Point(pid, point_vectors, payloads[i]))
         with self._write:
             self.shard.update(qe.UpdateOperation.upsert_points(points))
@@ -295,6 +318,24 @@ class EdgeStore:
                 )
         return [(_point_id(p.id), float(p.score)) for p in self._shard.query(request)]
 
+    def search_sparse(
+        self, query: SparseVector, *, limit: int, query_filter: models.Filter | None = None
+    ) -> list[tuple[str, float]]:
+        """As :meth:`rag.dense.store.VectorStore.search_sparse` (the engine's sparse index is exact)."""
+        if limit < 1:
+            raise ValueError(f"limit must be greater than 0, got {limit}")
+        if not self.lexical:
+            raise ValueError(f"the store at {self.path} has no lexical sparse vector (lexical=False)")
+        if self._shard is None or not query.indices:
+            return []
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(qe.SparseVector(query.indices, query.values), using=LEXICAL),
+            filter=edge_filter(query_filter),
+            with_payload=False,
+        )
+        return [(_point_id(p.id), float(p.score)) for p in self._shard.query(request) if p.score > 0]
+
     def close(self) -> None:
         with self._write:
             if self._shard is not None:
@@ -344,10 +385,12 @@ def read_layout(path: Path) -> dict[str, Any] | None:
     return layout
 
 
-def write_layout(path: Path, full_dim: int, quantization: str = "none") -> None:
+def write_layout(path: Path, full_dim: int, quantization: str = "none", *, lexical: bool = False) -> None:
     record: dict[str, Any] = {"engine": ENGINE, "layout": LAYOUT_VERSION, "full_dim": full_dim}
     if quantization != "none":  # absent = none, as every folder written before quantization
         record["quantization"] = quantization
+    if lexical:  # absent = no sparse vector, as every folder written before it
+        record["lexical"] = True
     tmp = path / (LAYOUT_FILE + ".tmp")
     tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
     tmp.replace(path / LAYOUT_FILE)

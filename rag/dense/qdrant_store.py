@@ -1,8 +1,10 @@
 """Vectors in Qdrant through qdrant-client: the same code for local mode on disk and a server/cluster URL.
 
 Each point carries named vectors: ``full`` (the rotated embedding) and ``d64``/``d128``/``d256`` (its
-normalised prefixes) for the Matryoshka funnel. Point ids are content-addressed (see
-:func:`rag.index.versions.point_id`), so an index version can list exactly the points it uses.
+normalised prefixes) for the Matryoshka funnel, and in a collection created with ``lexical=True`` the
+sparse vector ``lexical`` (IDF modifier: BM25 in Qdrant, :mod:`rag.bm25.sparse`). Point ids are
+content-addressed (see :func:`rag.index.versions.point_id`), so an index version can list exactly the
+points it uses.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from rag.dense.matryoshka import truncate
-from rag.dense.store import FULL, prefix_dims, vector_name
+from rag.dense.store import FULL, LEXICAL, SparseVector, check_sparse, prefix_dims, vector_name
 
 __all__ = ["FULL", "QdrantStore", "is_local", "vector_name"]
 
@@ -30,7 +32,8 @@ def is_local(client: QdrantClient) -> bool:
 
 class QdrantStore:
     """One collection. Calls are serialised in local mode (its in-process engine is not thread-safe);
-    a server client is used concurrently."""
+    a server client is used concurrently. ``lexical``: the collection has (or is created with) the
+    ``lexical`` sparse vector; an existing collection that disagrees is refused."""
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class QdrantStore:
         *,
         sync_record: Path | None = None,
         per_process: bool | None = None,
+        lexical: bool = False,
     ) -> None:
         """``sync_record``: where the ingest records which index version the collection holds
         (:mod:`rag.index.shard_sync`; None: compared in full at each ingest). ``per_process``: only this
@@ -46,6 +50,7 @@ class QdrantStore:
         self.client = client
         self.collection = collection
         self.sync_record = sync_record
+        self.lexical = lexical
         self.local = is_local(client)
         self.per_process = self.local if per_process is None else per_process
         self._lock: AbstractContextManager[object] = threading.Lock() if self.local else nullcontext()
@@ -55,11 +60,23 @@ class QdrantStore:
         self._low_dims = prefix_dims(full_dim)
         with self._lock:
             if self.client.collection_exists(self.collection):
+                sparse = self.client.get_collection(self.collection).config.params.sparse_vectors or {}
+                if (LEXICAL in sparse) != self.lexical:
+                    raise ValueError(
+                        f"collection {self.collection!r} {'has' if LEXICAL in sparse else 'has no'} the "
+                        f"lexical sparse vector, this store was opened with lexical={self.lexical}; "
+                        "re-ingest into a new collection (RAG_COLLECTION)"
+                    )
                 return
             vectors = {FULL: models.VectorParams(size=full_dim, distance=models.Distance.COSINE)}
             for d in self._low_dims:
                 vectors[vector_name(d)] = models.VectorParams(size=d, distance=models.Distance.COSINE)
-            self.client.create_collection(self.collection, vectors_config=vectors)
+            lexical = {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+            self.client.create_collection(
+                self.collection,
+                vectors_config=vectors,
+                sparse_vectors_config=lexical if self.lexical else None,
+            )
             if not self.local:  # local mode has no payload indexes; a server needs one for tenant filters
                 self.client.create_payload_index(
                     self.collection,
@@ -94,18 +111,25 @@ class QdrantStore:
                     found[str(r.id)] = np.asarray(vector, dtype=np.float32)
         return found
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
         if not (len(ids) == len(vectors) == len(payloads)):
             raise ValueError(f"ids ({len(ids)}), vectors ({len(vectors)}), payloads ({len(payloads)}) differ")
+        check_sparse(self.lexical, len(ids), sparse)
         named: dict[str, np.ndarray] = {FULL: vectors}
         for d in self._low_dims:
             named[vector_name(d)] = truncate(vectors, d)
-        points = [
-            models.PointStruct(
-                id=pid, vector={name: arr[i].tolist() for name, arr in named.items()}, payload=payloads[i]
-            )
-            for i, pid in enumerate(ids)
-        ]
+        points = []
+        for i, pid in enumerate(ids):
+            vector: dict[str, Any] = {name: arr[i].tolist() for name, arr in named.items()}
+            if sparse is not None and sparse[i].indices:  # no terms: no vector, outside the IDF corpus
+                vector[LEXICAL] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
+            points.append(models.PointStruct(id=pid, vector=vector, payload=payloads[i]))
         with self._lock:
             self.client.upsert(self.collection, points=points, wait=True)
 
@@ -198,6 +222,27 @@ class QdrantStore:
             limit=limit,
             with_payload=False,
         )
+
+    def search_sparse(
+        self, query: SparseVector, *, limit: int, query_filter: models.Filter | None = None
+    ) -> list[tuple[str, float]]:
+        """As :meth:`rag.dense.store.VectorStore.search_sparse`."""
+        if limit < 1:
+            raise ValueError(f"limit must be greater than 0, got {limit}")
+        if not self.lexical:
+            raise ValueError(f"collection {self.collection!r} has no lexical sparse vector (lexical=False)")
+        if not query.indices:
+            return []
+        with self._lock:
+            response = self.client.query_points(
+                self.collection,
+                query=models.SparseVector(indices=query.indices, values=query.values),
+                using=LEXICAL,
+                limit=limit,
+                with_payload=False,
+                query_filter=query_filter,
+            )
+        return [(str(p.id), float(p.score)) for p in response.points if p.score > 0]
 
     def close(self) -> None:
         self.client.close()

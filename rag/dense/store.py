@@ -6,13 +6,17 @@ process, qdrant-edge). Both keep one collection of points with the named vectors
 ``d64``/``d128``/``d256`` (:mod:`rag.dense.matryoshka`), content-addressed string ids and the payload
 ``{chunk_id, doc_id, tenant, metadata}``; a filter is a qdrant-client ``models.Filter`` (the server's
 vocabulary, which the edge engine translates).
+
+A store created with ``lexical=True`` also holds the sparse vector ``lexical`` with Qdrant's IDF modifier:
+the scaled-out BM25 index (:mod:`rag.bm25.sparse` makes the vectors). Its points are upserted with a
+sparse vector each and searched with :meth:`VectorStore.search_sparse`; a store without it works as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from qdrant_client import models
@@ -20,6 +24,14 @@ from qdrant_client import models
 from rag.dense.matryoshka import MATRYOSHKA_DIMS
 
 FULL = "full"
+LEXICAL = "lexical"  # the sparse vector of a store created with lexical=True
+
+
+class SparseVector(NamedTuple):
+    """Term ids (ascending, unique, unsigned 32-bit) and their weights."""
+
+    indices: list[int]
+    values: list[float]
 
 
 def vector_name(dims: int | None) -> str:
@@ -31,6 +43,16 @@ def prefix_dims(full_dim: int) -> tuple[int, ...]:
     return tuple(d for d in MATRYOSHKA_DIMS if d < full_dim)
 
 
+def check_sparse(lexical: bool, n: int, sparse: Sequence[SparseVector] | None) -> None:
+    """An upsert into a lexical store carries one sparse vector per point, into any other none."""
+    if lexical and sparse is None:
+        raise ValueError("the store has a lexical sparse vector: upsert needs one sparse vector per point")
+    if not lexical and sparse is not None:
+        raise ValueError("the store has no lexical sparse vector (lexical=False): upsert got sparse vectors")
+    if sparse is not None and len(sparse) != n:
+        raise ValueError(f"ids ({n}) and sparse vectors ({len(sparse)}) differ")
+
+
 class VectorStore(Protocol):
     # where the index version this store holds is recorded (rag.index.shard_sync); None: unknown, always
     # compared in full
@@ -38,6 +60,8 @@ class VectorStore(Protocol):
     # True: only this process reads the store (the embedded engine locks its folder), so each process
     # brings its own to the version it serves; False: shared (a server), the ingest writes it for all
     per_process: bool
+    lexical: bool
+    """Whether the collection has the ``lexical`` sparse vector (fixed when it is created)."""
 
     def ensure_collection(self, full_dim: int) -> None:
         """Create the collection for ``full_dim`` vectors unless it exists."""
@@ -45,8 +69,16 @@ class VectorStore(Protocol):
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are already stored."""
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
-        """Store rotated, normalised full vectors (the prefixes are derived) with their payloads."""
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+        sparse: Sequence[SparseVector] | None = None,
+    ) -> None:
+        """Store rotated, normalised full vectors (the prefixes are derived) with their payloads, and
+        with ``sparse`` vectors exactly when the store is ``lexical`` (an empty one is not stored: the
+        point stays out of the IDF statistics, which engines otherwise count differently)."""
 
     def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The full vectors stored for those of ``ids`` the store has (as upserted: rotated, normalised)."""
@@ -71,5 +103,12 @@ class VectorStore(Protocol):
         query_filter: models.Filter | None = None,
     ) -> list[tuple[str, float]]:
         """(point id, cosine) of the nearest points, best first (see ``QdrantStore.search``)."""
+
+    def search_sparse(
+        self, query: SparseVector, *, limit: int, query_filter: models.Filter | None = None
+    ) -> list[tuple[str, float]]:
+        """(point id, score) of the best points by the ``lexical`` vector, best first: the dot product
+        with ``query`` after the IDF modifier weighs each query term. Only points scoring above 0 (that
+        share a term with the query). Raises ``ValueError`` on a store that is not ``lexical``."""
 
     def close(self) -> None: ...

@@ -1,10 +1,17 @@
-"""BM25 and dense retrievers over one index snapshot; both return document-level hits (best chunk wins)."""
+"""BM25 and dense retrievers over one index snapshot; all return document-level hits (best chunk wins).
+
+BM25 has two engines behind one interface: :class:`BM25Retriever` scores the snapshot's term matrix in
+process (embedded mode, where it is faster), :class:`SparseBM25Retriever` asks the vector store's
+``lexical`` sparse vectors (scaled out: a replica holds no term matrix). Same analyzer, same BM25 up to the
+differences listed in :mod:`rag.bm25.sparse`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from rag.bm25.scoring import top_k
+from rag.bm25.sparse import SparseEncoder
 from rag.dense.matryoshka import rotate
 from rag.dense.store import VectorStore
 from rag.index.snapshot import IndexSnapshot
@@ -94,6 +101,52 @@ class BM25Retriever:
         if mask is not None:
             rows = rows[mask[rows]]
         return _doc_hits(snapshot, rows, scores[rows], k)
+
+
+class SparseBM25Retriever:
+    """BM25 from the store's ``lexical`` sparse vectors (IDF applied by Qdrant), restricted to the points
+    of the snapshot's version. Needs of the snapshot only its analyzer and chunk table (no term matrix).
+
+    Ranks documents as :class:`BM25Retriever` does: it fetches the best chunks, 4k first, then four times
+    more until they cover ``k`` documents of the version that the mask allows (or nothing is left), so the
+    max-pooled top ``k`` is the one over every chunk. ``flt`` (with ``mask``) also filters in Qdrant, which
+    keeps the first fetch enough; a mask without ``flt`` is applied to the hits only (right, but a
+    selective one costs more fetches). No pseudo-relevance feedback (``retrieve_prf``): RM3 needs the
+    term statistics of the feedback chunks, which stay in Qdrant."""
+
+    name = "bm25"
+
+    def __init__(self, snapshot: IndexSnapshot, store: VectorStore, *, stale_points: int = 0) -> None:
+        if not store.lexical:
+            raise ValueError("the vector store has no lexical sparse vector: created with lexical=False?")
+        self.snapshot = snapshot
+        self.store = store
+        # as DenseRetriever: points this version does not use, fetched on top so dropping them leaves k
+        self._overfetch = min(stale_points, MAX_OVERFETCH)
+
+    def retrieve(
+        self, query: str, k: int, *, mask: np.ndarray | None = None, flt: SearchFilter | None = None
+    ) -> list[Hit]:
+        """Top ``k`` documents; ``mask`` (and ``flt``, see the class docstring) limit the search."""
+        vector = SparseEncoder.query(self.snapshot.analyzer.tokens(query))
+        if k < 1 or not vector.indices:
+            return []
+        payload_filter = (
+            qdrant_filter(flt) if flt is not None and mask is not None and not mask.all() else None
+        )
+        limit = 4 * k + self._overfetch
+        while True:
+            points = self.store.search_sparse(vector, limit=limit, query_filter=payload_filter)
+            rows, scores = [], []
+            for pid, score in points:
+                row = self.snapshot.point_rows.get(pid)
+                if row is not None and (mask is None or mask[row]):
+                    rows.append(row)
+                    scores.append(score)
+            found = np.asarray(rows, dtype=np.int64)
+            if len(points) < limit or np.unique(self.snapshot.chunk_doc[found]).size >= k:
+                return _doc_hits(self.snapshot, found, np.asarray(scores), k)
+            limit *= 4
 
 
 class DenseRetriever:

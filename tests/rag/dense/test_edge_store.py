@@ -1,5 +1,6 @@
 """The embedded Rust engine (qdrant-edge) behind the store interface: the same rankings as qdrant-client's
-local mode for exact search, HNSW recall against exact, filters, tenants, writes, persistence, layout checks.
+local mode for exact search, HNSW recall against exact, layout checks. Behaviour every engine shares
+(writes, filters, tenants, persistence, the lexical sparse vector) is in tests/contract/test_vector_store.py.
 
 Vectors are drawn the way rotated embeddings look (rag.dense.matryoshka): unit vectors whose coordinate
 variance decays along the axes, so the Matryoshka prefixes carry most of the energy and the funnel is a
@@ -111,24 +112,6 @@ def test_exact_rankings_equal_local_mode(
         assert len(got) == 10
 
 
-def test_filters_keep_tenants_and_metadata_apart(stores: tuple[EdgeStore, QdrantStore], data: Data) -> None:
-    edge, _ = stores
-    ids, _, pays, queries = data
-    by_id = dict(zip(ids, pays, strict=True))
-    for tenant in TENANTS:
-        hits = edge.search(queries[0], limit=N, query_filter=qdrant_filter(SearchFilter(tenant)))
-        assert len(hits) == N // 3  # every point of the tenant, and none of another
-        assert {by_id[pid]["tenant"] for pid, _ in hits} == {tenant}
-    flt = qdrant_filter(SearchFilter.of("acme", {"lang": ["fr", "de"], "year": 2004}))
-    hits = edge.search(queries[1], limit=N, dims=64, prefetch=N, query_filter=flt)
-    expected = {
-        pid
-        for pid, p in by_id.items()
-        if p["tenant"] == "acme" and p["metadata"]["lang"] in ("fr", "de") and p["metadata"]["year"] == 2004
-    }
-    assert expected and {pid for pid, _ in hits} == expected
-
-
 def test_edge_filter_translates_what_the_pipeline_builds_and_refuses_the_rest() -> None:
     assert edge_filter(None) is None
     assert edge_filter(qdrant_filter(SearchFilter.of("acme", {"lang": ["en"], "year": [1, 2]}))) is not None
@@ -148,31 +131,37 @@ def test_tenant_keyword_index_and_named_vectors(stores: tuple[EdgeStore, QdrantS
     assert record.payload is not None and record.payload["tenant"] == "acme"
 
 
-def test_upsert_delete_existing_count_and_reopen(tmp_path: Path) -> None:
-    ids, vectors, pays = point_ids(300), embedding_like(300, DIM, seed=3), payloads(300)
+def test_nothing_before_the_collection_and_one_opener_per_folder(tmp_path: Path) -> None:
+    # upserts, deletes, counts, filters and reopening: tests/contract/test_vector_store.py (every engine)
+    ids, vectors, pays = point_ids(30), embedding_like(30, DIM, seed=3), payloads(30)
     store = EdgeStore(tmp_path / "edge")
     assert store.count() == 0 and store.all_ids() == set() and store.existing(ids) == set()
     assert store.search(vectors[0], limit=5) == []  # no collection yet: nothing, not an error
+    store.delete(ids)
     store.ensure_collection(DIM)
-    store.upsert(ids[:200], vectors[:200], pays[:200])
-    store.upsert(ids[100:], vectors[100:], pays[100:])  # overlapping upsert: idempotent by id
-    assert store.count() == 300 and store.all_ids() == set(ids)
-    store.delete(ids[:50])
-    store.optimize()
-    assert store.count() == 250 and store.existing(ids[:60]) == set(ids[50:60])
-    before = store.search(vectors[70], limit=10, dims=128)
-    assert before[0][0] == ids[70] and before[0][1] == pytest.approx(1.0, abs=1e-5)
+    store.upsert(ids, vectors, pays)
     store.close()
 
     reopened = EdgeStore(tmp_path / "edge")
-    reopened.ensure_collection(DIM)  # exists: a no-op
-    assert reopened.count() == 250 and reopened.all_ids() == set(ids[50:])
-    assert reopened.search(vectors[70], limit=10, dims=128) == before
     with pytest.raises(EdgeLayoutError, match="rag ingest"):
         reopened.ensure_collection(DIM // 2)
     with pytest.raises(RuntimeError, match="in use by another process"):
         EdgeStore(tmp_path / "edge")  # one opener per folder (its WAL is locked), like local mode
     reopened.close()
+
+
+def test_the_lexical_flag_is_recorded_in_the_layout(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path / "lex", lexical=True)
+    store.ensure_collection(DIM)
+    store.close()
+    assert json.loads((tmp_path / "lex" / LAYOUT_FILE).read_text())["lexical"] is True
+    with pytest.raises(EdgeLayoutError, match=r"with the lexical sparse vector.*rag ingest PATH"):
+        EdgeStore(tmp_path / "lex")
+    plain = EdgeStore(tmp_path / "plain")
+    plain.ensure_collection(DIM)
+    plain.close()
+    assert "lexical" not in json.loads((tmp_path / "plain" / LAYOUT_FILE).read_text())  # as older folders
+    EdgeStore(tmp_path / "lex", lexical=True).close()
 
 
 def test_a_folder_in_another_layout_is_refused_with_the_rebuild_command(tmp_path: Path) -> None:

@@ -300,6 +300,8 @@ Where the two will part in service, each measured or bounded:
   {gap("sparse_edge_stale_20pct")}.
 - **Hash collisions** merge two terms: none among the {vocab} terms here (expected n²/2³³ ≈
   {vocab**2 / 2**33:.2f} pairs; at 1M distinct terms ≈ 116 pairs, of rare terms mostly).
+- **A server computes N and df per shard** (not measured here: no server): a lexical collection split
+  into shards ranks each shard's points with its own statistics; keep it to one shard.
 - Chunks without an indexed term get no sparse vector, so N leaves them out where ours counts them (0
   here); the `okapi` IDF cannot be expressed (refused); no pseudo-relevance feedback on this path (RM3
   needs the feedback chunks' term statistics).

@@ -14,7 +14,9 @@ the same sum :func:`rag.bm25.scoring.score_terms` computes — as long as three 
   deleted points count in the edge engine until the shard is reopened (measured: ``optimize`` does not
   refresh the statistics) and on a server until its optimizer drops them (qdrant-client's local mode
   drops them at once); a chunk with no indexed term has no vector (the stores skip it), so it is left out
-  of ``N`` where our index counts it.
+  of ``N`` where our index counts it. A Qdrant server computes the statistics per shard, not per
+  collection (Qdrant's docs for 1.19): a collection split into shards ranks with each shard's own N and df,
+  so a lexical collection has one shard (QdrantStore creates it so; replicas of it are fine).
 - **avgdl**: frozen into each chunk's vector when it is written (``avgdl`` below), while our index
   recomputes it per version. Points are content-addressed and kept across versions, so the writer should
   pick ``avgdl`` once per collection (the first ingest's :func:`mean_length`) and keep it; after the corpus

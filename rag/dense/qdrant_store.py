@@ -72,10 +72,12 @@ class QdrantStore:
             for d in self._low_dims:
                 vectors[vector_name(d)] = models.VectorParams(size=d, distance=models.Distance.COSINE)
             lexical = {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+            # one shard when lexical: a server computes IDF per shard, and BM25 needs the collection's
             self.client.create_collection(
                 self.collection,
                 vectors_config=vectors,
                 sparse_vectors_config=lexical if self.lexical else None,
+                shard_number=1 if self.lexical else None,
             )
             if not self.local:  # local mode has no payload indexes; a server needs one for tenant filters
                 self.client.create_payload_index(

@@ -109,7 +109,9 @@ class SparseBM25Retriever:
 
     Ranks documents as :class:`BM25Retriever` does: it fetches the best chunks, 4k first, then four times
     more until they cover ``k`` documents of the version that the mask allows (or nothing is left), so the
-    max-pooled top ``k`` is the one over every chunk. ``flt`` (with ``mask``) also filters in Qdrant, which
+    max-pooled top ``k`` is the one over every chunk (up to exact ties: Qdrant cuts its list inside a run of
+    equal scores its own way, so another of a document's tied chunks may be named, or another of the
+    documents tied at the ``k``-th place kept). ``flt`` (with ``mask``) also filters in Qdrant, which
     keeps the first fetch enough; a mask without ``flt`` is applied to the hits only (right, but a
     selective one costs more fetches). No pseudo-relevance feedback (``retrieve_prf``): RM3 needs the
     term statistics of the feedback chunks, which stay in Qdrant."""

@@ -29,7 +29,8 @@ TENANTS = ("acme", "globex", "")
 
 def demo_chunks() -> list[ChunkRecord]:
     """The demo corpus split into sentences (several chunks per document), three tenants, two languages,
-    plus one document of many chunks that all match "mice"."""
+    plus one document of many chunks that all match "mice" (of different lengths: no tied scores, which
+    either retriever may break its own way)."""
     chunks = []
     for n, line in enumerate((DEMO / "corpus.jsonl").read_text().splitlines()):
         doc = json.loads(line)
@@ -53,7 +54,7 @@ def demo_chunks() -> list[ChunkRecord]:
                 "mice",
                 i,
                 "Mice",
-                f"mice mice note {i}",
+                "mice mice" + " note" * i,
                 str(uuid.uuid5(uuid.NAMESPACE_URL, f"mice#{i}")),
                 {"lang": "en"},
                 "acme",

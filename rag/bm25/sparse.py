@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from rag.bm25.index import BM25Params
 from rag.bm25.scoring import saturate
 from rag.dense.store import SparseVector
 
+TERM_IDS = "blake2b-32"  # names term_id's scheme in a collection's record: change it, change the name
 # The term-id memo: a term is hashed once (corpora repeat terms far more than they add new ones). Bounded
 # because query text reaches it; 65,536 ids of short strings is a few MB.
 TERM_ID_MEMO = 65_536
@@ -89,6 +91,25 @@ class SparseEncoder:
             )
         if self.avgdl < 0:
             raise ValueError(f"avgdl must be at least 0, got {self.avgdl}")
+
+    def record(self) -> dict[str, Any]:
+        """What the collection's vectors were written with (keep it with the collection, e.g. in the
+        version manifest): a writer continues with :meth:`from_record`, never with a new ``avgdl``."""
+        return {"k1": self.params.k1, "b": self.params.b, "avgdl": self.avgdl, "term_ids": TERM_IDS}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], params: BM25Params) -> SparseEncoder:
+        """The encoder a collection was written with. Raises ``ValueError`` when ``params`` (the
+        settings' k1 and b) or the term-id scheme differ from the record's: its vectors would not be the
+        BM25 the settings ask for (re-ingest into a new collection)."""
+        written = (record.get("k1"), record.get("b"), record.get("term_ids"))
+        if written != (params.k1, params.b, TERM_IDS):
+            raise ValueError(
+                f"the lexical vectors were written with k1={written[0]}, b={written[1]}, term ids "
+                f"{written[2]!r}; the settings ask for k1={params.k1}, b={params.b}, term ids {TERM_IDS!r}: "
+                "re-ingest into a new collection"
+            )
+        return cls(params, float(record["avgdl"]))
 
     def document(self, tokens: Sequence[str]) -> SparseVector:
         """A chunk's vector: each term's saturated, length-normalised frequency (ids ascending)."""

@@ -12,7 +12,7 @@ import pytest
 
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.bm25.scoring import idf_lucene
-from rag.bm25.sparse import SparseEncoder, mean_length, term_id
+from rag.bm25.sparse import TERM_IDS, SparseEncoder, mean_length, term_id
 from rag.dense.store import SparseVector
 from rag.text.analyzer import Analyzer
 from tests.conftest import DEMO
@@ -84,3 +84,14 @@ def test_refuses_what_qdrant_cannot_compute() -> None:
     with pytest.raises(ValueError, match="avgdl must be at least 0"):
         SparseEncoder(BM25Params(), avgdl=-1.0)
     assert mean_length([]) == 0.0 and mean_length([["a"], ["a", "b", "c"]]) == 2.0
+
+
+def test_the_record_brings_back_the_encoder_the_vectors_were_written_with() -> None:
+    encoder = SparseEncoder(BM25Params(k1=1.1, b=0.3), avgdl=42.5)
+    record = json.loads(json.dumps(encoder.record()))  # as a manifest keeps it
+    assert record["term_ids"] == TERM_IDS
+    assert SparseEncoder.from_record(record, BM25Params(k1=1.1, b=0.3)) == encoder
+    with pytest.raises(ValueError, match=r"k1=1.1, b=0.3.*k1=0.9, b=0.4.*re-ingest"):
+        SparseEncoder.from_record(record, BM25Params())
+    with pytest.raises(ValueError, match="term ids 'crc32'"):
+        SparseEncoder.from_record({**record, "term_ids": "crc32"}, BM25Params(k1=1.1, b=0.3))

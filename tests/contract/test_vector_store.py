@@ -8,11 +8,12 @@ works in a fresh, randomly named collection that it drops afterwards, and is ski
 unset. **The server path has not run here** (no Qdrant server can be installed on the machine this suite
 was written on); the first run against one is its first check.
 
-Behaviours: create (idempotent), upsert (idempotent by id), existing, count, all_ids, delete, search at
-every Matryoshka prefix with and without rescoring, tenant and metadata filters, reopening (persistence),
-and the ``lexical`` sparse vector: BM25 scores (the IDF modifier's Lucene IDF over the collection), filters,
-deletes, and the flag being fixed at creation. Engine-specific behaviour (the edge engine's layout file,
-HNSW recall, quantization; exact rankings of edge vs local) stays in tests/rag/dense/test_edge_store.py.
+Behaviours: create (idempotent), upsert (idempotent by id), existing, stored_vectors, count, all_ids,
+delete, search at every Matryoshka prefix with and without rescoring, tenant and metadata filters,
+reopening (persistence), and the ``lexical`` sparse vector: BM25 scores (the IDF modifier's Lucene IDF over
+the collection), filters, deletes, and the flag being fixed at creation. Engine-specific behaviour (the
+edge engine's layout file, HNSW recall, quantization; exact rankings of edge vs local) stays in
+tests/rag/dense/test_edge_store.py.
 """
 
 from __future__ import annotations
@@ -149,6 +150,18 @@ def test_upsert_is_idempotent_by_id_and_delete_removes(engine: Engine) -> None:
     assert store.count() == 250 and store.all_ids() == set(ids[50:])
     assert store.existing(ids[:60]) == set(ids[50:60])
     assert ids[10] not in {pid for pid, _ in store.search(vectors[10], limit=300)}
+
+
+def test_stored_vectors_are_the_upserted_full_vectors(engine: Engine) -> None:
+    store, ids, vectors = filled(engine, 50)
+    unknown = str(uuid.uuid5(uuid.NAMESPACE_URL, "never-stored"))
+    got = store.stored_vectors([ids[3], ids[40], unknown])
+    assert got.keys() == {ids[3], ids[40]}  # an id the store lacks is left out
+    np.testing.assert_allclose(got[ids[3]], vectors[3], atol=1e-6)
+    np.testing.assert_allclose(got[ids[40]], vectors[40], atol=1e-6)
+    store.delete([ids[3]])
+    store.optimize()
+    assert store.stored_vectors([ids[3]]) == {} and store.stored_vectors([]) == {}
 
 
 def test_upsert_refuses_mismatched_lengths(engine: Engine) -> None:

@@ -169,7 +169,9 @@ class SharedBandit:
         self._adopt(fresh, state)
 
     def _adopt(self, merged: TenantBandits, state: State) -> None:
-        """Serve ``merged`` plus the updates made since the merge began."""
+        """Serve ``merged`` plus the updates made since the merge began, with the live exploration (a
+        policy applied while the merge ran is kept)."""
+        merged.alpha, merged.epsilon = self.bandits.alpha, self.bandits.epsilon
         merged.absorb(self._delta)
         self.bandits.adopt(merged)
         self._base = state

@@ -64,6 +64,7 @@ class FeedbackLearner:
         self.decisions = PendingDecisions(DecisionLog(log_path=decision_log))
         self._rng = np.random.default_rng(seed)
         self._syncing: asyncio.Task[None] | None = None
+        self._since_sync = 0  # updates since the last sync began (a failed one too: no retry per update)
 
     @property
     def store(self) -> BanditStore | None:
@@ -131,7 +132,8 @@ class FeedbackLearner:
         reward = net_reward(quality, cpu_s, self._policy().router.cost_weight)
         self.shared.update(tenant, decision.arm, decision.features, reward)
         self.decisions.local.log_reward(decision, reward, quality=quality, cpu_s=cpu_s)
-        if self.shared.pending >= SAVE_EVERY and not self.shared.syncing:
+        self._since_sync += 1
+        if self._since_sync >= SAVE_EVERY and not self.shared.syncing:
             await self.sync()
         metrics.FEEDBACK.labels(decision.arm).inc()
         metrics.BANDIT_REWARD.labels(decision.arm).observe(reward)
@@ -162,6 +164,7 @@ class FeedbackLearner:
     async def sync(self) -> None:
         """Add this replica's updates to the stored state and take the merged one (only read it when there
         are none). A failure is counted and logged; the updates are kept for the next sync."""
+        self._since_sync = 0
         try:
             await self.shared.sync()
         except Exception as exc:  # kept in memory: merged at the next sync, or at shutdown

@@ -206,8 +206,8 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         le=3600,
-        description="seconds between a replica's syncs of the bandit state (it adds its updates to the "
-        "shared state and takes the others'; also every 20 updates and at shutdown)",
+        description="seconds between a replica's syncs of the bandit state: it adds its updates to the "
+        "shared state and takes the others' (also at shutdown; a crash loses at most this much feedback)",
     )
     rollout_config: Path | None = Field(
         None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"

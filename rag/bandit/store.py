@@ -40,6 +40,13 @@ State = dict[str, Any]
 Combine = Callable[[State | None], State]  # the saved state (None: none, or unreadable) → the new one
 MERGE_TRIES = 5  # reads of the Redis state per merge when other replicas keep merging in between
 
+# The key's text, or 1 when its SHA-1 is ARGV[1] (the text the caller has), or nil.
+_GET_IF_CHANGED = """
+local current = redis.call('GET', KEYS[1])
+if current and ARGV[1] ~= '' and redis.sha1hex(current) == ARGV[1] then return 1 end
+return current
+"""
+
 # Write ARGV[2] only if the key still holds the text whose SHA-1 is ARGV[1] ("" = no key): 1, else 0.
 _COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
@@ -56,8 +63,9 @@ class MergeConflict(RagError, RuntimeError):
 
 
 class BanditStore(Protocol):
-    async def load(self) -> State | None:
-        """The saved state, or None when nothing was saved yet."""
+    async def load(self, *, if_changed: bool = False) -> State | None:
+        """The saved state, or None when nothing was saved yet. ``if_changed``: None also when it is the
+        state this store object last loaded or wrote (a periodic read then costs next to nothing)."""
         ...
 
     async def save(self, state: State) -> None:
@@ -106,7 +114,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._text: str | None = None
 
-    async def load(self) -> State | None:
+    async def load(self, *, if_changed: bool = False) -> State | None:
+        """(Always reads: one object may stand for a store several replicas share.)"""
         return None if self._text is None else decode(self._text, "memory")
 
     async def save(self, state: State) -> None:
@@ -123,9 +132,10 @@ class FileStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime ns, size) last loaded or written
 
-    async def load(self) -> State | None:
-        return await asyncio.to_thread(self._load)
+    async def load(self, *, if_changed: bool = False) -> State | None:
+        return await asyncio.to_thread(self._load, if_changed)
 
     async def save(self, state: State) -> None:
         text = encode(state)
@@ -141,6 +151,7 @@ class FileStore:
             saved = None
         state = combine(saved)
         self._save(encode(state))
+        self._seen = self._stamp()
         return state
 
     def _locked(self, work: Callable[[], Any]) -> Any:
@@ -159,12 +170,23 @@ class FileStore:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def _load(self) -> State | None:
+    def _load(self, if_changed: bool = False) -> State | None:
+        stamp = self._stamp()
+        if stamp is None or (if_changed and stamp == self._seen):
+            return None  # (each write replaces the file: a new inode)
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        self._seen = stamp
         return decode(text, str(self.path))
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _save(self, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
@@ -188,10 +210,17 @@ class RedisStore:
         self.redis = redis
         self.key = redis.keys.bandit
         self._compare_and_set = redis.script(_COMPARE_AND_SET)
+        self._get_if_changed = redis.script(_GET_IF_CHANGED)
+        self._seen = ""  # SHA-1 of the text last loaded or written here
 
-    async def load(self) -> State | None:
-        raw = await self.redis.run(lambda r: r.get(self.key))
-        return None if raw is None else decode(raw, f"redis key {self.key!r}")
+    async def load(self, *, if_changed: bool = False) -> State | None:
+        got = await self._get_if_changed([self.key], [self._seen if if_changed else ""])
+        if got is None or got == 1:
+            return None
+        raw = got.encode() if isinstance(got, str) else bytes(got)
+        state = await asyncio.to_thread(decode, raw, f"redis key {self.key!r}")  # ~1 MB at 100 tenants
+        self._seen = _sha1(raw)
+        return state
 
     async def save(self, state: State) -> None:
         text = encode(state)
@@ -208,7 +237,12 @@ class RedisStore:
                 return state, encode(state)
 
             state, text = await asyncio.to_thread(combined)  # CPU work, outside any Redis timeout
-            digest = "" if raw is None else hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+            digest = "" if raw is None else _sha1(raw)
             if await self._compare_and_set([self.key], [digest, text]) == 1:
+                self._seen = _sha1(text.encode())
                 return state
         raise MergeConflict(f"bandit state in {where} changed under each of {MERGE_TRIES} merge tries")
+
+
+def _sha1(raw: bytes) -> str:
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()

@@ -79,10 +79,6 @@ class SharedBandit:
         """Updates made here that no merge has landed yet."""
         return self._delta.updates + sum(b.delta.updates for b in self._unsure)
 
-    @property
-    def syncing(self) -> bool:
-        return self._lock.locked()
-
     def update(self, tenant: str, arm: str, x: Sequence[float] | Vector, reward: float) -> None:
         """One observation of ``tenant``'s feedback: the live model learns it now, the store at the next
         sync."""
@@ -158,15 +154,25 @@ class SharedBandit:
 
     # -- in the event loop ------------------------------------------------------------------------------
     async def _read(self, store: BanditStore) -> None:
-        state = await store.load()
-        if state is None or state == self._base:
+        state = await store.load(if_changed=self._base is not None)
+        if state is None or self._unchanged(state):
             return
-        fresh = self._restore(state)
+        fresh = await asyncio.to_thread(self._restore, state)  # CPU: A⁻¹ of every model
         landed = _landed(state, self.writer)
         self._unsure = [b for b in self._unsure if b.first_seq > landed]  # the rest is in ``state``
         for batch in self._unsure:
             fresh.absorb(batch.delta)
         self._adopt(fresh, state)
+
+    def _unchanged(self, state: State) -> bool:
+        """Whether ``state`` is the one last read: every merge rewrites ``writers``, so comparing those
+        is enough (the whole state only when a writer without them, the old code, saved it)."""
+        if self._base is None:
+            return False
+        writers = state.get(WRITERS)
+        if writers is None:
+            return state == self._base
+        return bool(writers == self._base.get(WRITERS))
 
     def _adopt(self, merged: TenantBandits, state: State) -> None:
         """Serve ``merged`` plus the updates made since the merge began, with the live exploration (a

@@ -161,3 +161,31 @@ async def test_a_redis_merge_that_loses_the_race_reads_again(redis_url: str) -> 
     finally:
         other.close()
         await guarded.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+async def test_a_load_if_changed_skips_the_state_this_store_last_saw(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The periodic read of a replica with nothing new: no state transferred or decoded when no one
+    merged since; another writer's merge is read."""
+    clients: list[GuardedRedis] = []
+
+    def store() -> BanditStore:
+        if kind == "file":
+            return FileStore(tmp_path / "bandit.json")
+        clients.append(redis_at(request.getfixturevalue("redis_url")))
+        return RedisStore(clients[-1])
+
+    try:
+        mine, other = store(), store()
+        assert await mine.load(if_changed=True) is None  # nothing saved
+        await mine.merge(lambda saved: {"n": 1})
+        assert await mine.load(if_changed=True) is None  # what it wrote itself
+        assert await mine.load() == {"n": 1}  # a plain load always reads
+        await other.merge(lambda saved: {"n": (saved or {"n": 0})["n"] + 1})
+        assert await mine.load(if_changed=True) == {"n": 2}
+        assert await mine.load(if_changed=True) is None
+    finally:
+        for client in clients:
+            await client.close()

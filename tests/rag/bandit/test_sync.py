@@ -145,8 +145,8 @@ async def test_a_merge_whose_outcome_was_unknown_is_applied_once() -> None:
     class LostReply:
         fail_after_write = True
 
-        async def load(self) -> State | None:
-            return await inner.load()
+        async def load(self, *, if_changed: bool = False) -> State | None:
+            return await inner.load(if_changed=if_changed)
 
         async def save(self, state: State) -> None:
             await inner.save(state)

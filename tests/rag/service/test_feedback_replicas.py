@@ -4,6 +4,7 @@ paused, feedback is kept in process and merged (not overwritten) once Redis is b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
@@ -66,12 +67,14 @@ async def replica(
     so every call tries Redis)."""
     started: list[tuple[QueryRouting, GuardedRedis]] = []
 
-    async def make(timeout_s: float = 0.5) -> QueryRouting:
+    async def make(timeout_s: float = 0.5, sync_s: float = 10.0) -> QueryRouting:
         policy = BreakerPolicy(min_calls=1000, window_calls=1000)
         redis = GuardedRedis.connect(
             redis_process.url, Breaker("redis", policy), timeout_s=timeout_s, collection=settings.collection
         )
-        routing = QueryRouting(settings, reranker_available=False)
+        routing = QueryRouting(
+            settings.model_copy(update={"bandit_sync_s": sync_s}), reranker_available=False
+        )
         await routing.start(redis)
         started.append((routing, redis))
         return routing
@@ -106,7 +109,11 @@ async def test_interleaved_feedback_on_two_replicas_equals_one_replica_fed_both(
         await rate(two, f"two-{i}", b)
         await rate(alone, f"alone-a-{i}", a)
         await rate(alone, f"alone-b-{i}", b)
-    # each has merged on its own every 20 updates; now the last of them, and each takes the other's
+        if i % 7 == 3:
+            await one.sync()  # the periodic syncs, at moments of their own on each replica
+        if i % 11 == 5:
+            await two.sync()
+    # the last merges, and each takes the other's
     await one.sync()
     await two.sync()
     await one.sync()
@@ -141,3 +148,18 @@ async def test_with_redis_paused_feedback_is_kept_and_merged_when_it_is_back(
     await two.sync()
     assert_same_bandit(one, alone)
     assert_same_bandit(two, alone)
+
+
+async def test_replicas_learn_each_others_feedback_at_the_periodic_sync(
+    replica: Callable[..., QueryRouting],
+) -> None:
+    one = (await replica(sync_s=0.02)).learner  # type: ignore[misc]
+    two = (await replica(sync_s=0.02)).learner  # type: ignore[misc]
+    fb = feedback_stream(7, 1)[0]
+    await rate(one, "req-1", fb)
+    for _ in range(500):  # at most ~10 s; a sync every 20 ms on each side
+        if two.bandit.counts[fb[1]] == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert two.bandit.counts[fb[1]] == 1 and two.bandit.tenant_counts(fb[0])[fb[1]] == 1
+    assert one.shared.pending == 0

@@ -6,7 +6,7 @@ feedback it receives (:meth:`SharedBandit.update`); it also keeps those updates 
 (:meth:`BanditStore.merge <rag.bandit.store.BanditStore.merge>`) and takes the merged result — so at each
 sync a replica learns every other replica's feedback merged so far — then re-applies the updates it made
 while the merge was in flight. With nothing of its own to add, a sync just reads the stored state.
-Whoever calls it decides the cadence (the service: every few seconds and every few updates).
+Whoever calls it decides the cadence (the service: every ``RAG_BANDIT_SYNC_S`` and at shutdown).
 
 **A merge is applied once**, even when its outcome is unknown (a Redis timeout after the write landed).
 The merged state carries ``"writers"``: per sync object (one per process, a random id) the sequence number

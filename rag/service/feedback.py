@@ -167,10 +167,6 @@ class FeedbackLearner:
             metrics.BACKGROUND_ERRORS.labels(BANDIT_STORE).inc()
             log.warning("bandit state not synced: %s", str(exc)[:500])
 
-    async def save(self) -> None:
-        """Merge this replica's updates into the store now (a sync)."""
-        await self.sync()
-
     async def close(self) -> None:
         if self._sync_loop is not None:
             self._sync_loop.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,7 @@ import rag
 from api.errors import install_handlers
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, feedback, health, query, rollout
-from rag.config import Settings, load_settings
+from rag.config import WORKER_ENV, Settings, load_settings
 from rag.dense.embedder import Embedder
 from rag.dense.store import VectorStore
 from rag.rerank.cross_encoder import Reranker
@@ -77,5 +78,9 @@ def create_app(
 
 def create_served_app() -> FastAPI:
     """The app ``rag serve`` runs (one per worker process): the process is the service's, so the loaded
-    models leave the cyclic GC's reach (see :func:`rag.service.heap.freeze_long_lived`)."""
-    return create_app(freeze_models=True)
+    models leave the cyclic GC's reach (see :func:`rag.service.heap.freeze_long_lived`). A worker of
+    ``rag serve --workers N`` is a replica of its own: a configured ``RAG_REPLICA_ID`` gets its pid."""
+    settings = load_settings()
+    if os.environ.get(WORKER_ENV) and settings.replica_id:
+        settings = settings.model_copy(update={"replica_id": f"{settings.replica_id}:{os.getpid()}"})
+    return create_app(settings, freeze_models=True)

@@ -310,6 +310,37 @@ class JobOut(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
+    rollout: VersionRolloutOut | None = Field(
+        None,
+        description="once published: which live replicas serve index_version (or newer) already; "
+        "complete when every one does",
+    )
+
+
+class VersionRolloutOut(BaseModel):
+    version: str
+    live_replicas: int = Field(description="replicas whose lease is live (RAG_REPLICA_LEASE_S)")
+    switched: int = Field(description="of those, how many serve this version or a newer one")
+    waiting: list[str] = Field(description="the live replicas still on an older version")
+    complete: bool
+
+
+class VectorStoreOut(BaseModel):
+    points: int = Field(description="the version served and the one it replaced (kept until the next switch)")
+    holds_version: str | None = Field(description="the index version the store was last brought to")
+    per_process: bool = Field(description="this process's own shard (embedded engine) or a shared collection")
+
+
+class ReplicaOut(BaseModel):
+    replica: str
+    version: str | None = Field(description="the index version it serves")
+    host: str
+    pid: int
+    started_at: float
+    switched_at: float | None = Field(description="when it started serving version")
+    renewed_at: float
+    expires_at: float
+    live: bool = Field(description="its lease is unexpired")
 
 
 class IngestResponse(BaseModel):
@@ -332,8 +363,15 @@ class ReadyOut(BaseModel):
 
 
 class IndexOut(BaseModel):
-    index_version: str
+    index_version: str = Field(description="the version this replica serves")
+    published_version: str | None = Field(None, description="the newest published version (CURRENT)")
     documents: int
     chunks: int
     documents_per_tenant: dict[str, int]
     created_at: str | None
+    vector_store: VectorStoreOut | None = Field(None, description="this replica's vector store")
+    replicas: list[ReplicaOut] = Field(
+        default_factory=list,
+        description="every serving process of this collection with a lease on record, and the version it "
+        "serves (rag/index/replica_leases.py)",
+    )

@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.config import Settings, load_settings
+from rag.config import WORKER_ENV, Settings, load_settings
 from rag.dense.matryoshka import MATRYOSHKA_DIMS
 from rag.tenancy import check_tenant, scoped_id
 
@@ -146,16 +146,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "h11_max_incomplete_event_size": settings.serve_max_head_bytes,
     }
     if args.workers > 1:
-        if settings.qdrant_url is None:
+        if settings.vector_engine == "local" and settings.qdrant_url is None:
             print(
-                f"--workers {args.workers} needs a Qdrant server (RAG_QDRANT_URL): embedded Qdrant locks its "
-                "folder to one process",
+                f"--workers {args.workers}: qdrant-client local mode (RAG_VECTOR_ENGINE=local) locks its "
+                "folder to one process; use the embedded engine (the default: a shard per worker) or a "
+                "Qdrant server",
                 file=sys.stderr,
             )
             return 2
-        # each worker builds the app from the environment; /metrics aggregates them (rag.metrics)
+        # each worker builds the app from the environment, is a replica of its own (with the embedded
+        # engine: its own shard, rag.index.shard_sync) and follows the others' publishes; /metrics
+        # aggregates them (rag.metrics)
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="rag-metrics-"))
         os.environ["RAG_COLLECTION"] = settings.collection
+        os.environ[WORKER_ENV] = "1"
         uvicorn.run(
             "api.app:create_served_app",
             factory=True,

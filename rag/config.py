@@ -38,6 +38,10 @@ def _settings_file_values() -> dict[str, Any]:
     return values
 
 
+# set by `rag serve --workers N` for its workers (not a setting: no RAG_ prefix); each is a replica of its own
+WORKER_ENV = "_RAG_SERVE_WORKER"
+
+
 class Settings(BaseSettings):
     """Every knob of the service and the CLI. ``rag eval`` uses the same settings as the service."""
 
@@ -174,6 +178,19 @@ class Settings(BaseSettings):
     breaker_open_s: float = Field(5.0, gt=0)
     breaker_sync_ms: int = Field(500, ge=10, description="how often replicas read shared breaker state")
     replica_id: str | None = Field(None, description="names this process in shared state; default host:pid")
+    version_poll_ms: int = Field(
+        500,
+        ge=0,
+        description="how often a serving process reads the published version pointer and switches to a newer "
+        "version (another process's ingest); it renews its replica lease as often. 0: never follow "
+        "(serve the version loaded at start and the ones this process ingests)",
+    )
+    replica_lease_s: float = Field(
+        10.0,
+        gt=0,
+        description="how long a replica's lease on the version it serves lasts unrenewed; the ingest keeps "
+        "every version a live lease names on disk. Must exceed RAG_VERSION_POLL_MS",
+    )
 
     llm_url: str | None = Field(None, description="OpenAI-compatible base URL (…/v1); unset = no synthesis")
     llm_model: str = "gpt-4o-mini"
@@ -299,6 +316,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"chunk_overlap_words ({self.chunk_overlap_words}) must be smaller than "
                 f"chunk_words ({self.chunk_words})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_poll(self) -> Settings:
+        if self.version_poll_ms and self.replica_lease_s * 1000 <= 2 * self.version_poll_ms:
+            raise ValueError(
+                f"replica_lease_s ({self.replica_lease_s}) must exceed twice version_poll_ms "
+                f"({self.version_poll_ms} ms): a lease is renewed once per poll"
             )
         return self
 

@@ -89,6 +89,15 @@ MODEL_BATCH_SIZE = Histogram(
 )
 INGEST_JOBS = Counter("rag_ingest_jobs_total", "Ingest jobs by final state.", ["state"])
 INDEX_INFO = Gauge("rag_index_chunks", "Chunks in the index version being served.", multiprocess_mode="max")
+INDEX_SWITCHES = Counter(
+    "rag_index_switches_total",
+    "Index versions this process switched to while serving (its own ingest's, or another's it followed).",
+)
+REPLICA_LEASE_LAPSES = Counter(
+    "rag_replica_lease_lapses_total",
+    "Times this replica found its lease had expired before it renewed it (its vector shard is then checked "
+    "in full against the version it serves).",
+)
 READY = Gauge("rag_ready", "1 when the service is ready to answer queries.", multiprocess_mode="livemin")
 BREAKER_STATE = Gauge(
     "rag_breaker_state",

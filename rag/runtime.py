@@ -8,7 +8,9 @@ becomes clients, models and parameters (``connect``, ``build_embedder``, ``build
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 from qdrant_client import QdrantClient
 
@@ -21,6 +23,8 @@ from rag.dense.qdrant_store import QdrantStore
 from rag.dense.store import VectorStore
 from rag.errors import RagError
 from rag.index.ingest import Ingestor, IngestParams
+from rag.index.segments import VersionView
+from rag.index.shard_sync import SyncRecord, backfill_vectors, sync_shard
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
@@ -59,10 +63,17 @@ def open_store(settings: Settings) -> VectorStore:
     """The collection's vector store: qdrant-client for a server (``qdrant_url``) or for local mode
     (``vector_engine=local``), else the embedded Rust engine (:class:`~rag.dense.edge_store.EdgeStore`)."""
     if settings.qdrant_url or settings.vector_engine == "local":
-        return QdrantStore(connect(settings), settings.collection)
+        # which index version the collection holds: recorded by the ingest (a server's, shared) or by this
+        # process (local mode, its own) — next to the versions, or next to the local-mode folder
+        record = (
+            settings.versions_dir / STORE_SYNC_RECORD
+            if settings.qdrant_url
+            else settings.resolved_qdrant_path / f"{settings.collection}.{STORE_SYNC_RECORD}"
+        )
+        return QdrantStore(connect(settings), settings.collection, sync_record=record)
     from rag.dense.edge_store import EdgeStore  # the engine's native module loads only when chosen
 
-    return EdgeStore(
+    return EdgeStore.open_slot(
         settings.resolved_edge_path,
         hnsw=settings.edge_index == "hnsw",
         hnsw_ef=settings.edge_hnsw_ef,
@@ -77,6 +88,8 @@ def _store_place(settings: Settings) -> str:
         return f"local mode at {settings.resolved_qdrant_path}"
     return f"edge engine at {settings.resolved_edge_path}"
 
+
+STORE_SYNC_RECORD = "store-synced.json"  # a Qdrant collection's rag.index.shard_sync record
 
 SERVING_EMBEDDER_THREADS = 1  # RAG_EMBEDDER_THREADS=0 in the service (see its description)
 
@@ -143,6 +156,21 @@ def ingest_params(settings: Settings) -> IngestParams:
     )
 
 
+def _sync(store: VectorStore, versions: VersionStore, version: str) -> None:
+    """Bring ``store`` to ``version``; a store that holds a version whose segments lack vectors (written
+    before they carried them) writes them there first, so that other processes can fill their shards."""
+    view = VersionView.load(versions, version)
+    if view is None:
+        return
+    if view.lacking_vectors(versions) and store.count():
+        try:
+            with versions.lock():  # not beside an ingest (it may merge those segments)
+                backfill_vectors(store, versions, view)
+        except RuntimeError as exc:
+            log.info("segment vectors not written now: %s", exc)
+    sync_shard(store, versions, view)
+
+
 class Runtime:
     """A collection opened for search: the current snapshot and the clients and models it needs."""
 
@@ -163,6 +191,7 @@ class Runtime:
         self.snapshot = snapshot
         self.compute = compute
         self.pipeline = self._pipeline()
+        self._reload_lock = threading.Lock()  # a follower's reload and an ingest job's, one at a time
 
     @classmethod
     def open(
@@ -185,14 +214,21 @@ class Runtime:
             )
         given = store
         store = store or open_store(settings)
-        if snapshot.point_rows and store.count() == 0:
+        versions = VersionStore(settings.versions_dir)
+        try:
+            if store.per_process:  # this process's own shard: filled from the version's segments
+                store.ensure_collection(int(snapshot.manifest["dim"]))
+                _sync(store, versions, snapshot.version)
+            elif snapshot.point_rows and store.count() == 0:
+                raise NoIndexError(
+                    f"collection {settings.collection!r} has a published index ({snapshot.version}) but "
+                    f"its vector store ({_store_place(settings)}) is empty: vectors written by another "
+                    "engine, or lost; run `rag ingest PATH` again to rebuild them"
+                )
+        except BaseException:
             if given is None:
                 store.close()
-            raise NoIndexError(
-                f"collection {settings.collection!r} has a published index ({snapshot.version}) but its "
-                f"vector store ({_store_place(settings)}) is empty: vectors written by another engine or "
-                "layout, or lost; run `rag ingest PATH` again to rebuild them"
-            )
+            raise
         if reranker is None and load_reranker:
             reranker = build_reranker(settings)
         return cls(settings, store, embedder or build_embedder(settings), reranker, snapshot, compute)
@@ -211,16 +247,46 @@ class Runtime:
     def ingestor(self, *, progress: bool = True) -> Ingestor:
         return Ingestor(ingest_params(self.settings), self.embedder, self.store, progress=progress)
 
-    def reload(self) -> None:
-        """Switch to the current published version (after an ingest). Readers that took ``pipeline``
-        before the switch finish on the old version: a pipeline never changes its snapshot."""
-        snapshot = IndexSnapshot.load(
-            VersionStore(self.settings.versions_dir), bm25_params=bm25_params(self.settings)
-        )
-        if snapshot is not None and snapshot.version != self.snapshot.version:
+    def reload(self) -> bool:
+        """Switch to the current published version (after an ingest, or another process's publish); True
+        when it switched. A process's own vector shard is brought to that version first (its points added;
+        the old version's kept until the next switch). Readers that took ``pipeline`` before the switch
+        finish on the old version: a pipeline never changes its snapshot."""
+        with self._reload_lock:
+            versions = VersionStore(self.settings.versions_dir)
+            current = versions.current()
+            if current is None or current == self.snapshot.version:
+                return False
+            snapshot = IndexSnapshot.load(versions, current, bm25_params=bm25_params(self.settings))
+            if snapshot is None:
+                return False
+            if self.store.per_process:
+                _sync(self.store, versions, snapshot.version)
             snapshot.bm25  # noqa: B018 - build the BM25 index here, not in the first query after the switch
             vocabularies(snapshot)  # the router's per-tenant IDF, likewise
             self.snapshot = snapshot
+            self.pipeline = self._pipeline()
+            return True
+
+    def vector_store_summary(self) -> dict[str, Any]:
+        """What the vector store holds: its points (the version served, plus the one it replaced, kept
+        until the next switch) and the version its sync record names."""
+        record = SyncRecord.read(self.store.sync_record) if self.store.sync_record else None
+        return {
+            "points": self.store.count(),
+            "holds_version": record.version if record else None,
+            "per_process": self.store.per_process,
+        }
+
+    def resync(self) -> None:
+        """Compare this process's own vector shard with the version served in full (its record no longer
+        trusted: after this replica's lease lapsed, say) and bring it back to that version."""
+        if not self.store.per_process:
+            return
+        with self._reload_lock:
+            if self.store.sync_record is not None:
+                self.store.sync_record.unlink(missing_ok=True)
+            _sync(self.store, VersionStore(self.settings.versions_dir), self.snapshot.version)
             self.pipeline = self._pipeline()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from api.schemas import (
 from api.security import require_admin
 from rag.logs import request_id_var
 from rag.resilience.breaker import State
-from rag.service.jobs import Job
+from rag.service.jobs import Ingestion, Job
 from rag.tenancy import TENANT_PATTERN
 from rag.types import Document, GivenVectors
 
@@ -39,8 +39,11 @@ def _given(doc: DocumentIn) -> GivenVectors | None:
     return None
 
 
-def job_out(job: Job) -> JobOut:
-    return JobOut.model_validate(job.view())
+def job_out(job: Job, ingestion: Ingestion) -> JobOut:
+    view = job.view()
+    if job.version is not None:
+        view["rollout"] = ingestion.rollout(job.version).view()
+    return JobOut.model_validate(view)
 
 
 @router.post(
@@ -75,7 +78,9 @@ async def ingest(
     else:
         response.status_code = 202
         response.headers["Location"] = status_url
-    return IngestResponse(request_id=request_id_var.get() or "", job=job_out(job), status_url=status_url)
+    return IngestResponse(
+        request_id=request_id_var.get() or "", job=job_out(job, ingestion), status_url=status_url
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=declared(401, 403, 404, 422))
@@ -84,13 +89,17 @@ async def get_job(job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], inges
     job = ingestion.get(job_id)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r} (jobs are kept in memory until restart)")
-    return job_out(job)
+    return job_out(job, ingestion)
 
 
 @router.get("/admin/index", response_model=IndexOut, responses=declared(401, 403, 503))
-async def index(lifecycle: Readiness) -> IndexOut:
-    """The index version being served, with document counts per tenant."""
-    return IndexOut.model_validate(lifecycle.index_summary())
+async def index(lifecycle: Readiness, ingestion: Ingest) -> IndexOut:
+    """The index version this replica serves, with document counts per tenant; the newest published version
+    and every replica of the collection with the version it serves."""
+    summary = lifecycle.index_summary()
+    summary["published_version"] = ingestion.published_version()
+    summary["replicas"] = ingestion.replicas()
+    return IndexOut.model_validate(summary)
 
 
 @router.delete(

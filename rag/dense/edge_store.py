@@ -12,11 +12,12 @@ qdrant-client local-mode folder, say) or with another layout is refused with the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import qdrant_edge as qe
@@ -31,6 +32,8 @@ ENGINE = "qdrant-edge"
 # bump when the shard's vectors, payload or indexes change: older folders are then refused (re-ingest)
 LAYOUT_VERSION = 1
 SHARD_DIR = "shard"
+SYNC_RECORD = "synced.json"  # the index version the shard holds (rag.index.shard_sync)
+MAX_SLOTS = 64  # processes that may serve one collection from one data dir (each with its own shard)
 REBUILD_HINT = "delete the folder and run `rag ingest PATH` again (or set RAG_VECTOR_ENGINE=local)"
 
 # HNSW as Qdrant's server defaults it; segments under INDEXING_THRESHOLD_KB stay plain (exhaustive)
@@ -44,6 +47,10 @@ QUANT_OVERSAMPLING = 2.0  # int8 candidates fetched per result, then rescored on
 
 class EdgeLayoutError(RagError, RuntimeError):
     """The folder holds vectors this engine or layout version cannot read."""
+
+
+class SlotInUse(RagError, RuntimeError):
+    """Another process holds this shard folder (the engine's lock on its write-ahead log)."""
 
 
 class EdgeStore:
@@ -67,6 +74,9 @@ class EdgeStore:
         if indexing_threshold_kb < 1:
             raise ValueError(f"indexing_threshold_kb must be at least 1, got {indexing_threshold_kb}")
         self.path = path
+        self.sync_record: Path | None = path / SYNC_RECORD
+        self.per_process = True  # the engine locks the folder to this process
+        self._slot_lock: IO[str] | None = None  # held by open_slot for the store's life
         self.hnsw = hnsw
         self.indexing_threshold_kb = indexing_threshold_kb
         if quantization not in ("none", "int8"):
@@ -121,6 +131,34 @@ class EdgeStore:
             ),
         )
 
+    @classmethod
+    def open_slot(cls, base: Path, **options: Any) -> EdgeStore:
+        """This process's own shard of the collection whose first shard is ``base``: the first slot no
+        other process holds — ``base`` itself, then ``<base>.replica-1``, ``-2``… (a flock on
+        ``<slot>.lock``, held until :meth:`close`). Each process fills and follows its slot from the index
+        versions (:mod:`rag.index.shard_sync`), so several processes serve one data dir; a restarted one
+        takes a free slot back and catches up from what it already holds."""
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for k in range(MAX_SLOTS):
+            path = base if k == 0 else base.with_name(f"{base.name}.replica-{k}")
+            lock = path.with_name(path.name + ".lock").open("a")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            try:
+                store = cls(path, **options)
+            except SlotInUse:  # held by a process that takes no slot lock (older code)
+                lock.close()
+                continue
+            except BaseException:
+                lock.close()
+                raise
+            store._slot_lock = lock
+            return store
+        raise RuntimeError(f"all {MAX_SLOTS} shard slots of {base} are in use by other processes")
+
     @property
     def shard(self) -> qe.EdgeShard:
         if self._shard is None:
@@ -155,6 +193,18 @@ class EdgeStore:
             batch: list[qe.PointId] = list(ids[start : start + 1000])
             records = self.shard.retrieve(batch, with_payload=False, with_vector=False)
             found.update(_point_id(r.id) for r in records)
+        return found
+
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        if self._shard is None:
+            return found
+        for start in range(0, len(ids), 1000):
+            batch: list[qe.PointId] = list(ids[start : start + 1000])
+            for r in self.shard.retrieve(batch, with_payload=False, with_vector=[FULL]):
+                vector = r.vector.get(FULL) if isinstance(r.vector, dict) else None
+                if vector is not None:
+                    found[_point_id(r.id)] = np.asarray(vector, dtype=np.float32)
         return found
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
@@ -251,6 +301,9 @@ class EdgeStore:
                 self._shard.flush()
                 self._shard.close()
                 self._shard = None
+            if self._slot_lock is not None:
+                self._slot_lock.close()  # releases the flock
+                self._slot_lock = None
 
 
 def _load(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
@@ -259,9 +312,9 @@ def _load(path: Path, config: qe.EdgeConfig) -> qe.EdgeShard:
     except Exception as exc:  # the binding raises a bare Exception; its WAL lock says "WouldBlock"
         if "WouldBlock" not in str(exc):
             raise
-        raise RuntimeError(
+        raise SlotInUse(
             f"the embedded Qdrant folder {path} is in use by another process (the edge engine allows one "
-            "process per folder); stop that process, or run a Qdrant server and set RAG_QDRANT_URL"
+            "process per folder); stop that process, or open it with EdgeStore.open_slot"
         ) from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,22 @@ class QdrantStore:
     """One collection. Calls are serialised in local mode (its in-process engine is not thread-safe);
     a server client is used concurrently."""
 
-    def __init__(self, client: QdrantClient, collection: str) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        *,
+        sync_record: Path | None = None,
+        per_process: bool | None = None,
+    ) -> None:
+        """``sync_record``: where the ingest records which index version the collection holds
+        (:mod:`rag.index.shard_sync`; None: compared in full at each ingest). ``per_process``: only this
+        process reads the collection (default: in local mode), so it brings it to each version it serves."""
         self.client = client
         self.collection = collection
+        self.sync_record = sync_record
         self.local = is_local(client)
+        self.per_process = self.local if per_process is None else per_process
         self._lock: AbstractContextManager[object] = threading.Lock() if self.local else nullcontext()
         self._low_dims: tuple[int, ...] = ()
 
@@ -66,6 +79,19 @@ class QdrantStore:
                     with_vectors=False,
                 )
             found.update(str(r.id) for r in records)
+        return found
+
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 1000):
+            with self._lock:
+                records = self.client.retrieve(
+                    self.collection, list(ids[start : start + 1000]), with_payload=False, with_vectors=[FULL]
+                )
+            for r in records:
+                vector = r.vector.get(FULL) if isinstance(r.vector, dict) else None
+                if vector is not None:
+                    found[str(r.id)] = np.asarray(vector, dtype=np.float32)
         return found
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:

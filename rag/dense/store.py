@@ -11,6 +11,7 @@ vocabulary, which the edge engine translates).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +32,13 @@ def prefix_dims(full_dim: int) -> tuple[int, ...]:
 
 
 class VectorStore(Protocol):
+    # where the index version this store holds is recorded (rag.index.shard_sync); None: unknown, always
+    # compared in full
+    sync_record: Path | None
+    # True: only this process reads the store (the embedded engine locks its folder), so each process
+    # brings its own to the version it serves; False: shared (a server), the ingest writes it for all
+    per_process: bool
+
     def ensure_collection(self, full_dim: int) -> None:
         """Create the collection for ``full_dim`` vectors unless it exists."""
 
@@ -39,6 +47,9 @@ class VectorStore(Protocol):
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         """Store rotated, normalised full vectors (the prefixes are derived) with their payloads."""
+
+    def stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The full vectors stored for those of ``ids`` the store has (as upserted: rotated, normalised)."""
 
     def delete(self, ids: Iterable[str]) -> None: ...
 

@@ -1,10 +1,17 @@
-"""Ingestion: documents → chunks → vectors in Qdrant + BM25 term matrix → a new published index version."""
+"""Ingestion: documents → chunks → vectors + BM25 term counts in a new segment → a published index version.
+
+The vectors go into the segment (the source every process fills its own vector shard from,
+:mod:`rag.index.shard_sync`); after publishing, the ingest brings its own process's shard to the new
+version, and every other process does so as it follows the publish."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,8 +28,9 @@ from rag.dense.store import VectorStore
 from rag.index.chunk_table import ChunkRecord
 from rag.index.given_vectors import check_documents
 from rag.index.publisher import publish
+from rag.index.replica_leases import ReplicaLeases
 from rag.index.segments import VersionView
-from rag.index.snapshot import IndexSnapshot
+from rag.index.shard_sync import sync_shard
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
@@ -31,9 +39,49 @@ from rag.types import Document
 
 log = logging.getLogger(__name__)
 
-UPSERT_GROUP = 256  # chunks embedded and upserted together (bounds memory, sets progress granularity)
-KEEP_VERSIONS = 2  # published versions kept on disk (with their points): the new one and the one it replaced
+UPSERT_GROUP = 256  # chunks embedded together (bounds memory, sets progress granularity)
+KEEP_VERSIONS = 2  # versions kept on disk: the new one, the one it replaced, and any a live replica serves
 ROTATION_SAMPLE = 20_000  # chunks whose embeddings fit the Matryoshka rotation on a collection's first ingest
+
+
+PENDING_DIR = ".pending-vectors"  # vectors computed by an ingest that has not published yet
+
+
+class PendingVectors:
+    """Vectors an ingest has computed and not yet published, spilled as it goes (one file per group):
+    an ingest killed half-way leaves them, and the next one reuses them instead of embedding again. Cleared
+    once a version is published."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def write(self, point_ids: list[str], vectors: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"{uuid.uuid4().hex}.npz"
+        tmp = final.with_suffix(".tmp.npz")
+        np.savez(tmp, ids=np.asarray([p.encode("ascii") for p in point_ids], dtype="S36"), vectors=vectors)
+        os.replace(tmp, final)
+
+    def read(self, wanted: set[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        if not wanted or not self.folder.is_dir():
+            return found
+        for path in self.folder.glob("*.npz"):
+            if path.name.endswith(".tmp.npz"):
+                continue
+            try:
+                with np.load(path) as spill:
+                    ids, vectors = spill["ids"], spill["vectors"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for pid, vec in zip(ids.tolist(), vectors, strict=True):
+                key = pid.decode("ascii")
+                if key in wanted:
+                    found[key] = vec
+        return found
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +203,7 @@ class Ingestor:
         self.progress = progress
         self.analyzer = Analyzer()
         self._given: dict[str, np.ndarray] = {}  # point id → given vector, during one ingest
+        self._pending = PendingVectors(self.versions.root / PENDING_DIR)
 
     # -- collection-level state ------------------------------------------------------------------
     def collection(self, *, embedding: bool = True) -> tuple[str, int]:
@@ -251,8 +300,6 @@ class Ingestor:
             name, dim = self.collection(embedding=embedding)
             self._record_collection(name, dim)
             self.store.ensure_collection(dim)
-            recovering = self._crash_marker.exists()  # an ingest died mid-way: collect all garbage
-            self._crash_marker.touch()
             previous = VersionView.load(self.versions)
             self._given = {}
             new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc)]
@@ -264,17 +311,11 @@ class Ingestor:
 
             if not changes.any_change and previous is not None:
                 log.info("nothing changed; %s keeps serving", previous.name)
-                restored, given = self._restore_points(previous)
-                if recovering:  # what the dead ingest stored and never published
-                    self._collect_all_garbage()
-                self._crash_marker.unlink()
-                return changes.report(
-                    previous.name, previous.name, previous.live_rows, restored, started, given
-                )
+                sync_shard(self.store, self.versions, previous)  # e.g. a new, empty shard
+                return changes.report(previous.name, previous.name, previous.live_rows, 0, started, 0)
 
             fresh = [c for c in new_chunks if c.doc_key not in changes.unchanged]
-            embedded, given = self._embed_and_upsert(fresh)
-            self.store.optimize()  # durable and indexed before the version that reads it is published
+            fresh_vectors, embedded, given = self._fresh_vectors(fresh, previous)
             replaced = [row for d in changes.replaced for row, _ in before.get(d, [])]
             fresh_points = {c.point_id for c in fresh}
             removed = sorted({p for d in changes.replaced for _, p in before.get(d, [])} - fresh_points)
@@ -293,37 +334,23 @@ class Ingestor:
                 "chunk_overlap_words": self.params.chunk_overlap_words,
             }
             terms = TermMatrix.empty().append([self.analyzer.tokens(c.passage) for c in fresh])
-            version = publish(self.versions, previous, replaced, fresh, terms, removed, manifest)
-            self.versions.prune(keep=KEEP_VERSIONS)
+            version = publish(
+                self.versions, previous, replaced, fresh, terms, removed, manifest, fresh_vectors
+            )
+            leased = ReplicaLeases(self.versions.root).versions()
+            self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
             self.versions.drop_unreferenced_segments()
-            if recovering or previous is None or previous.legacy is not None:
-                self._collect_all_garbage()
-            else:
-                self._collect_garbage(previous, fresh_points)
-            self._crash_marker.unlink()
+            self._pending.clear()
             self._given = {}
+            view = VersionView.load(self.versions, version)
+            assert view is not None
+            # this process's own shard (the others sync theirs as they follow), or a shared collection:
+            # then no point of a version a live replica serves is deleted
+            sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
             chunks_total = (previous.live_rows if previous else 0) - len(replaced) + len(fresh)
             return changes.report(
                 version, previous.name if previous else None, chunks_total, embedded, started, given
             )
-
-    @property
-    def _crash_marker(self) -> Path:
-        """Present while an ingest writes: found by the next one, it means points may be orphaned."""
-        return self.versions.root / ".ingesting"
-
-    def _restore_points(self, previous: VersionView) -> tuple[int, int]:
-        """Store again the points of the serving version that the store lacks (an empty store after a
-        switch of vector engine or layout: ``rag ingest PATH`` rebuilds it, with the vectors given again
-        where they are). Returns how many were embedded and how many given."""
-        if self.store.count() >= previous.live_rows:
-            return 0, 0
-        snapshot = IndexSnapshot.load(self.versions, previous.name)
-        assert snapshot is not None
-        embedded, given = self._embed_and_upsert(snapshot.chunks)
-        self.store.optimize()
-        log.warning("restored %d points the vector store lacked", embedded + given)
-        return embedded, given
 
     def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
         records = [
@@ -346,36 +373,53 @@ class Ingestor:
                 self._given[rec.point_id] = row
         return records
 
-    def _embed_and_upsert(self, chunks: list[ChunkRecord]) -> tuple[int, int]:
-        """Store the chunks whose points are not stored yet: given vectors as given, the others embedded;
-        both through the collection's rotation alike. Returns how many were embedded and how many given."""
-        stored = self.store.existing([c.point_id for c in chunks])
-        todo = [c for c in chunks if c.point_id not in stored]
-        if not todo:
-            return 0, 0
+    def _fresh_vectors(
+        self, chunks: list[ChunkRecord], previous: VersionView | None
+    ) -> tuple[np.ndarray | None, int, int]:
+        """The rotated vectors of ``chunks``, one row each (None when there are no chunks): those the
+        previous version's segments already carry, the given ones, and the embedder's for the rest (given
+        and computed vectors go through the collection's rotation alike). Returns them and how many were
+        embedded and how many given."""
+        if not chunks:
+            return None, 0, 0
+        wanted = [c.point_id for c in chunks]
+        known = previous.vectors_of(self.versions, wanted) if previous else {}
+        known.update(self._pending.read(set(wanted) - known.keys()))  # computed by an ingest that died
+        out: np.ndarray | None = None
+        for i, c in enumerate(chunks):
+            row = known.get(c.point_id)
+            if row is not None:
+                if out is None:
+                    out = np.empty((len(chunks), len(row)), dtype=np.float32)
+                out[i] = row
+        todo = [i for i, c in enumerate(chunks) if c.point_id not in known]
         rotation_path = self.versions.root / "rotation.npy"
-        bar = tqdm(total=len(todo), desc="embedding", unit="chunk", disable=not self.progress)
-        pending: list[tuple[list[ChunkRecord], np.ndarray]] = []
         rotation = np.load(rotation_path) if rotation_path.exists() else None
+        bar = tqdm(total=len(todo), desc="embedding", unit="chunk", disable=not self.progress)
+        pending: list[tuple[list[int], np.ndarray]] = []
         done = embedded = 0
         for start in range(0, len(todo), UPSERT_GROUP):
             group = todo[start : start + UPSERT_GROUP]
-            vectors, computed = self._vectors(group)
+            vectors, computed = self._vectors([chunks[i] for i in group])
             embedded += computed
             bar.update(len(group))
+            pending.append((group, vectors))
             if rotation is None:
-                pending.append((group, vectors))
-                buffered = sum(len(g) for g, _ in pending)
-                if buffered < min(ROTATION_SAMPLE, len(todo)):
+                if sum(len(g) for g, _ in pending) < min(ROTATION_SAMPLE, len(todo)):
                     continue
                 rotation = self._rotation(np.concatenate([v for _, v in pending]))
-                for g, v in pending:
-                    done += self._upsert(g, rotate(v, rotation), done, len(todo))
-                pending = []
-            else:
-                done += self._upsert(group, rotate(vectors, rotation), done, len(todo))
+            for rows, raw in pending:
+                if out is None:
+                    out = np.empty((len(chunks), raw.shape[1]), dtype=np.float32)
+                out[rows] = rotate(raw, rotation)
+                self._pending.write([chunks[i].point_id for i in rows], out[rows])
+                done += len(rows)
+                log.info("embedded %d/%d chunks", done, len(todo))
+                if self.on_progress is not None:
+                    self.on_progress(done, len(todo))
+            pending = []
         bar.close()
-        return embedded, done - embedded
+        return out, embedded, done - embedded
 
     def _vectors(self, group: list[ChunkRecord]) -> tuple[np.ndarray, int]:
         """Unrotated unit vectors of ``group``: the given ones, and the embedder's for the rest (one call,
@@ -395,46 +439,3 @@ class Ingestor:
             if row is not None:
                 vectors[i] = row
         return vectors, len(missing)
-
-    def _upsert(self, group: list[ChunkRecord], vectors: np.ndarray, done: int, total: int) -> int:
-        self.store.upsert(
-            [c.point_id for c in group],
-            vectors,
-            [
-                {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "tenant": c.tenant, "metadata": c.metadata}
-                for c in group
-            ],
-        )
-        log.info("upserted %d/%d chunks", done + len(group), total)
-        if self.on_progress is not None:
-            self.on_progress(done + len(group), total)
-        return len(group)
-
-    def _collect_garbage(self, previous: VersionView, fresh_points: set[str]) -> int:
-        """Delete the points that no kept version holds any more. With the newest two versions kept, those
-        are the points ``previous`` dropped (its parent, just pruned, was the last to hold them) unless the
-        new version added them back: O(what changed), not O(the collection)."""
-        removed = previous.removed_points(self.versions)
-        if removed is None or KEEP_VERSIONS != 2:
-            return self._collect_all_garbage()
-        stale = {p.decode("ascii") for p in removed.tolist()} - fresh_points
-        if stale:
-            self.store.delete(stale)
-            self.store.optimize()
-            log.info("deleted %d stale points", len(stale))
-        return len(stale)
-
-    def _collect_all_garbage(self) -> int:
-        """Delete every stored point that no published version on disk holds (after pruning): left by
-        edits, pruned versions, or an ingest that died before publishing. Reads every point id: O(N)."""
-        live: set[str] = set()
-        for name in self.versions.published():
-            view = VersionView.load(self.versions, name)
-            if view is not None:
-                live |= view.live_points()
-        stale = self.store.all_ids() - live
-        if stale:
-            self.store.delete(stale)
-            self.store.optimize()
-            log.info("deleted %d stale points", len(stale))
-        return len(stale)

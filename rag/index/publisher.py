@@ -26,6 +26,7 @@ from rag.index.segments import (
     combine_terms,
     merge_plan,
     pack_mask,
+    read_vectors,
     segment_chunks,
     segment_name,
     write_segment,
@@ -45,9 +46,15 @@ class Draft:
     deleted: np.ndarray
     written: list[str] = field(default_factory=list)
 
-    def add(self, versions: VersionStore, chunks: Sequence[ChunkRecord], terms: TermMatrix) -> None:
+    def add(
+        self,
+        versions: VersionStore,
+        chunks: Sequence[ChunkRecord],
+        terms: TermMatrix,
+        vectors: np.ndarray | None = None,
+    ) -> None:
         seg = segment_name(self.name, len(self.written))
-        write_segment(versions.segments_root, seg, chunks, terms)
+        write_segment(versions.segments_root, seg, chunks, terms, vectors)
         self.written.append(seg)
         self.segments.append(seg)
         self.sizes.append(len(chunks))
@@ -61,9 +68,13 @@ class Draft:
         rows = [c for s in tail for c in segment_chunks(versions, s)]
         chunks = [c for c, k in zip(rows, keep.tolist(), strict=True) if k]
         terms = combine_terms([TermMatrix.load(versions.segments_root / s) for s in tail], keep)
+        parts = [read_vectors(versions.segments_root / s) for s in tail]
+        vectors = None
+        if all(p is not None for p in parts):  # a tail with a segment lacking vectors merges without them
+            vectors = np.concatenate([np.asarray(p) for p in parts if p is not None])[keep]
         del self.segments[-count:], self.sizes[-count:]
         self.deleted = self.deleted[:start]
-        self.add(versions, chunks, terms)
+        self.add(versions, chunks, terms, vectors)
         log.info(
             "merged %d segments (%d rows, %d live) into %s", count, len(rows), len(chunks), self.segments[-1]
         )
@@ -77,9 +88,11 @@ def publish(
     fresh_terms: TermMatrix,
     removed_points: Sequence[str],
     manifest: dict[str, Any],
+    fresh_vectors: np.ndarray | None = None,
 ) -> str:
-    """Publish ``previous`` minus ``replaced_rows`` plus ``fresh`` as the next version; returns its name.
-    ``manifest`` holds the fields the ingest records (collection, embedder, counts…)."""
+    """Publish ``previous`` minus ``replaced_rows`` plus ``fresh`` (with ``fresh_vectors``, one row each)
+    as the next version; returns its name. ``manifest`` holds the fields the ingest records (collection,
+    embedder, counts…)."""
     name = versions.next_name()
     if previous is None:
         draft = Draft(name, [], [], np.zeros(0, dtype=bool))
@@ -93,7 +106,7 @@ def publish(
             draft.add(versions, *previous.legacy)
             draft.deleted = deleted
     if fresh:
-        draft.add(versions, fresh, fresh_terms)
+        draft.add(versions, fresh, fresh_terms, fresh_vectors)
     merge = merge_plan(draft.sizes, int(draft.deleted.sum()))
     if merge:
         draft.merge_tail(versions, merge)

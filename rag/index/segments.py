@@ -13,6 +13,9 @@ A segment folder (``<versions>/segments/seg-v000007-0``) holds::
     keys.npz          per row the document key and point id, and the rows sorted by document key: the
                       index an ingest needs (which rows a document has, which points they are) without
                       reading the chunk text
+    vectors.npy       per row the rotated, normalised full vector (float32): what a process fills its own
+                      vector shard from (:mod:`rag.index.shard_sync`); absent in segments written before
+                      vectors were kept here
 
 It is written under a staging name, fsynced and renamed into place, and never changed; segments named
 after a version that was never published are removed with it (:mod:`rag.index.versions`).
@@ -81,10 +84,22 @@ class SegmentKeys:
         return len(self.doc_keys)
 
 
-def write_segment(root: Path, name: str, chunks: Sequence[ChunkRecord], terms: TermMatrix) -> Path:
-    """Write a complete segment under a staging name, fsync it, rename it to ``root/name``."""
+VECTORS_FILE = "vectors.npy"
+
+
+def write_segment(
+    root: Path,
+    name: str,
+    chunks: Sequence[ChunkRecord],
+    terms: TermMatrix,
+    vectors: np.ndarray | None = None,
+) -> Path:
+    """Write a complete segment under a staging name, fsync it, rename it to ``root/name``. ``vectors``:
+    one row per chunk (None: a segment without them, as written before they were kept)."""
     if terms.tf.shape[0] != len(chunks):
         raise ValueError(f"segment {name}: {len(chunks)} chunks but {terms.tf.shape[0]} BM25 rows")
+    if vectors is not None and len(vectors) != len(chunks):
+        raise ValueError(f"segment {name}: {len(chunks)} chunks but {len(vectors)} vectors")
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{uuid.uuid4().hex[:12]}"
     staging.mkdir()
@@ -92,6 +107,8 @@ def write_segment(root: Path, name: str, chunks: Sequence[ChunkRecord], terms: T
     terms.save(staging)
     keys = SegmentKeys.of(chunks)
     np.savez(staging / "keys.npz", doc_keys=keys.doc_keys, point_ids=keys.point_ids, order=keys.order)
+    if vectors is not None:
+        np.save(staging / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float32))
     for file in staging.iterdir():
         with file.open("rb") as fh:
             os.fsync(fh.fileno())
@@ -100,6 +117,27 @@ def write_segment(root: Path, name: str, chunks: Sequence[ChunkRecord], terms: T
     os.replace(staging, final)
     fsync_dir(root)
     return final
+
+
+def read_vectors(folder: Path) -> np.ndarray | None:
+    """A segment's vectors, memory-mapped (read-only), or None for a segment written without them."""
+    path = folder / VECTORS_FILE
+    if not path.exists():
+        return None
+    vectors: np.ndarray = np.load(path, mmap_mode="r")
+    return vectors
+
+
+def write_vectors(folder: Path, vectors: np.ndarray) -> None:
+    """Add the vectors file to an existing segment (an upgrade: segments written before they carried
+    vectors), atomically: a reader sees no file or the whole one."""
+    tmp = folder / f".{VECTORS_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    with tmp.open("wb") as fh:
+        np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / VECTORS_FILE)
+    fsync_dir(folder)
 
 
 def read_keys(folder: Path) -> SegmentKeys:
@@ -265,11 +303,38 @@ class VersionView:
         return found
 
     def live_points(self) -> set[str]:
-        points: set[str] = set()
-        for start, keys in zip(self.offsets, self.keys, strict=True):
-            live = ~self.deleted[start : start + len(keys)]
-            points.update(p.decode("ascii") for p in keys.point_ids[live].tolist())
-        return points
+        return {p.decode("ascii") for p in self.live_point_array().tolist()}
+
+    def live_point_array(self) -> np.ndarray:
+        """The live rows' point ids (bytes), sorted and unique: for set arithmetic in numpy."""
+        parts = [
+            keys.point_ids[~self.deleted[start : start + len(keys)]]
+            for start, keys in zip(self.offsets, self.keys, strict=True)
+        ]
+        return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype="S36")
+
+    def vectors_of(self, versions: VersionStore, point_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of those of ``point_ids`` that this version's segments carry (live or
+        deleted rows alike: a point dropped and added back keeps its vector)."""
+        if not point_ids or not self.segments:
+            return {}
+        wanted = np.asarray([p.encode("ascii") for p in point_ids], dtype="S36")
+        found: dict[str, np.ndarray] = {}
+        for seg, keys in zip(self.segments, self.keys, strict=True):
+            rows = np.flatnonzero(np.isin(keys.point_ids, wanted))
+            if not len(rows):
+                continue
+            vectors = read_vectors(versions.segments_root / seg)
+            if vectors is None:
+                continue
+            block = np.asarray(vectors[rows], dtype=np.float32)
+            for pid, vec in zip(keys.point_ids[rows].tolist(), block, strict=True):
+                found[pid.decode("ascii")] = vec
+        return found
+
+    def lacking_vectors(self, versions: VersionStore) -> list[str]:
+        """Its segments written before segments carried vectors."""
+        return [s for s in self.segments if not (versions.segments_root / s / VECTORS_FILE).exists()]
 
     def removed_points(self, versions: VersionStore) -> np.ndarray | None:
         """The point ids this version dropped (None for a version that did not record them)."""

@@ -43,7 +43,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,9 +220,10 @@ class VersionStore:
         fsync_dir(self.root)
         write_json_atomic(self.current_file, {"version": name})
 
-    def prune(self, keep: int = 2) -> list[str]:
+    def prune(self, keep: int = 2, protect: Collection[str] = ()) -> list[str]:
         """Remove the published versions older than the newest ``keep`` along the published chain (so
-        never ``CURRENT``), and any folder off the chain numbered below the oldest one kept. Returns the
+        never ``CURRENT``), and any folder off the chain numbered below the oldest one kept — except the
+        versions in ``protect`` (those a live replica serves: :mod:`rag.index.replica_leases`). Returns the
         names removed, by number. Folders above ``CURRENT`` are :meth:`discard_unpublished`'s business."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
@@ -231,7 +232,11 @@ class VersionStore:
             return []
         kept = chain[-keep:]
         oldest_kept = version_number(kept[0])
-        doomed = [n for n in self.folders() if n not in kept and version_number(n) < oldest_kept]
+        doomed = [
+            n
+            for n in self.folders()
+            if n not in kept and n not in protect and version_number(n) < oldest_kept
+        ]
         for name in doomed:
             shutil.rmtree(self.path(name), ignore_errors=True)
         return doomed

@@ -38,6 +38,7 @@ key (``<c>`` = collection)                what                           lifetim
 ``rag:<c>:decisions:{<tenant>}:index``    a tenant's pending decisions   decision TTL (refreshed per write)
                                           (sorted set: id → ms written)
 ``rag:<c>:decisions:{<tenant>}:d:<id>``   a decision awaiting feedback   decision TTL, or taken, or trimmed
+``rag:<c>:index:published`` (channel)     a published version's name     pub/sub: not stored
 ========================================  =============================  ==================================
 
 ``{<tenant>}`` is a cluster hash tag: one tenant's cache keys live on one slot (its sync script reads
@@ -47,8 +48,10 @@ the index and deletes the trimmed decisions in one call).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ from typing import Any, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from rag.errors import RagError
 from rag.resilience.breaker import Breaker
@@ -144,6 +148,11 @@ class RedisKeys:
         tag = f"{self.root}decisions:{{{tenant}}}"  # a hash tag: one tenant's decisions on one slot
         return DecisionKeys(f"{tag}:index", f"{tag}:d:")
 
+    @property
+    def index_published(self) -> str:
+        """The pub/sub channel a publish is announced on (rag.service.version_follower)."""
+        return f"{self.root}index:published"
+
 
 # -- the failure policy ----------------------------------------------------------------------------------
 @dataclass(slots=True)
@@ -217,6 +226,27 @@ class GuardedRedis:
             return await self.run(lambda r: registered(keys=list(keys), args=list(args), client=r))
 
         return call
+
+    async def listen(self, channel: str, *, wait_s: float = 1.0) -> AsyncIterator[str]:
+        """The messages published on ``channel`` from now on, as they come, until the caller stops.
+        A subscription is one long-lived connection, so it is not a breaker call: its failure ends the
+        iteration with :class:`RedisUnavailable` (the caller subscribes again later). ``wait_s``: how long
+        one read blocks (a dead connection is noticed within it)."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await asyncio.wait_for(pubsub.subscribe(channel), self.timeout_s)
+            while True:
+                message = await pubsub.get_message(timeout=wait_s)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(
+                f"subscription to {channel} lost: {type(exc).__name__}: {exc}"[:200]
+            ) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -18,15 +18,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from rag import metrics
 from rag.config import Settings
 from rag.index.ingest import Ingestor, IngestReport
+from rag.index.replica_leases import ReplicaLeases
+from rag.index.versions import VersionStore, version_number
 from rag.runtime import ingest_params
 from rag.service.lifecycle import Lifecycle, Phase
 from rag.tenancy import scoped_id
@@ -158,12 +160,57 @@ class IngestJobs:
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """How far a published version has reached: the live replicas (:mod:`rag.index.replica_leases`) and
+    which of them serve it (or a newer one) already."""
+
+    version: str
+    live: tuple[str, ...]
+    waiting: tuple[str, ...]  # live replicas still on an older version
+
+    @property
+    def complete(self) -> bool:
+        return not self.waiting
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "live_replicas": len(self.live),
+            "switched": len(self.live) - len(self.waiting),
+            "waiting": list(self.waiting),
+            "complete": self.complete,
+        }
+
+
 class Ingestion:
     def __init__(self, settings: Settings, lifecycle: Lifecycle) -> None:
         self.settings = settings
         self.sync_max_docs = settings.ingest_sync_max_docs  # larger batches answer 202 with a job
         self._lifecycle = lifecycle
         self._jobs = IngestJobs()
+        self.leases = ReplicaLeases(settings.versions_dir)
+        # told (on the event loop) of each version a job published and this process switched to
+        self.on_published: Callable[[str], Awaitable[None]] | None = None
+        self._announcing: set[asyncio.Future[None]] = set()
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """Every replica with a lease on record (live or expired, ``live`` says), by name."""
+        now = time.time()
+        return [{**asdict(lease), "live": lease.live(now)} for lease in self.leases.all()]
+
+    def published_version(self) -> str | None:
+        """The newest published version (what every replica is heading to)."""
+        return VersionStore(self.settings.versions_dir).current()
+
+    def rollout(self, version: str) -> Rollout:
+        """Which live replicas serve ``version`` or a newer one."""
+        live = self.leases.live()
+        target = version_number(version)
+        waiting = [
+            lease.replica for lease in live if lease.version is None or version_number(lease.version) < target
+        ]
+        return Rollout(version, tuple(lease.replica for lease in live), tuple(waiting))
 
     async def submit(
         self,
@@ -197,7 +244,15 @@ class Ingestion:
             tenant, len(documents), len(delete_ids), work, switch=lifecycle.open_index
         )
         future.add_done_callback(lambda f: metrics.INGEST_JOBS.labels(f.result().state.value).inc())
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._published, f.result()))
         return job, future
+
+    def _published(self, job: Job) -> None:
+        if self.on_published is not None and job.state is JobState.SUCCEEDED and job.version is not None:
+            task = asyncio.ensure_future(self.on_published(job.version))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)

@@ -101,7 +101,7 @@ class Lifecycle:
                 timeout_s=timeout_s,
                 collection=settings.collection,
             )
-            replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+            replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"  # as replica_name
             self.shared_breakers = SharedBreakerState(
                 self.breakers, self.redis, replica, interval_s=settings.breaker_sync_ms / 1000
             )
@@ -158,7 +158,8 @@ class Lifecycle:
     def open_index(self) -> None:
         """Open (or, after an ingest, switch to) the current published version."""
         if self.runtime is not None:
-            self.runtime.reload()
+            if self.runtime.reload():
+                metrics.INDEX_SWITCHES.inc()
         elif VersionStore(self.settings.versions_dir).current() is not None:
             runtime = Runtime.open(
                 self.settings,
@@ -225,7 +226,8 @@ class Lifecycle:
         return self.runtime
 
     def index_summary(self) -> dict[str, Any]:
-        snapshot = self.serving().snapshot
+        runtime = self.serving()
+        snapshot = runtime.snapshot
         per_tenant: dict[str, int] = {}
         for chunk in snapshot.first_chunks.values():
             per_tenant[chunk.tenant] = per_tenant.get(chunk.tenant, 0) + 1
@@ -235,6 +237,7 @@ class Lifecycle:
             "chunks": len(snapshot.chunks),
             "documents_per_tenant": per_tenant,
             "created_at": snapshot.manifest.get("created_at"),
+            "vector_store": runtime.vector_store_summary(),
         }
 
 

@@ -11,7 +11,10 @@ its own state:
 - :class:`~rag.service.queries.QueryHandler`: one query, request to answer, over
   :class:`~rag.service.cached_retrieval.CachedRetrieval` and
   :class:`~rag.service.synthesis.AnswerSynthesis`;
-- :class:`~rag.service.jobs.Ingestion`: ingest jobs and the switch to the version they publish;
+- :class:`~rag.service.jobs.Ingestion`: ingest jobs and the switch to the version they publish, and how
+  far a version has reached across the replicas;
+- :class:`~rag.service.version_follower.VersionFollower`: this process on the newest published version
+  (another process's publish), and its replica lease;
 - :class:`~rag.service.limits.RateLimits`: per-tenant rate limits;
 - :class:`~rag.service.auth.KeyRing`: who a bearer token is.
 
@@ -34,6 +37,7 @@ from rag.service.queries import QueryHandler
 from rag.service.routing import QueryRouting
 from rag.service.shadow import ShadowRunner
 from rag.service.synthesis import AnswerSynthesis
+from rag.service.version_follower import VersionFollower, replica_name
 
 
 class RetrievalService:
@@ -68,6 +72,16 @@ class RetrievalService:
         )
         self.limits = RateLimits(settings)
         self.ingestion = Ingestion(settings, self.lifecycle)
+        self.follower = (
+            VersionFollower(
+                self.lifecycle,
+                replica=replica_name(settings.replica_id),
+                poll_s=settings.version_poll_ms / 1000,
+                lease_s=settings.replica_lease_s,
+            )
+            if settings.version_poll_ms
+            else None
+        )
         self.synthesis = AnswerSynthesis(settings, self.routing.ledger, self.lifecycle.breakers)
         self.shadows = ShadowRunner(self.routing, self.lifecycle.costs, deadline_ms=settings.deadline_ms)
         self.queries = QueryHandler(
@@ -86,10 +100,15 @@ class RetrievalService:
         await self.routing.start(redis, bandit_file)
         self.limits.start(redis)
         self.lifecycle.begin_loading()
+        if self.follower is not None:
+            self.follower.start(redis)
+            self.ingestion.on_published = self.follower.announce
 
     async def stop(self) -> None:
         """Stop the users of the dependencies, then the dependencies."""
         self.lifecycle.cancel_loading()
+        if self.follower is not None:
+            await self.follower.close()
         self.shadows.cancel_all()
         await self.routing.close()
         await self.synthesis.close()

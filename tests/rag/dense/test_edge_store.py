@@ -24,7 +24,7 @@ from rag.dense.qdrant_store import QdrantStore
 from rag.index.ingest import Ingestor
 from rag.retrieval.filters import SearchFilter, qdrant_filter
 from rag.retrieval.plan import PipelineName, plan_for
-from rag.runtime import NoIndexError, Runtime, build_embedder, ingest_params, open_store
+from rag.runtime import Runtime, build_embedder, ingest_params, open_store
 from rag.types import Document
 
 DIM = 384
@@ -282,7 +282,7 @@ def test_runtime_on_the_edge_engine_answers_as_local_mode(
         local.close()
 
 
-def test_switching_engine_is_refused_until_rag_ingest_rebuilds_the_vectors(
+def test_switching_engine_fills_the_new_one_from_the_index_segments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local = engine_runtime(tmp_path, "local", monkeypatch)
@@ -294,14 +294,16 @@ def test_switching_engine_is_refused_until_rag_ingest_rebuilds_the_vectors(
     settings = load_settings(
         data_dir=tmp_path / "local", embedder_model="hash:64", collection="test", vector_engine="edge"
     )
-    with pytest.raises(NoIndexError, match=r"edge engine at .*is empty.*rag ingest PATH"):
-        Runtime.open(settings, load_reranker=False)
-    store = open_store(settings)
-    report = Ingestor(ingest_params(settings), build_embedder(settings), store, progress=False).ingest(DOCS)
-    assert report.chunks_embedded == len(DOCS) and report.version == report.previous_version  # same version
-    edge = Runtime.open(settings, load_reranker=False, store=store)
+    # the segments carry the vectors: the edge shard is filled from them at open, nothing is embedded
+    embedder = build_embedder(settings)
+    calls: list[int] = []
+    embed = embedder.embed
+    monkeypatch.setattr(embedder, "embed", lambda texts, **kw: calls.append(len(texts)) or embed(texts, **kw))
+    edge = Runtime.open(settings, load_reranker=False, embedder=embedder)
+    assert edge.store.count() == len(edge.snapshot.point_rows)
     got = [
         r.doc_id for r in edge.pipeline.results(edge.pipeline.search("mice", plan, SearchFilter()).hits, 10)
     ]
     assert got == want
+    assert calls == [1]  # the query only
     edge.close()

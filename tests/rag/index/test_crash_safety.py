@@ -38,8 +38,8 @@ def test_killed_ingest_leaves_previous_version_serving(settings, tmp_path: Path)
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
-    for line in proc.stderr:  # wait until some vectors of the new batch are in Qdrant
-        if "upserted 256/600" in line:
+    for line in proc.stderr:  # wait until some vectors of the new batch are computed (and spilled)
+        if "embedded 256/600" in line:
             break
         assert time.monotonic() < deadline, "ingest never reported progress"
     proc.send_signal(signal.SIGKILL)
@@ -50,7 +50,7 @@ def test_killed_ingest_leaves_previous_version_serving(settings, tmp_path: Path)
     assert versions.current() == "v000001"
     snap = IndexSnapshot.load(versions)
     assert snap is not None and len(snap.doc_ids) == 6
-    # the half-written points exist in Qdrant but are invisible to the serving version
+    # the half-done ingest is invisible to the serving version
     assert not any(
         d.startswith("planet") for d in search_ids(settings, "planet orbits star zorblax", "dense", k=10)
     )
@@ -58,7 +58,7 @@ def test_killed_ingest_leaves_previous_version_serving(settings, tmp_path: Path)
         d.startswith("planet") for d in search_ids(settings, "planet orbits star zorblax", "bm25", k=10)
     )
 
-    # the next ingest finishes the job (reusing the vectors already stored) and cleans up
+    # the next ingest finishes the job (reusing the vectors already computed) and cleans up
     ingestor, store = make_ingestor(settings)
     report = ingestor.ingest(extra)
     assert report.version == "v000002" and report.chunks_embedded == 600 - 256

@@ -225,7 +225,7 @@ def test_a_version_in_the_whole_table_layout_is_read_and_grown(settings: Setting
     )
 
 
-def test_points_of_a_crashed_ingest_are_collected_even_when_nothing_changes(
+def test_a_crashed_publish_stores_no_point_and_the_next_ingest_reuses_its_vectors(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingestor, store = make_ingestor(settings)
@@ -234,8 +234,12 @@ def test_points_of_a_crashed_ingest_are_collected_even_when_nothing_changes(
         patch.setattr(VersionStore, "publish", lambda self, staging, name: (_ for _ in ()).throw(_Crash()))
         with pytest.raises(_Crash):
             ingestor.ingest([doc(7)])
-    assert store.count() == 6  # d7's point is stored, never published
+    assert store.count() == 5  # points reach a shard only from a published version
     report = ingestor.ingest([doc(i) for i in range(5)])  # the same documents: nothing to publish
-    assert report.version == "v000001"
-    assert store.count() == 5
+    assert report.version == "v000001" and store.count() == 5
+    report = ingestor.ingest([doc(7)])
+    assert report.version == "v000002"
+    assert report.chunks_embedded == 0  # d7's vector, computed before the crash, was kept
+    assert store.count() == 6
+    assert not (settings.versions_dir / ".pending-vectors").exists()
     store.close()

@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         description="share of a tenant's bandit plans drawn from the model all tenants train: the most "
         "any other tenant's feedback can move its plan probabilities (0: per-tenant models only)",
     )
+    bandit_sync_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="seconds between a replica's syncs of the bandit state: it adds its updates to the "
+        "shared state and takes the others' (also at shutdown; a crash loses at most this much feedback)",
+    )
     rollout_config: Path | None = Field(
         None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"
     )

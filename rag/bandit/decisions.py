@@ -18,8 +18,10 @@ is also appended to a JSON-lines file, one object per line:
 which is what offline replay and inverse-propensity (IPS) evaluation of another policy need;
 :func:`ips_estimate` is that estimate.
 
-Pending decisions live in this process: with several replicas, feedback that lands on another replica
-than its query finds nothing (and is answered as unknown) unless requests are routed by request id.
+This log holds pending decisions in this process. With Redis, :class:`~rag.bandit.pending.
+PendingDecisions` moves each one into Redis once written there (any replica can then take it) and keeps
+here only those Redis could not take, so feedback reaches any replica; the JSON-lines file stays per
+process (each replica logs the decisions it made and the rewards it applied).
 
 Not thread-safe: the service calls it from its event loop only. Log lines are written and flushed
 synchronously (a few hundred bytes each).
@@ -131,6 +133,19 @@ class DecisionLog:
         if decision is None:
             return None
         return None if self._expired(decision, self._clock()) else decision
+
+    def forget(self, decision: Decision) -> bool:
+        """Drop ``decision`` if it is still the one pending for its (tenant, request id) — it now lives
+        elsewhere (Redis); a newer decision recorded under the same id stays. Whether it was dropped."""
+        key = (decision.tenant, decision.request_id)
+        if self._pending.get(key) is not decision:
+            return False
+        del self._pending[key]
+        return True
+
+    def expired(self, decision: Decision) -> bool:
+        """Whether ``decision`` is older than ``ttl_s`` (by this log's clock)."""
+        return self._expired(decision, self._clock())
 
     def log_reward(self, decision: Decision, reward: float, **extra: Any) -> None:
         """Append the reward line for a taken decision (``extra``: e.g. quality, cost, the signal used)."""

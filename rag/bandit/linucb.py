@@ -206,6 +206,26 @@ class LinUCB:
         else:
             self._a_inv[arm] = sherman_morrison(self._a_inv[arm], v)
 
+    def absorb(self, arm: str, a: Matrix, b: Vector, count: int) -> None:
+        """Add statistics learnt elsewhere for ``arm``: ``a`` = Σ x xᵀ, ``b`` = Σ r·x over ``count``
+        observations. A and b are sums, so a model that absorbs another's updates equals one that saw
+        them all (up to float rounding); A⁻¹ is recomputed exactly."""
+        self._check_arm(arm)
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if a.shape != (self.dim, self.dim) or b.shape != (self.dim,):
+            raise ValueError(
+                f"statistics for arm {arm!r}: a must be {self.dim}x{self.dim} and b of length {self.dim}, "
+                f"got a {a.shape} and b {b.shape}"
+            )
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ValueError(f"statistics for arm {arm!r} hold non-finite values")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"statistics count for arm {arm!r} must be an integer >= 0, got {count!r}")
+        self._a[arm] = self._a[arm] + a
+        self._b[arm] = self._b[arm] + b
+        self._counts[arm] += count
+        self._a_inv[arm] = inverse(self._a[arm])
+
     # --- persistence ------------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.bandit.delta import Delta
 from rag.bandit.linucb import Choice, LinUCB, Vector
 from rag.tenancy import check_tenant
 
@@ -133,6 +134,25 @@ class TenantBandits:
             own = self._own[tenant] = self._fresh()
         own.update(arm, x, reward)
         self.shared.update(arm, x, reward)
+
+    def absorb(self, delta: Delta) -> None:
+        """Add the sums learnt elsewhere (another replica's updates, or this one's since a merge): each
+        model's A, b and counts grow by its part of ``delta``; a tenant's model is created if needed."""
+        for model, arm, sums in delta:
+            target = self.shared if model is None else self._own.get(model)
+            if target is None:
+                assert model is not None
+                target = self._own[check_tenant(model)] = self._fresh()
+            target.absorb(arm, sums.a, sums.b, sums.count)
+
+    def adopt(self, other: TenantBandits) -> None:
+        """Take ``other``'s models in place (whoever holds this object sees them); same arms and dim."""
+        if other.arms != self.arms or other.dim != self.dim:
+            raise ValueError(
+                f"cannot adopt a bandit over arms {list(other.arms)} (dim {other.dim}), this one has "
+                f"{list(self.arms)} (dim {self.dim})"
+            )
+        self.shared, self._own, self._blank = other.shared, other._own, other._blank
 
     # -- persistence -------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:

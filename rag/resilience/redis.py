@@ -34,12 +34,16 @@ key (``<c>`` = collection)                what                           lifetim
 ``rag:<c>:breaker:<dependency>``          who opened it, when, why       the open period
 ``rag:<c>:spend:<scope>:<minute>``        spend of that minute           2 hours
 ``rag:<c>:rollout:config``                the rollout config text        none (deleted by an admin)
-``rag:<c>:bandit``                        the bandit's state (JSON)      none (last save wins)
+``rag:<c>:bandit``                        the bandit's state (JSON)      none (replicas add their updates)
+``rag:<c>:decisions:{<tenant>}:index``    a tenant's pending decisions   decision TTL (refreshed per write)
+                                          (sorted set: id → ms written)
+``rag:<c>:decisions:{<tenant>}:d:<id>``   a decision awaiting feedback   decision TTL, or taken, or trimmed
 ``rag:<c>:index:published`` (channel)     a published version's name     pub/sub: not stored
 ========================================  =============================  ==================================
 
 ``{<tenant>}`` is a cluster hash tag: one tenant's cache keys live on one slot (its sync script reads
-the generation and the stream in one call).
+the generation and the stream in one call), and so do its pending decisions (the record script trims
+the index and deletes the trimmed decisions in one call).
 """
 
 from __future__ import annotations
@@ -90,6 +94,17 @@ class CacheKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionKeys:
+    """One tenant's routing decisions awaiting feedback (see the table in the module docstring)."""
+
+    index: str  # sorted set: request id → when it was written (ms, Redis clock)
+    entry_prefix: str  # + request id: the decision (JSON)
+
+    def entry(self, request_id: str) -> str:
+        return self.entry_prefix + request_id
+
+
+@dataclass(frozen=True, slots=True)
 class RedisKeys:
     """Every key of one deployment (a collection on one Redis); the only place a key name is written."""
 
@@ -128,6 +143,10 @@ class RedisKeys:
     @property
     def bandit(self) -> str:
         return f"{self.root}bandit"
+
+    def decisions(self, tenant: str) -> DecisionKeys:
+        tag = f"{self.root}decisions:{{{tenant}}}"  # a hash tag: one tenant's decisions on one slot
+        return DecisionKeys(f"{tag}:index", f"{tag}:d:")
 
     @property
     def index_published(self) -> str:

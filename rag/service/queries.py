@@ -98,6 +98,7 @@ class QueryHandler:
         took_ms = (time.perf_counter() - started) * 1000.0
         _observe(decision.plan, degraded, took_ms)
         self._shadow(request, pipeline, decision, retrieved, request_id, took_ms)
+        await self._routing.learner.remembered(request.tenant, request_id)  # feedback may go anywhere now
         return QueryAnswer(
             request_id=request_id,
             results=retrieved.results,

@@ -61,6 +61,7 @@ class QueryRouting:
             store=bandit_store,
             decision_log=decision_log,
             seed=seed,
+            sync_s=settings.bandit_sync_s,
         )
         self.planner = Planner(
             settings, policy, self.ledger, reranker_available=reranker_available, chooser=self.learner.choose

@@ -107,3 +107,85 @@ async def test_a_redis_failure_is_redis_unavailable() -> None:
             await RedisStore(redis).load()
     finally:
         await redis.close()
+
+
+async def test_merge_replaces_the_state_by_its_combination(tmp_path: Path) -> None:
+    for store in (MemoryStore(), FileStore(tmp_path / "m" / "bandit.json")):
+        seen: list[object] = []
+
+        def add_one(saved: dict | None, seen: list[object] = seen) -> dict:
+            seen.append(saved)
+            return {"n": (saved or {"n": 0})["n"] + 1}
+
+        assert await store.merge(add_one) == {"n": 1}
+        assert await store.merge(add_one) == {"n": 2}
+        assert seen == [None, {"n": 1}] and await store.load() == {"n": 2}
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["bandit.json"]  # the lock leaves no file
+
+
+async def test_merge_treats_an_unreadable_state_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "bandit.json"
+    path.write_text("{not json")
+    assert await FileStore(path).merge(lambda saved: {"was": saved}) == {"was": None}
+
+
+async def test_a_redis_merge_that_loses_the_race_reads_again(redis_url: str) -> None:
+    """Another replica writes between this merge's read and its write: the write is refused and the
+    merge starts over from the new state; past MERGE_TRIES it gives up with nothing written."""
+    import redis as sync_redis
+
+    from rag.bandit.store import MERGE_TRIES, MergeConflict
+
+    guarded, other = redis_at(redis_url), sync_redis.Redis.from_url(redis_url)
+    try:
+        store = RedisStore(guarded)
+        calls: list[object] = []
+
+        def racing(saved: dict | None) -> dict:  # runs in a worker thread, between read and write
+            calls.append(saved)
+            if len(calls) == 1:
+                other.set("rag:svc:bandit", '{"n": 10}')  # another replica's merge lands first
+            return {"n": (saved or {"n": 0})["n"] + 1}
+
+        assert await store.merge(racing) == {"n": 11}
+        assert calls == [None, {"n": 10}] and await store.load() == {"n": 11}
+
+        def always_racing(saved: dict | None) -> dict:
+            other.incr("rag:svc:bandit-race")
+            other.set("rag:svc:bandit", json.dumps({"n": int(other.get("rag:svc:bandit-race") or 0)}))
+            return {"n": -1}
+
+        with pytest.raises(MergeConflict, match=f"{MERGE_TRIES} merge tries"):
+            await store.merge(always_racing)
+        assert (await store.load())["n"] == MERGE_TRIES  # type: ignore[index]  # never -1
+    finally:
+        other.close()
+        await guarded.close()
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+async def test_a_load_if_changed_skips_the_state_this_store_last_saw(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The periodic read of a replica with nothing new: no state transferred or decoded when no one
+    merged since; another writer's merge is read."""
+    clients: list[GuardedRedis] = []
+
+    def store() -> BanditStore:
+        if kind == "file":
+            return FileStore(tmp_path / "bandit.json")
+        clients.append(redis_at(request.getfixturevalue("redis_url")))
+        return RedisStore(clients[-1])
+
+    try:
+        mine, other = store(), store()
+        assert await mine.load(if_changed=True) is None  # nothing saved
+        await mine.merge(lambda saved: {"n": 1})
+        assert await mine.load(if_changed=True) is None  # what it wrote itself
+        assert await mine.load() == {"n": 1}  # a plain load always reads
+        await other.merge(lambda saved: {"n": (saved or {"n": 0})["n"] + 1})
+        assert await mine.load(if_changed=True) == {"n": 2}
+        assert await mine.load(if_changed=True) is None
+    finally:
+        for client in clients:
+            await client.close()

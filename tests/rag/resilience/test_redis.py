@@ -95,6 +95,8 @@ def every_key(keys: RedisKeys) -> list[str]:
         keys.spend("acme", 28_000_000),
         keys.rollout_config,
         keys.bandit,
+        keys.decisions("acme").index,
+        keys.decisions("acme").entry("req-1"),
     ]
 
 
@@ -110,6 +112,13 @@ def test_a_tenants_cache_keys_share_one_cluster_slot() -> None:
     cache = RedisKeys("svc").cache("acme")
     assert all("{acme}" in k for k in (cache.generation, cache.log("3"), cache.answer("e1")))
     assert cache.log("3") == cache.log_prefix + "3" and cache.answer("e1") == cache.answer_prefix + "e1"
+
+
+def test_a_tenants_pending_decisions_share_one_cluster_slot_and_name_the_tenant() -> None:
+    """The record script trims a tenant's index and deletes the trimmed decisions in one call."""
+    acme, globex = RedisKeys("svc").decisions("acme"), RedisKeys("svc").decisions("globex")
+    assert all("{acme}" in k for k in (acme.index, acme.entry("r1"), acme.entry_prefix))
+    assert acme.entry("r1") == acme.entry_prefix + "r1" and acme.entry("r1") != globex.entry("r1")
 
 
 @pytest.mark.parametrize("collection", ["", "a:b", "a{b}", "x" * 65, "café"])

@@ -127,6 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.http_protocol import HeadCappedHttpToolsProtocol
+    from api.workers import serve_workers
     from rag.logs import configure_logging
 
     settings = _settings(
@@ -160,17 +161,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="rag-metrics-"))
         os.environ["RAG_COLLECTION"] = settings.collection
         os.environ[WORKER_ENV] = "1"
-        uvicorn.run(
-            "api.app:create_served_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-            **limits,
-        )
-        return 0
+        # a socket per worker (SO_REUSEPORT): uvicorn's shared socket hands bursts to one worker
+        return serve_workers(settings.host, settings.port, args.workers, limits)
     app = create_app(settings, freeze_models=True)  # this process is the service's (rag.service.heap)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, **limits)
     return 0

@@ -9,9 +9,11 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from api import workers
 from api.http_protocol import HeadCappedHttpToolsProtocol
 from rag.cli import main
 from rag.service.auth import KeyRing, Principal, Scope
+from rag.testing.servers import free_port
 
 
 @pytest.fixture
@@ -52,14 +54,30 @@ def test_serve_limits_come_from_settings_and_flags(clean_env: None, monkeypatch:
 
 
 def test_serve_workers_get_the_same_limits(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAG_QDRANT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
-    calls = captured_run(monkeypatch)
-    assert main(["serve", "--workers", "2", "--max-head-bytes", "4096"]) == 0
-    (call,) = calls
-    assert call["workers"] == 2 and call["factory"] is True
-    assert (call["limit_concurrency"], call["h11_max_incomplete_event_size"]) == (1024, 4096)
-    assert call["http"] is HeadCappedHttpToolsProtocol and call["app"] == "api.app:create_served_app"
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(workers, "serve_workers", lambda *args: calls.append(args) or 0)
+    assert main(["serve", "--workers", "2", "--port", "8124", "--max-head-bytes", "4096"]) == 0
+    ((host, port, count, options),) = calls
+    assert (host, port, count) == ("127.0.0.1", 8124, 2)
+    assert (options["limit_concurrency"], options["h11_max_incomplete_event_size"]) == (1024, 4096)
+    assert options["http"] is HeadCappedHttpToolsProtocol
+
+
+def test_serve_workers_refuse_local_mode(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_VECTOR_ENGINE", "local")
+    assert main(["serve", "--workers", "2"]) == 2
+
+
+def test_each_worker_binds_its_own_socket_on_the_shared_port() -> None:
+    port = free_port()
+    first = workers.listening_socket("127.0.0.1", port)
+    second = workers.listening_socket("127.0.0.1", port)  # SO_REUSEPORT: both bound, the kernel balances
+    try:
+        assert first.getsockname() == second.getsockname() == ("127.0.0.1", port)
+    finally:
+        first.close()
+        second.close()
 
 
 @pytest.mark.parametrize("pepper", [None, "pepper-0123456789-0123456789-0123456789"])

@@ -21,6 +21,11 @@ SharedDecisions`'s, the same as Redis's:
 - **Threads**: each store has one connection on one thread of its own; every call runs there (the event
   loop never waits on the file, and the calls of one process are serialised without a lock and without
   holding the loop's default pool).
+- **Cost** (measured, 2 cores at load ~3, through :class:`~rag.bandit.pending.PendingDecisions`): about
+  0.4 CPU-ms per decision written and 0.3 per decision taken, 0.12 of each the hop to the thread; 0.5 and
+  0.33 with a tenant at its 100k cap (a 38 MB file); the same with two processes writing at once.
+- **One machine**: WAL needs shared memory between the processes, so the file must not be shared over a
+  network volume; replicas on several machines share decisions through Redis.
 - **Failures never fail a query**: busy past the timeout, disk full or an I/O error → ``SharedUnavailable``
   for that call (the decision stays in its process). A file that cannot be opened or created, is not a
   database, is corrupt, or has another schema → logged once and the store turns itself off for this

@@ -251,3 +251,19 @@ async def test_a_file_with_another_schema_is_not_used(db: Path) -> None:
     assert not await store.open()
     assert store.unusable is not None and "schema version 99" in store.unusable
     await store.close()
+
+
+async def test_a_file_corrupted_while_in_use_is_given_up_and_decisions_stay_in_process(
+    processes: Callable[..., PendingDecisions], db: Path
+) -> None:
+    one = processes()
+    await record(one, "before")
+    assert len(one) == 0
+    for part in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        if part.exists():  # overwritten in place, under the open connection
+            with part.open("r+b") as fh:
+                fh.write(b"garbage!" * (part.stat().st_size // 8))
+    await record(one, "after")  # the write fails on the corrupt file: kept here, never an error
+    assert len(one) == 1
+    assert one.shared is not None and one.shared.unusable is not None  # type: ignore[attr-defined]
+    assert await one.take("after", "acme") is not None

@@ -18,10 +18,11 @@ is also appended to a JSON-lines file, one object per line:
 which is what offline replay and inverse-propensity (IPS) evaluation of another policy need;
 :func:`ips_estimate` is that estimate.
 
-This log holds pending decisions in this process. With Redis, :class:`~rag.bandit.pending.
-PendingDecisions` moves each one into Redis once written there (any replica can then take it) and keeps
-here only those Redis could not take, so feedback reaches any replica; the JSON-lines file stays per
-process (each replica logs the decisions it made and the rewards it applied).
+This log holds pending decisions in this process. With a shared store (Redis, or without it a SQLite
+file in the data dir), :class:`~rag.bandit.pending.PendingDecisions` moves each one there once written
+(any process sharing the store can then take it) and keeps here only those the store could not take, so
+feedback reaches any replica (Redis) or any process on the machine (SQLite); the JSON-lines file stays
+per process (each logs the decisions it made and the rewards it applied).
 
 Not thread-safe: the service calls it from its event loop only. Log lines are written and flushed
 synchronously (a few hundred bytes each).

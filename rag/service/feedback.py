@@ -3,7 +3,8 @@
 Owns the per-tenant bandit (:class:`~rag.bandit.tenants.TenantBandits`, its exploration from the serving
 routing policy's ``[router]`` section), the decisions awaiting feedback
 (:class:`~rag.bandit.pending.PendingDecisions`: in Redis when configured, so feedback reaches any
-replica; else in process) and the bandit's state shared with the other replicas
+replica; else in a SQLite file in the data dir, so it reaches any process on the machine; in process when
+neither can be used) and the bandit's state shared with the other replicas
 (:class:`~rag.bandit.sync.SharedBandit` over Redis when configured, else a file): each replica adds its
 updates to the stored state and takes the merged one every ``sync_s`` seconds (``RAG_BANDIT_SYNC_S``)
 and at shutdown. One cadence, not also every N updates: a merge costs CPU in proportion to the whole
@@ -24,7 +25,8 @@ import numpy as np
 
 from rag import metrics
 from rag.bandit.decisions import DecisionLog
-from rag.bandit.pending import PendingDecisions
+from rag.bandit.pending import PendingDecisions, RedisDecisions
+from rag.bandit.pending_sqlite import SqliteDecisions
 from rag.bandit.reward import feedback_reward, net_reward
 from rag.bandit.store import BanditStore, FileStore, RedisStore, State
 from rag.bandit.sync import SharedBandit
@@ -90,8 +92,8 @@ class FeedbackLearner:
         served_ids: Sequence[str],
     ) -> None:
         """Keep an answered request's decision until its feedback comes (or it expires). ``cpu_s``: what
-        it cost, the reward is net of it. With Redis the decision is written there in the background:
-        :meth:`remembered` waits for it."""
+        it cost, the reward is net of it. With a shared store (Redis, or the data dir's SQLite file) the
+        decision is written there in the background: :meth:`remembered` waits for it."""
         routed = decision.routed
         self.decisions.record(
             request_id,
@@ -118,9 +120,9 @@ class FeedbackLearner:
         relevance: Mapping[str, float] | None = None,
     ) -> dict[str, Any] | None:
         """Apply feedback on a served request to the bandit. None when the request is unknown (to every
-        replica with Redis, else to this one), expired, already rated, or was served from the cache (no
-        plan ran). Raises ValueError when the feedback carries no signal (the decision then stays, for a
-        valid feedback)."""
+        replica with Redis, else to every process on this machine, else to this one), expired, already
+        rated, or was served from the cache (no plan ran). Raises ValueError when the feedback carries no
+        signal (the decision then stays, for a valid feedback)."""
         feedback_reward((), relevance=relevance, clicked=clicked, rating=rating)  # refuse before taking
         decision = await self.decisions.take(request_id, tenant)
         if decision is None:
@@ -137,13 +139,22 @@ class FeedbackLearner:
         return {"arm": decision.arm, "quality": quality, "reward": reward, "cpu_s": cpu_s}
 
     # -- persistence ---------------------------------------------------------------------------------
-    async def start(self, redis: GuardedRedis | None, bandit_file: Path | None) -> None:
-        """Share pending decisions through Redis when configured; restore the bandit from Redis, else from
-        ``bandit_file`` (unless a store was given) and sync with it every ``sync_s``. A stale,
-        unreadable or malformed state is counted and skipped: it learns afresh (and the first merge
-        replaces it)."""
+    async def start(
+        self, redis: GuardedRedis | None, bandit_file: Path | None, pending_file: Path | None = None
+    ) -> None:
+        """Share pending decisions through Redis when configured (it spans machines), else through the
+        SQLite ``pending_file`` (every process on this machine; an unusable file is logged and they stay
+        in process); restore the bandit from Redis, else from ``bandit_file`` (unless a store was given)
+        and sync with it every ``sync_s``. A stale, unreadable or malformed state is counted and skipped:
+        it learns afresh (and the first merge replaces it)."""
         if redis is not None:
-            self.decisions.share(redis)
+            self.decisions.share(RedisDecisions(redis))
+        elif pending_file is not None:
+            shared = SqliteDecisions(pending_file)
+            if await shared.open():
+                self.decisions.share(shared)
+            else:
+                await shared.close()
         if self.shared.store is None:
             if redis is not None:
                 self.shared.store = RedisStore(redis)

@@ -91,11 +91,17 @@ class QueryRouting:
         return self.policy.limits(profile)
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    async def start(self, redis: GuardedRedis | None = None, bandit_file: Path | None = None) -> None:
-        """Share spend through Redis, restore the bandit (Redis when configured, else ``bandit_file``) and
-        watch the config (the file, and the deployment's Redis key when Redis is configured)."""
+    async def start(
+        self,
+        redis: GuardedRedis | None = None,
+        bandit_file: Path | None = None,
+        pending_file: Path | None = None,
+    ) -> None:
+        """Share spend through Redis, restore the bandit (Redis when configured, else ``bandit_file``),
+        share pending feedback decisions (Redis, else ``pending_file``) and watch the config (the file,
+        and the deployment's Redis key when Redis is configured)."""
         self.ledger.start(redis)
-        await self.learner.start(redis, bandit_file)
+        await self.learner.start(redis, bandit_file, pending_file)
         self.rollout.start(redis)
 
     async def close(self) -> None:

@@ -96,8 +96,10 @@ class RetrievalService:
     async def start(self) -> None:
         """Connect Redis, start what shares state through it, then load in the background."""
         redis = self.lifecycle.connect_redis()
-        bandit_file = self.settings.data_dir / "bandit" / f"{self.settings.collection}.json"
-        await self.routing.start(redis, bandit_file)
+        data_dir, collection = self.settings.data_dir, self.settings.collection
+        bandit_file = data_dir / "bandit" / f"{collection}.json"
+        pending_file = data_dir / "feedback" / f"{collection}-pending.sqlite"
+        await self.routing.start(redis, bandit_file, pending_file)
         self.limits.start(redis)
         self.lifecycle.begin_loading()
         if self.follower is not None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from rag.bandit.decisions import DecisionLog
-from rag.bandit.pending import PendingDecisions
+from rag.bandit.pending import PendingDecisions, RedisDecisions
 from rag.resilience.breaker import Breaker, BreakerPolicy
 from rag.resilience.redis import GuardedRedis
 from rag.testing.servers import RedisServer
@@ -32,7 +32,7 @@ async def replicas(redis_url: str) -> AsyncIterator[Callable[..., PendingDecisio
 
     def make(**log: float) -> PendingDecisions:
         redis = redis_at(redis_url)
-        pending = PendingDecisions(DecisionLog(**log), redis)  # type: ignore[arg-type]
+        pending = PendingDecisions(DecisionLog(**log), RedisDecisions(redis))  # type: ignore[arg-type]
         made.append((pending, redis))
         return pending
 
@@ -124,7 +124,7 @@ async def test_with_redis_down_decisions_stay_in_process_and_are_not_lost(
     redis_process: RedisServer,
 ) -> None:
     redis = redis_at(redis_process.url, timeout_s=0.2)
-    one = PendingDecisions(DecisionLog(), redis)
+    one = PendingDecisions(DecisionLog(), RedisDecisions(redis))
     try:
         await record(one, "before")  # in Redis
         redis_process.pause()

@@ -85,6 +85,7 @@ RUNBOOK_ANCHORS: Final = MappingProxyType(
         "RagHighConcurrency": "high-concurrency",
         "RagBreakerOpenTooLong": "breaker-open",
         "RagBackgroundErrors": "background-errors",
+        "RagReplicaVersionsDiffer": "replica-versions",
     }
 )
 
@@ -98,6 +99,7 @@ SEVERITIES: Final = MappingProxyType(
         "RagHighConcurrency": Severity.WARNING,
         "RagBreakerOpenTooLong": Severity.WARNING,  # answers degrade; the burn rate pages if they fail
         "RagBackgroundErrors": Severity.WARNING,  # the loop went on; shared state may be stale
+        "RagReplicaVersionsDiffer": Severity.WARNING,  # each answers whole, from its own version
     }
 )
 
@@ -118,6 +120,7 @@ DEFAULT = Profile(
             "RagHighConcurrency": "10m",
             "RagBreakerOpenTooLong": "5m",  # "open too long": not closed for 5 minutes
             "RagBackgroundErrors": "0s",  # one error is news; the 10m window keeps it firing a while
+            "RagReplicaVersionsDiffer": "5m",  # a switch takes a second (~20 s at 1M chunks)
         }
     ),
     test_interval="1m",

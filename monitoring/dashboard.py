@@ -214,6 +214,26 @@ def layout(cfg: MonitoringConfig) -> tuple[Row, ...]:
             ),
         ),
         Row(
+            "Replicas",
+            (
+                Panel(
+                    "Index version per replica",
+                    ("index_version",),
+                    unit="none",
+                    w=12,
+                    description="the index version each process serves (v000007 → 7); every one follows "
+                    "the published version within a poll (RAG_VERSION_POLL_MS)",
+                ),
+                Panel(
+                    "Index switches",
+                    ("index_switches",),
+                    unit="none",
+                    w=12,
+                    description="versions switched to while serving (an ingest here, or another's followed)",
+                ),
+            ),
+        ),
+        Row(
             "Cache",
             (
                 Panel(

@@ -167,6 +167,10 @@ def dashboard_queries(cfg: MonitoringConfig) -> dict[str, Query]:
             _quantile(cfg, 0.95, "rag_queue_wait_seconds", RATE, by="queue"), "{{queue}} p95"
         ),
         "loop_lag": Query(f"max by (instance) ({sel(cfg, 'rag_event_loop_lag_seconds')})", "{{instance}}"),
+        "index_version": Query(sel(cfg, "rag_index_version"), "{{instance}}"),  # a series per worker too
+        "index_switches": Query(
+            f"sum by (instance) (increase({sel(cfg, 'rag_index_switches_total')}[{RATE}]))", "{{instance}}"
+        ),
         "degradations_by_step": Query(
             or_zero(_sum_rate(cfg, "rag_degradations_total", RATE, by="step, reason")), "{{step}}: {{reason}}"
         ),
@@ -336,6 +340,13 @@ def breaker_alert(cfg: MonitoringConfig) -> str:
     cycle open → half-open → open does not reset the clock, as ``state="open" == 1`` would."""
     closed = sel(cfg, "rag_breaker_state", 'state="closed"')
     return f"max without (state) ({closed}) == 0"
+
+
+def replica_versions_alert(cfg: MonitoringConfig) -> str:
+    """The replicas of a job serve different index versions (every process follows the published one
+    within a poll, so a lasting difference is one that does not follow)."""
+    version = sel(cfg, "rag_index_version")
+    return f"max by (job) ({version}) - min by (job) ({version}) > 0"
 
 
 def background_errors_alert(cfg: MonitoringConfig, p: Profile) -> str:

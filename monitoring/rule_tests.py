@@ -462,6 +462,38 @@ def _background_cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
     return cases
 
 
+def _replica_version_cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
+    name, i = "RagReplicaVersionsDiffer", seconds(p.test_interval)
+    f = seconds(p.for_[name])
+    at = f + 2 * i
+    t = Timeline(at + 2 * i, i)
+
+    def version(instance: str) -> str:
+        return f'rag_index_version{{{cfg.selector},instance="{instance}"}}'
+
+    cases = [
+        Case(
+            "replica versions: one replica left behind fires for the job",
+            {version("a:8000"): t.constant(8), version("b:8000"): t.constant(7)},
+            (Check(at, name, (Fires({"job": cfg.job}),)),),
+        ),
+        Case(
+            "replica versions: all on one version does not fire",
+            {version("a:8000"): t.constant(8), version("b:8000"): t.constant(8)},
+            (Check(at, name),),
+        ),
+    ]
+    if f >= 2 * i:
+        cases.append(
+            Case(
+                f"replica versions: a switch shorter than {p.for_[name]} does not fire",
+                {version("a:8000"): t.constant(8), version("b:8000"): t.gauge((7, f / 2), (8, math.inf))},
+                (Check(f - i, name), Check(at, name)),
+            )
+        )
+    return cases
+
+
 def cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
     return [
         *_latency_cases(cfg, p),
@@ -472,6 +504,7 @@ def cases(cfg: MonitoringConfig, p: Profile) -> list[Case]:
         *_concurrency_cases(cfg, p),
         *_breaker_cases(cfg, p),
         *_background_cases(cfg, p),
+        *_replica_version_cases(cfg, p),
     ]
 
 

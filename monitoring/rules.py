@@ -168,6 +168,20 @@ def alerts(cfg: MonitoringConfig, p: Profile) -> list[Alert]:
                 "The service's JSON log lines name the loop and the problem."
             ),
         ),
+        Alert(
+            "RagReplicaVersionsDiffer",
+            promql.replica_versions_alert(cfg),
+            p.for_["RagReplicaVersionsDiffer"],
+            sev["RagReplicaVersionsDiffer"],
+            summary=f"Replicas of {{{{ $labels.job }}}} on different index versions for "
+            f"{p.for_['RagReplicaVersionsDiffer']}",
+            description=(
+                "rag_index_version differs between the instances (or workers) of {{ $labels.job }} "
+                f"for {p.for_['RagReplicaVersionsDiffer']}: some process is not following the published "
+                "version (a switch that keeps failing, a stuck process). Each still answers whole from "
+                "its own version; GET /admin/index lists which replica serves what."
+            ),
+        ),
     ]
     return out
 

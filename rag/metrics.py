@@ -89,6 +89,12 @@ MODEL_BATCH_SIZE = Histogram(
 )
 INGEST_JOBS = Counter("rag_ingest_jobs_total", "Ingest jobs by final state.", ["state"])
 INDEX_INFO = Gauge("rag_index_chunks", "Chunks in the index version being served.", multiprocess_mode="max")
+INDEX_VERSION = Gauge(
+    "rag_index_version",
+    "Number of the index version this process serves (v000007 → 7): replicas that disagree for long are "
+    "not following the published version.",
+    multiprocess_mode="liveall",
+)
 INDEX_SWITCHES = Counter(
     "rag_index_switches_total",
     "Index versions this process switched to while serving (its own ingest's, or another's it followed).",

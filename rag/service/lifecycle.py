@@ -26,7 +26,7 @@ from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.store import VectorStore
 from rag.errors import RagError
-from rag.index.versions import VersionStore
+from rag.index.versions import VersionStore, version_number
 from rag.rerank.cross_encoder import Reranker
 from rag.resilience.board import BreakerBoard
 from rag.resilience.breaker import BreakerPolicy
@@ -180,6 +180,7 @@ class Lifecycle:
         self.phase = Phase.READY
         metrics.READY.set(1)
         metrics.INDEX_INFO.set(len(self.runtime.snapshot.chunks))
+        metrics.INDEX_VERSION.set(version_number(self.runtime.snapshot.version))
 
     # -- stop ----------------------------------------------------------------------------------------
     def cancel_loading(self) -> None:

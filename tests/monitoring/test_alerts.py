@@ -20,6 +20,7 @@ ALERTS = {
     "RagHighConcurrency": "high-concurrency",
     "RagBreakerOpenTooLong": "breaker-open",
     "RagBackgroundErrors": "background-errors",
+    "RagReplicaVersionsDiffer": "replica-versions",
 }
 RULE_FILES = ["rules.yml", "rules.fast.yml"]
 

@@ -17,7 +17,8 @@ FEEDBACK_BUCKET = "feedback"  # the tenant's rate-limit bucket for feedback, apa
 @router.post("/feedback", response_model=FeedbackOut, responses=declared(401, 403, 404, 413, 422, 429))
 async def feedback(body: FeedbackBody, tenant: Tenant, learner: Feedback, limits: Limits) -> FeedbackOut:
     """Rate the answer of ``request_id`` (one feedback per request, within an hour; on any replica with
-    ``RAG_REDIS_URL``, else on the replica that answered it): graded ``relevance`` per doc id, else
+    ``RAG_REDIS_URL``, else on any process serving the same data dir on that machine): graded
+    ``relevance`` per doc id, else
     ``clicked`` doc ids, else a 1-5 ``rating``.
     Rate-limited per tenant like queries (``RAG_RATE_LIMIT_QPS``/``_BURST``), in a bucket of its own."""
     if body.rating is None and body.clicked is None and body.relevance is None:
@@ -33,7 +34,7 @@ async def feedback(body: FeedbackBody, tenant: Tenant, learner: Feedback, limits
             404,
             "unknown_request",
             f"no routed answer {body.request_id!r} awaits feedback for this tenant: unknown, already rated, "
-            "older than an hour, served from the cache, or (without a shared Redis) answered by another "
-            "replica",
+            "older than an hour, served from the cache, or (without a shared Redis) answered on another "
+            "machine",
         )
     return FeedbackOut(request_id=body.request_id, **applied)

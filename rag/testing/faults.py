@@ -32,10 +32,17 @@ class UnreachableStore:
         self.connect_timeout_s = connect_timeout_s
 
     def search(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail_while_down()
+        return self._store.search(*args, **kwargs)
+
+    def search_sparse(self, *args: Any, **kwargs: Any) -> Any:
+        self._fail_while_down()
+        return self._store.search_sparse(*args, **kwargs)
+
+    def _fail_while_down(self) -> None:
         if self.down:
             time.sleep(self.connect_timeout_s)
             raise ConnectionError("vector store unreachable (connection refused)")
-        return self._store.search(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 UPSERT_GROUP = 256  # chunks embedded together (bounds memory, sets progress granularity)
 KEEP_VERSIONS = 2  # versions kept on disk: the new one, the one it replaced, and any a live replica serves
+LOCK_WAIT_S = 300.0  # an ingest waits this long for another process's ingest to publish (then fails)
 ROTATION_SAMPLE = 20_000  # chunks whose embeddings fit the Matryoshka rotation on a collection's first ingest
 
 
@@ -289,7 +290,7 @@ class Ingestor:
         started = time.perf_counter()
         # read (and so validate) every document before touching the collection: bad input writes nothing
         docs = list(documents)
-        with self.versions.lock():
+        with self.versions.lock(wait_s=LOCK_WAIT_S):
             docs = self.check_vectors(docs, embedding_model)
             incoming = {doc.key: doc for doc in docs}  # the last occurrence of an id wins
             discarded = self.versions.discard_unpublished()

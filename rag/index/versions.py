@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 SEGMENTS_DIR = "segments"
+LOCK_POLL_S = 0.05  # how often a writer waiting for the lock tries again
 _POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
 VERSION_PREFIX = "v"
 
@@ -145,14 +147,23 @@ class VersionStore:
         return version_name(version_number(existing[-1]) + 1 if existing else 1)
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive writer lock: one ingest at a time per collection."""
+    def lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Exclusive writer lock: one ingest at a time per collection (any process). ``wait_s``: how long
+        to wait for another writer to finish before giving up with ``RuntimeError``."""
         self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
         with (self.root / ".lock").open("w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RuntimeError(f"another ingest is writing collection folder {self.root}") from None
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RuntimeError(
+                            f"another ingest is writing collection folder {self.root}"
+                            + (f" (waited {wait_s:g} s)" if wait_s else "")
+                        ) from None
+                    time.sleep(LOCK_POLL_S)
             try:
                 yield
             finally:

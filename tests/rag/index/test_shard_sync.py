@@ -3,6 +3,7 @@ keep the versions they hold on disk (rag/index/replica_leases.py)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -180,3 +181,33 @@ def test_a_shared_store_keeps_the_points_of_the_versions_live_replicas_serve(
     dropped = served.live_points() - view(settings).live_points()  # d0's first edition
     assert dropped and not dropped & store.all_ids()  # collected once no live replica serves it
     store.close()
+
+
+def test_two_writers_at_once_both_publish_one_after_the_other(settings: Settings) -> None:
+    first_ingestor, first = make_ingestor(settings)
+    first_ingestor.ingest([doc(0)])
+    second_ingestor, second = make_ingestor(settings)  # another process: its own shard slot
+    versions = VersionStore(settings.versions_dir)
+    held = threading.Event()
+    results: list[str] = []
+
+    def slow_writer() -> None:  # holds the writer lock a while, as a long ingest does
+        with versions.lock():
+            held.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=slow_writer)
+    holder.start()
+    held.wait()
+    writers = [
+        threading.Thread(target=lambda i=i, ing=ing: results.append(ing.ingest([doc(i)]).version))
+        for i, ing in ((1, first_ingestor), (2, second_ingestor))
+    ]
+    for w in writers:
+        w.start()
+    for w in [holder, *writers]:
+        w.join()
+    assert sorted(results) == ["v000002", "v000003"]  # neither refused: each waited its turn
+    assert view(settings).live_rows == 3  # d0, d1, d2: the second writer built on the first one's version
+    first.close()
+    second.close()

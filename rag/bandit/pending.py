@@ -44,12 +44,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from rag.bandit.decisions import Decision, DecisionLog
+from rag.errors import RagError
 from rag.resilience.redis import GuardedRedis, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
 
-class SharedUnavailable(Exception):
+class SharedUnavailable(RagError, RuntimeError):
     """The shared store cannot be used now: the decision stays in (or is looked up in) this process."""
 
 

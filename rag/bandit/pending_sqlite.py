@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from rag.bandit.pending import SharedUnavailable
+from rag.errors import RagError
 
 log = logging.getLogger(__name__)
 
@@ -216,5 +217,5 @@ class SqliteDecisions:
                 conn.close()
 
 
-class _Unusable(Exception):
+class _Unusable(RagError, RuntimeError):
     """The file is a database this module cannot use."""

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from rag.testing.servers import free_port, wait_for_port
-from tests.api.conftest import ACME, ACME_DOCS, ACME_KEY, ADMIN_TOKEN
+from tests.api.conftest import ACME, ACME_DOCS, ACME_KEY, ADMIN, ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,12 @@ QUERIES = [
     for verb in ("who hunts", "what eats", "which animal likes", "where do")
     for thing in ("mice", "flowers at night", "honey", "small mammals", "birds of prey")
 ]  # 20 distinct texts: none is served from the cache (a cached answer ran no plan and awaits no feedback)
+
+
+def live_workers(url: str) -> int:
+    """Workers with a live lease (a worker renews it once loaded); 0 while the one answering loads."""
+    r = httpx.get(f"{url}/admin/index", headers=ADMIN)
+    return sum(x["live"] for x in r.json()["replicas"]) if r.status_code == 200 else 0
 
 
 def test_feedback_for_answers_of_either_worker_is_accepted_by_either_once(tmp_path: Path) -> None:
@@ -61,9 +67,9 @@ def test_feedback_for_answers_of_either_worker_is_accepted_by_either_once(tmp_pa
     try:
         wait_for_port(port, timeout_s=60)
         deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/ready").status_code != 200:
+        while live_workers(url) < 2:  # each loads on its own: /ready from one says nothing of the other
             assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "not ready in 60 s"
+            assert time.monotonic() < deadline, "both workers not serving in 60 s"
             time.sleep(0.1)
         answered = []
         for query in QUERIES:  # httpx.post opens a new connection each time: either worker answers

@@ -26,7 +26,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 
 from rag.dense.matryoshka import truncate
-from rag.dense.store import FULL, LEXICAL, SparseVector, check_sparse, prefix_dims, vector_name
+from rag.dense.store import FULL, LEXICAL, SparseVector, check_sparse, full_vector, prefix_dims, vector_name
 from rag.errors import RagError
 
 LAYOUT_FILE = "layout.json"
@@ -216,9 +216,9 @@ class EdgeStore:
         for start in range(0, len(ids), 1000):
             batch: list[qe.PointId] = list(ids[start : start + 1000])
             for r in self.shard.retrieve(batch, with_payload=False, with_vector=[FULL]):
-                vector = r.vector.get(FULL) if isinstance(r.vector, dict) else None
+                vector = full_vector(r.vector)
                 if vector is not None:
-                    found[_point_id(r.id)] = np.asarray(vector, dtype=np.float32)
+                    found[_point_id(r.id)] = vector
         return found
 
     def upsert(

@@ -19,7 +19,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from rag.dense.matryoshka import truncate
-from rag.dense.store import FULL, LEXICAL, SparseVector, check_sparse, prefix_dims, vector_name
+from rag.dense.store import FULL, LEXICAL, SparseVector, check_sparse, full_vector, prefix_dims, vector_name
 
 __all__ = ["FULL", "QdrantStore", "is_local", "vector_name"]
 
@@ -108,9 +108,9 @@ class QdrantStore:
                     self.collection, list(ids[start : start + 1000]), with_payload=False, with_vectors=[FULL]
                 )
             for r in records:
-                vector = r.vector.get(FULL) if isinstance(r.vector, dict) else None
+                vector = full_vector(r.vector)
                 if vector is not None:
-                    found[str(r.id)] = np.asarray(vector, dtype=np.float32)
+                    found[str(r.id)] = vector
         return found
 
     def upsert(

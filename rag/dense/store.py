@@ -38,6 +38,12 @@ def vector_name(dims: int | None) -> str:
     return FULL if dims is None else f"d{dims}"
 
 
+def full_vector(stored: Any) -> np.ndarray | None:
+    """The ``full`` vector of a retrieved point's named vectors (either engine's record), or None."""
+    vector = stored.get(FULL) if isinstance(stored, dict) else None
+    return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
 def prefix_dims(full_dim: int) -> tuple[int, ...]:
     """The Matryoshka prefixes stored next to a ``full_dim`` vector."""
     return tuple(d for d in MATRYOSHKA_DIMS if d < full_dim)

@@ -57,6 +57,20 @@ def deciding_rows(
     return rows, scores
 
 
+def _served_rows(
+    snapshot: IndexSnapshot, points: list[tuple[str, float]], mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (and scores) of the store's hits that this snapshot serves and ``mask`` allows: points of
+    another version (stale, or not yet published here) are dropped."""
+    rows, scores = [], []
+    for pid, score in points:
+        row = snapshot.point_rows.get(pid)
+        if row is not None and (mask is None or mask[row]):
+            rows.append(row)
+            scores.append(score)
+    return np.asarray(rows, dtype=np.int64), np.asarray(scores)
+
+
 def _doc_hits(snapshot: IndexSnapshot, rows: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
     rows, scores = deciding_rows(rows, scores, snapshot.chunk_doc, k)
     doc_scores, best_row = best_chunk_per_doc(rows, scores, snapshot.chunk_doc, snapshot.n_docs)
@@ -139,15 +153,9 @@ class SparseBM25Retriever:
         limit = 4 * k + self._overfetch
         while True:
             points = self.store.search_sparse(vector, limit=limit, query_filter=payload_filter)
-            rows, scores = [], []
-            for pid, score in points:
-                row = self.snapshot.point_rows.get(pid)
-                if row is not None and (mask is None or mask[row]):
-                    rows.append(row)
-                    scores.append(score)
-            found = np.asarray(rows, dtype=np.int64)
+            found, scores = _served_rows(self.snapshot, points, mask)
             if len(points) < limit or np.unique(self.snapshot.chunk_doc[found]).size >= k:
-                return _doc_hits(self.snapshot, found, np.asarray(scores), k)
+                return _doc_hits(self.snapshot, found, scores, k)
             limit *= 4
 
 
@@ -197,10 +205,5 @@ class DenseRetriever:
             rescore=rescore,
             query_filter=payload_filter,
         )
-        rows, scores = [], []
-        for pid, score in points:
-            row = self.snapshot.point_rows.get(pid)
-            if row is not None and (mask is None or mask[row]):
-                rows.append(row)
-                scores.append(score)
-        return _doc_hits(self.snapshot, np.asarray(rows, dtype=np.int64), np.asarray(scores), k)
+        rows, scores = _served_rows(self.snapshot, points, mask)
+        return _doc_hits(self.snapshot, rows, scores, k)

@@ -10,7 +10,6 @@ real funnel, not a random one. Real engines on temp folders; no timing assertion
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,35 +26,11 @@ from rag.retrieval.filters import SearchFilter, qdrant_filter
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.runtime import Runtime, build_embedder, ingest_params, open_store
 from rag.types import Document
+from tests.contract.test_vector_store import embedding_like, payloads, point_ids
 
 DIM = 384
 Data = tuple[list[str], np.ndarray, list[dict[str, Any]], np.ndarray]  # ids, vectors, payloads, queries
 N = 900
-TENANTS = ("acme", "globex", "")
-LANGS = ("en", "fr", "de")
-
-
-def embedding_like(n: int, dim: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    scale = 1.0 / np.sqrt(1.0 + np.arange(dim) / 8.0)  # energy decays along the (PCA-rotated) axes
-    vectors = rng.standard_normal((n, dim)) * scale
-    return np.asarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), dtype=np.float32)
-
-
-def point_ids(n: int) -> list[str]:
-    return [str(uuid.uuid5(uuid.NAMESPACE_URL, f"point-{i}")) for i in range(n)]
-
-
-def payloads(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "chunk_id": f"c{i}",
-            "doc_id": f"d{i}",
-            "tenant": TENANTS[i % 3],
-            "metadata": {"lang": LANGS[(i // 3) % 3], "year": 2000 + i % 7},
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")

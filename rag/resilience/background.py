@@ -58,12 +58,15 @@ async def run_every(
     *,
     quiet: tuple[type[Exception], ...] = (),
     sleep_first: bool = False,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Run ``step`` every ``interval_s`` until cancelled; see the module docstring for what a failing
-    step does (never: stop the loop)."""
+    step does (never: stop the loop). ``wake``: setting it runs the next step at once (news of work)."""
     if sleep_first:
         await asyncio.sleep(interval_s)
     while True:
+        if wake is not None:
+            wake.clear()  # a wake-up from now on is one this step may not have seen: it runs another
         try:
             await step()
         except quiet as exc:
@@ -72,7 +75,11 @@ async def run_every(
             errors.skip("step", f"{type(exc).__name__}: {exc}"[:500], exc_info=True)
         else:
             errors.clear("step")
-        await asyncio.sleep(interval_s)
+        if wake is None:
+            await asyncio.sleep(interval_s)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval_s)
 
 
 CANCEL_RETRY_S = 0.05

@@ -20,7 +20,6 @@ before it serves on (:meth:`Runtime.resync`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -30,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from rag import metrics
 from rag.index.replica_leases import ReplicaLease, ReplicaLeases
 from rag.index.versions import VersionStore
-from rag.resilience.background import LoopErrors, cancel_and_wait
+from rag.resilience.background import LoopErrors, cancel_and_wait, run_every
 from rag.resilience.redis import GuardedRedis, RedisUnavailable
 from rag.service.lifecycle import Lifecycle, Phase
 
@@ -69,22 +68,10 @@ class VersionFollower:
     def start(self, redis: GuardedRedis | None = None) -> None:
         """Follow; with ``redis``, also hear (and make) announcements."""
         self._redis = redis
-        self._tasks.append(asyncio.create_task(self._follow(), name="rag-version-follower"))
+        follow = run_every(self.poll_s, self.step, LoopErrors(LOOP), wake=self._wake)
+        self._tasks.append(asyncio.create_task(follow, name="rag-version-follower"))
         if redis is not None:
             self._tasks.append(asyncio.create_task(self._listen(redis), name="rag-announcements"))
-
-    async def _follow(self) -> None:
-        errors = LoopErrors(LOOP)
-        while True:
-            self._wake.clear()
-            try:
-                await self.step()
-            except Exception as exc:
-                errors.skip("step", f"{type(exc).__name__}: {exc}"[:500], exc_info=True)
-            else:
-                errors.clear("step")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
     async def _listen(self, redis: GuardedRedis) -> None:
         """Wake the follower on each announcement; subscribe again (after a lease's worth of waiting at most)

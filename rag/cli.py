@@ -92,7 +92,14 @@ def cmd_query(args: argparse.Namespace) -> int:
         runtime.warm_up()
         limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
         available = runtime.reranker is not None
-        plan = deployment_plan(pipeline, settings, limits, top_k=args.top_k, reranker_available=available)
+        plan = deployment_plan(
+            pipeline,
+            settings,
+            limits,
+            top_k=args.top_k,
+            reranker_available=available,
+            fusion=runtime.snapshot.tuned_fusion,
+        )
         tenant = check_tenant(args.tenant) if args.tenant is not None else None
         outcome = runtime.pipeline.search(args.text, plan, SearchFilter(tenant))
         results = runtime.pipeline.results(outcome.hits, args.top_k)
@@ -227,6 +234,32 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rag.offline.tuning import reset_tuning, run_tune
+
+    settings = _settings(args)
+    data = Path(args.data) if args.data else None
+    if args.reset:
+        result = reset_tuning(settings, data)
+    else:
+        if data is None and not args.pseudo_queries:
+            raise SystemExit("rag tune: give --data DIR (its judged --split queries) or --pseudo-queries N")
+        result = run_tune(
+            settings,
+            data=data,
+            split=args.split,
+            pseudo=args.pseudo_queries,
+            seed=args.seed,
+            publish=not args.dry_run,
+            progress=not args.quiet,
+        )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    _print_json(result)
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from rag.ops.stats import run
 
@@ -335,6 +368,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="default: a cached collection named after the dataset")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "tune",
+        help="choose a collection's BM25 parameters and fusion (judged or pseudo-queries); publish them",
+    )
+    p.add_argument(
+        "--data", help="a BEIR folder: tune its collection (ingested if needed) on its judged queries"
+    )
+    p.add_argument("--split", default="train", help="the judged queries to tune on (default: train)")
+    p.add_argument(
+        "--pseudo-queries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no labels: tune on N pseudo-queries cut from the collection's own documents",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report the choice, publish nothing")
+    p.add_argument("--reset", action="store_true", help="publish a version without tuning (the defaults)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--json", help="write the result JSON here")
+    p.add_argument("--collection")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(
         "train-reranker", help="fine-tune a cross-encoder on a BEIR split with mined negatives"

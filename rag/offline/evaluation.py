@@ -36,7 +36,8 @@ def _router(
 
     def route(text: str) -> Routed:
         features = analyzer.analyze(text, runtime.snapshot.idf)
-        return router.route(RouteInputs(features, limits, unlimited, top_k=100))
+        fusion = runtime.snapshot.tuned_fusion
+        return router.route(RouteInputs(features, limits, unlimited, top_k=100, fusion=fusion))
 
     return route
 
@@ -70,7 +71,14 @@ def evaluate(
         reranker_available = runtime.reranker is not None
         # the deployment profile's limits as the service has them (the rollout config's overrides too)
         limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
-        plan = deployment_plan(pipeline, settings, limits, top_k=100, reranker_available=reranker_available)
+        plan = deployment_plan(
+            pipeline,
+            settings,
+            limits,
+            top_k=100,
+            reranker_available=reranker_available,
+            fusion=runtime.snapshot.tuned_fusion,
+        )
         auto = pipeline is PipelineName.AUTO
         route = _router(settings, runtime, limits, reranker_available) if auto else None
         runtime.warm_up()  # model loading is not query latency
@@ -120,6 +128,7 @@ def evaluate(
                 "fusion": plan.fusion.value,
                 "weights": plan.weights,
                 "rrf_k": plan.rrf_k,
+                "fusion_reason": plan.fusion_reason,
                 "rerank_depth": plan.rerank_depth,
             },
             "dense_scoring_work": (
@@ -131,6 +140,12 @@ def evaluate(
             "embedder_backend": settings.embedder_backend,
             "reranker": settings.reranker_model if plan.rerank_depth else None,
             "rotation": settings.matryoshka_rotation,
+            "bm25": {
+                "k1": runtime.snapshot.bm25_params.k1,
+                "b": runtime.snapshot.bm25_params.b,
+                "idf": runtime.snapshot.bm25_params.idf,
+                "tuned": runtime.snapshot.tuning is not None,
+            },
         }
     finally:
         runtime.close()

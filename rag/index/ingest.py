@@ -373,6 +373,7 @@ class Ingestor:
             previous = VersionView.load(self.versions)
             if previous is None:
                 raise ValueError("nothing is published in this collection yet: ingest before tuning")
+            self.store.ensure_collection(int(previous.manifest["dim"]))
             carried = {
                 k: v
                 for k, v in previous.manifest.items()

@@ -53,6 +53,7 @@ from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.pseudo_queries import KINDS, PseudoQuery, SourceDoc, altered, make_pseudo_queries
 from rag.retrieval.plan import configured_fusion
+from rag.retrieval.retrievers import deciding_rows
 from rag.runtime import Runtime
 from rag.types import Hit
 
@@ -190,9 +191,11 @@ def pool_documents(
     rows: np.ndarray, scores: np.ndarray, row_doc: np.ndarray, doc_ids: Sequence[str], depth: int
 ) -> list[Hit]:
     """Rows' scores pooled to documents (a document scores its best row), the ``depth`` best documents
-    first (ties: the lower document index)."""
+    first (ties: the lower document index). Only the rows that decide the top ``depth`` are pooled
+    (:func:`rag.retrieval.retrievers.deciding_rows`, as the served retrievers do)."""
     if rows.size == 0:
         return []
+    rows, scores = deciding_rows(rows, scores, row_doc, depth)
     order = np.lexsort((rows, -scores))
     docs = row_doc[rows[order]]
     unique, first = np.unique(docs, return_index=True)
@@ -364,15 +367,15 @@ class TuningRun:
         vectors = rotate(runtime.embedder.embed(queries.texts, batch_size=32), snapshot.rotation)
         return cls(queries, corpus, Judge(queries), query_terms, vectors, runtime.settings.candidates)
 
-    def bm25(self, params: BM25Params) -> list[list[Hit]]:
-        return bm25_lists(self.corpus, params, self.query_terms, self.depth)
+    def bm25(self, params: BM25Params, depth: int | None = None) -> list[list[Hit]]:
+        return bm25_lists(self.corpus, params, self.query_terms, depth or self.depth)
 
     def dense(self) -> list[list[Hit]]:
         return dense_lists(self.corpus, self.query_vectors, self.depth)
 
     def bm25_scores(self, grid: Sequence[BM25Params]) -> np.ndarray:
         """nDCG@10 of each setting (rows) on each query (columns)."""
-        return np.stack([self.judge.ndcg(_top_ids(self.bm25(p))) for p in grid])
+        return np.stack([self.judge.ndcg(_top_ids(self.bm25(p, NDCG_K))) for p in grid])
 
     def fusion_scores(
         self,

@@ -50,6 +50,7 @@ from rag.index.segments import load_vectors
 from rag.index.tuning import CollectionTuning
 from rag.index.versions import VersionStore
 from rag.io.sources import read_qrels, read_queries
+from rag.offline.compare import bootstrap_ci
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.pseudo_queries import KINDS, PseudoQuery, SourceDoc, altered, make_pseudo_queries
 from rag.retrieval.plan import configured_fusion
@@ -257,17 +258,6 @@ class Decision:
     reason: str
 
 
-def bootstrap_interval(
-    values: np.ndarray, rng: np.random.Generator, resamples: int = RESAMPLES
-) -> tuple[float, float, float]:
-    """(2.5th percentile, mean, 97.5th percentile) of the mean of ``values`` over bootstrap resamples."""
-    if values.size == 0:
-        return 0.0, 0.0, 0.0
-    picks = rng.integers(0, values.size, size=(resamples, values.size))
-    means = values[picks].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(values.mean()), float(np.percentile(means, 97.5))
-
-
 def fold_of(kinds: Sequence[str], folds: int, rng: np.random.Generator) -> np.ndarray:
     """A fold per query, each kind spread evenly over the folds."""
     out = np.empty(len(kinds), dtype=np.int64)
@@ -293,7 +283,8 @@ def decide(scores: np.ndarray, default: int, kinds: Sequence[str], rng: np.rando
     means = scores.mean(axis=1)
     best = int(np.argmax(means))  # the first of equals: settings are listed default first
     gains = cross_fitted_gains(scores, default, fold_of(kinds, FOLDS, rng))
-    interval = bootstrap_interval(gains, rng)
+    lo, hi = bootstrap_ci(gains, resamples=RESAMPLES, seed=int(rng.integers(2**31)))
+    interval = (lo, float(gains.mean()), hi)
     kind_arr = np.asarray(kinds)
     kind_gain = {k: float(gains[kind_arr == k].mean()) for k in sorted(set(kinds))}
     vetoes = [

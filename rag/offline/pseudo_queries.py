@@ -6,7 +6,9 @@ document is found by an exact lexical match, which would make BM25 look far bett
 queries and tilt every fusion choice towards it. Three kinds, so that the choice is not tuned to one query
 shape (a collection's real queries may be keyword-short or paragraph-long):
 
-* ``title`` — the document's title (3+ words), the document without its title line: short, keyword-like;
+* ``keywords`` — the three rarest words (highest IDF) of one sentence, the sentence taken out: what a user
+  types into a search box;
+* ``title`` — the document's title (3+ words), the document without its title line: short, name-like;
 * ``sentence`` — one sentence of 6–40 words from the body: a claim- or question-length query;
 * ``passage`` — two or three consecutive sentences (30+ words): a long, argument-like query.
 
@@ -18,10 +20,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-KINDS = ("title", "sentence", "passage")
+KINDS = ("keywords", "title", "sentence", "passage")
+KEYWORDS = 3
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'\[])")
 MIN_TITLE_WORDS = 3
 SENTENCE_WORDS = (6, 40)
@@ -71,6 +74,18 @@ def _sentence_query(doc: SourceDoc, rng: random.Random) -> tuple[str, str] | Non
     return (chosen, chosen) if _words(doc.text) - _words(chosen) >= MIN_LEFT_WORDS else None
 
 
+def _keywords_query(
+    doc: SourceDoc, rng: random.Random, rarity: Callable[[str], float]
+) -> tuple[str, str] | None:
+    made = _sentence_query(doc, rng)
+    if made is None:
+        return None
+    sentence = made[1]
+    words = re.findall(r"[\w-]+", sentence)
+    rarest = set(sorted(range(len(words)), key=lambda i: (-rarity(words[i]), i))[:KEYWORDS])
+    return " ".join(w for i, w in enumerate(words) if i in rarest), sentence
+
+
 def _passage_query(doc: SourceDoc, rng: random.Random) -> tuple[str, str] | None:
     sentences = split_sentences(doc.text)
     if len(sentences) < 5:
@@ -83,9 +98,12 @@ def _passage_query(doc: SourceDoc, rng: random.Random) -> tuple[str, str] | None
     return piece, piece
 
 
-def make_pseudo_queries(docs: Sequence[SourceDoc], n: int, rng: random.Random) -> list[PseudoQuery]:
+def make_pseudo_queries(
+    docs: Sequence[SourceDoc], n: int, rng: random.Random, rarity: Callable[[str], float] = len
+) -> list[PseudoQuery]:
     """Up to ``n`` pseudo-queries, one per document, the kinds taking turns (a kind a document cannot give
-    passes its turn to the next). Documents are visited in a seeded random order (of their keys: the same
+    passes its turn to the next). ``rarity`` ranks a word for the keyword kind (the collection's IDF of it;
+    by default its length). Documents are visited in a seeded random order (of their keys: the same
     queries whatever order the index holds them in)."""
     if n < 1:
         raise ValueError(f"the number of pseudo-queries must be at least 1, got {n}")
@@ -99,7 +117,9 @@ def make_pseudo_queries(docs: Sequence[SourceDoc], n: int, rng: random.Random) -
         for step in range(len(KINDS)):
             kind = KINDS[(turn + step) % len(KINDS)]
             made = (
-                _title_query(doc)
+                _keywords_query(doc, rng, rarity)
+                if kind == "keywords"
+                else _title_query(doc)
                 if kind == "title"
                 else _sentence_query(doc, rng)
                 if kind == "sentence"

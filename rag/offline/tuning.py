@@ -11,10 +11,12 @@ documents are altered to match in the corpus the queries run against). Then, in 
 
 A step keeps the configured default unless the tuning *procedure* shows a gain on queries it did not
 choose on: the queries are split into :data:`FOLDS` folds, a setting is chosen on the other folds and
-scored on each, and the per-query gains over the default are bootstrapped (:func:`decide`). Only when
-the whole 95% interval is above zero — and no query kind (title, sentence, passage) loses more than
-:data:`KIND_TOLERANCE` — does the best setting on all queries replace the default. The grid's winner on
-the queries alone would be optimistic: the best of many settings on one sample wins partly by chance.
+scored on each, and the per-query gains over the default are bootstrapped (:func:`decide`); only when the
+whole 95% interval is above zero does the setting chosen on all queries replace the default. The grid's
+winner on the queries alone would be optimistic: the best of many settings on one sample wins partly by
+chance. A setting is only chosen (:func:`choose`) if no kind of query (keywords, title, sentence, passage;
+or the judged queries) loses more than :data:`KIND_TOLERANCE` with it: a collection's real queries may be
+of any of these shapes, and a gain on long queries must not be bought with a loss on short ones.
 
 The result is a :class:`~rag.index.tuning.CollectionTuning`, published as a new index version
 (:meth:`rag.index.ingest.Ingestor.retune`); every serving replica follows it.
@@ -117,7 +119,11 @@ def pseudo_queries(runtime: Runtime, n: int, seed: int) -> QuerySet:
         titles.setdefault(chunk.doc_key, chunk.title)
     # the first chunk's text: a piece taken from it is removed from every chunk that holds it
     docs = [SourceDoc(key, titles[key], parts[0]) for key, parts in bodies.items()]
-    made = make_pseudo_queries(docs, n, random.Random(seed))
+
+    def rarity(word: str) -> float:
+        return max((snapshot.idf(t) or 0.0 for t in snapshot.analyzer.tokens(word)), default=0.0)
+
+    made = make_pseudo_queries(docs, n, random.Random(seed), rarity)
     if not made:
         raise ValueError("no document of this collection is long enough to cut a pseudo-query from")
     kinds = Counter(q.kind for q in made)
@@ -267,39 +273,67 @@ def fold_of(kinds: Sequence[str], folds: int, rng: np.random.Generator) -> np.nd
     return out
 
 
-def cross_fitted_gains(scores: np.ndarray, default: int, folds: np.ndarray) -> np.ndarray:
-    """Per query: the score of the setting chosen on the *other* folds minus the default's. ``scores`` is
-    settings × queries."""
+def admissible(scores: np.ndarray, default: int, kinds: Sequence[str]) -> np.ndarray:
+    """The settings no kind of query loses with: on each kind with at least :data:`MIN_KIND_QUERIES`
+    queries, a mean at most :data:`KIND_TOLERANCE` below the default's. ``scores``: settings × queries."""
+    ok = np.ones(scores.shape[0], dtype=bool)
+    kind_arr = np.asarray(kinds)
+    for kind in np.unique(kind_arr):
+        cols = kind_arr == kind
+        if int(cols.sum()) >= MIN_KIND_QUERIES:
+            ok &= scores[:, cols].mean(axis=1) - scores[default, cols].mean() >= -KIND_TOLERANCE
+    return ok
+
+
+def choose(scores: np.ndarray, default: int, kinds: Sequence[str]) -> int:
+    """The admissible setting with the best mean (the first of equals: settings are listed default first)."""
+    means = np.where(admissible(scores, default, kinds), scores.mean(axis=1), -np.inf)
+    return int(np.argmax(means))
+
+
+def cross_fitted_gains(
+    scores: np.ndarray, default: int, kinds: Sequence[str], folds: np.ndarray
+) -> np.ndarray:
+    """Per query: the score of the setting chosen (:func:`choose`) on the *other* folds minus the
+    default's. ``scores`` is settings × queries."""
     gains = np.empty(scores.shape[1])
+    kind_arr = np.asarray(kinds)
     for f in np.unique(folds):
         inside = folds == f
-        chosen = int(np.argmax(scores[:, ~inside].mean(axis=1))) if (~inside).any() else default
+        chosen = (
+            choose(scores[:, ~inside], default, kind_arr[~inside].tolist()) if (~inside).any() else default
+        )
         gains[inside] = scores[chosen, inside] - scores[default, inside]
     return gains
 
 
 def decide(scores: np.ndarray, default: int, kinds: Sequence[str], rng: np.random.Generator) -> Decision:
     """Keep ``default`` unless choosing pays on held-out folds (see the module docstring)."""
-    means = scores.mean(axis=1)
-    best = int(np.argmax(means))  # the first of equals: settings are listed default first
-    gains = cross_fitted_gains(scores, default, fold_of(kinds, FOLDS, rng))
+    best = int(np.argmax(scores.mean(axis=1)))  # the first of equals: settings are listed default first
+    chosen = choose(scores, default, kinds)
+    gains = cross_fitted_gains(scores, default, kinds, fold_of(kinds, FOLDS, rng))
     lo, hi = bootstrap_ci(gains, resamples=RESAMPLES, seed=int(rng.integers(2**31)))
     interval = (lo, float(gains.mean()), hi)
     kind_arr = np.asarray(kinds)
     kind_gain = {k: float(gains[kind_arr == k].mean()) for k in sorted(set(kinds))}
-    vetoes = [
-        k
-        for k, g in kind_gain.items()
-        if g < -KIND_TOLERANCE and int((kind_arr == k).sum()) >= MIN_KIND_QUERIES
-    ]
     held_out = f"gain on held-out folds {interval[1]:+.4f} (95% CI {interval[0]:+.4f}..{interval[2]:+.4f})"
-    if best == default:
-        return Decision(default, best, False, interval, kind_gain, "the default scores best")
+    losers = [
+        k
+        for k in sorted(set(kinds))
+        if int((kind_arr == k).sum()) >= MIN_KIND_QUERIES
+        and scores[best, kind_arr == k].mean() - scores[default, kind_arr == k].mean() < -KIND_TOLERANCE
+    ]
+    passed_over = f"the best on all queries loses on {', '.join(losers)} queries; " if losers else ""
+    if chosen == default:
+        why = (
+            "no other setting does better without a kind of query losing"
+            if losers
+            else "the default scores best"
+        )
+        return Decision(default, best, False, interval, kind_gain, passed_over + why)
     if interval[0] <= 0:
-        return Decision(default, best, False, interval, kind_gain, f"{held_out} not above 0")
-    if vetoes:
-        return Decision(default, best, False, interval, kind_gain, f"loses on {', '.join(vetoes)} queries")
-    return Decision(best, best, True, interval, kind_gain, held_out)
+        return Decision(default, best, False, interval, kind_gain, f"{passed_over}{held_out} not above 0")
+    return Decision(chosen, best, True, interval, kind_gain, passed_over + held_out)
 
 
 def fusion_grid(default: FusionChoice) -> list[FusionChoice]:

@@ -30,6 +30,7 @@ from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection
 from rag.offline.metrics import evaluate_run, ranked_run
 from rag.rerank.cross_encoder import rerank
+from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
 from rag.retrieval.plan import PipelineName, plan_for
 from rag.runtime import Runtime, build_reranker
 from rag.types import Hit
@@ -67,6 +68,13 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["torch", "onnx-int8"])
     parser.add_argument("--max-lengths", nargs="+", type=int, default=[128, 160, 256])
     parser.add_argument("--depths", nargs="+", type=int, default=[20, 40])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads (onnx; torch: set OMP_NUM_THREADS); 1 on a loaded machine makes CPU time the "
+        "work done, not the spinning of idle threads",
+    )
     parser.add_argument("--name", default="reranker_frontier")
     args = parser.parse_args()
 
@@ -93,13 +101,19 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for backend in args.backends:
         for max_length in args.max_lengths:
-            reranker = build_reranker(
-                settings.model_copy(
-                    update={
-                        "reranker_model": args.model,
-                        "reranker_backend": backend,
-                        "reranker_max_length": max_length,
-                    }
+            reranker = (
+                OnnxCrossEncoderReranker(
+                    args.model, max_length=max_length, quantize=backend == "onnx-int8", threads=args.threads
+                )
+                if backend.startswith("onnx") and args.threads
+                else build_reranker(
+                    settings.model_copy(
+                        update={
+                            "reranker_model": args.model,
+                            "reranker_backend": backend,
+                            "reranker_max_length": max_length,
+                        }
+                    )
                 )
             )
             assert reranker is not None
@@ -173,6 +187,8 @@ def main() -> None:
         {
             "model": str(args.model),
             "queries": len(qids),
+            "threads": args.threads or "default",
+            "torch_threads_env": os.environ.get("OMP_NUM_THREADS"),
             "hybrid": hybrid,
             "rows": rows,
             "load": {"before": load_before, "after": load_after},

@@ -91,7 +91,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         runtime.warm_up()
         limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
-        available = runtime.reranker is not None
+        available = runtime.rerank_configured
         plan = deployment_plan(
             pipeline,
             settings,

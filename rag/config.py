@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     )
     reranker_batch_size: int = Field(32, ge=1, le=1024)
     rerank_depth: int = Field(40, ge=0, le=1000)
+    reranker_allow_unvalidated: bool = Field(
+        False,
+        description="rerank with a model whose rag_reranker.json does not show it helps on this collection "
+        "(trained on another corpus, no record, or held-out validation preferred the first stage); by "
+        "default such a model does not rerank and answers say rerank/unvalidated",
+    )
 
     chunk_words: int = Field(300, ge=16, le=10_000)
     chunk_overlap_words: int = Field(50, ge=0)

@@ -68,7 +68,7 @@ def evaluate(
         progress=progress,
     )
     try:
-        reranker_available = runtime.reranker is not None
+        reranker_available = runtime.rerank_configured  # a refused one: planned, answered unvalidated
         # the deployment profile's limits as the service has them (the rollout config's overrides too)
         limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
         plan = deployment_plan(

@@ -183,13 +183,22 @@ def build_corpus(runtime: Runtime, queries: QuerySet, rng: np.random.Generator) 
 
 
 def _replace_rows(tf: sp.csr_matrix, rows: list[int], runtime: Runtime, passages: list[str]) -> sp.csr_matrix:
+    """``tf`` with ``rows`` recounted from ``passages``, and one column more: a padding term no query has,
+    counted in each altered row as often as the piece taken out had terms. So an altered document keeps its
+    length for BM25's length normalisation — without it every answer to a pseudo-query would be a
+    document made shorter, and large ``b`` (which favours short documents) would win for that reason."""
     term_ids = runtime.snapshot.terms.term_ids
     analyzer = runtime.snapshot.analyzer
-    lil = tf.tolil()
+    padding = tf.shape[1]
+    before = np.asarray(tf.sum(axis=1)).ravel()
+    lil = sp.hstack([tf, sp.csr_matrix((tf.shape[0], 1), dtype=tf.dtype)], format="lil")
     for row, passage in zip(rows, passages, strict=True):
-        counts = Counter(t for t in analyzer.tokens(passage) if t in term_ids)
-        lil.rows[row] = sorted(term_ids[t] for t in counts)
-        lil.data[row] = [counts[t] for t in sorted(counts, key=lambda t: term_ids[t])]
+        counts = Counter(term_ids[t] for t in analyzer.tokens(passage) if t in term_ids)
+        cut = int(before[row]) - sum(counts.values())
+        if cut > 0:
+            counts[padding] = cut
+        lil.rows[row] = sorted(counts)
+        lil.data[row] = [counts[t] for t in sorted(counts)]
     return lil.tocsr()
 
 

@@ -229,6 +229,8 @@ def test_pseudo_queries_alter_their_documents_in_the_tuning_corpus(
             }
             assert piece_only
             assert not (piece_only & held)  # terms only the piece had are gone from its document's rows
+            # ... but the document keeps its length (a padding term no query has), for BM25's normalisation
+            assert run.corpus.tf[rows].sum() == runtime.snapshot.terms.tf[rows].sum()
         result = run_tune(
             tuned_settings, data=None, split="", pseudo=12, seed=4, publish=False, progress=False
         )

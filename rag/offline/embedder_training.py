@@ -281,7 +281,8 @@ def train_embedder(
     torch.manual_seed(config.seed)
     model = SentenceTransformer(resolve_model_path(base), device="cpu")
     model.max_seq_length = config.max_seq_length
-    full_dim = model.get_sentence_embedding_dimension()
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    full_dim = getter()
     dims = [d for d in config.matryoshka_dims if full_dim is None or d <= full_dim]
     loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model), matryoshka_dims=dims)
     train_started = time.perf_counter()

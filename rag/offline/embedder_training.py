@@ -280,6 +280,7 @@ def train_embedder(
     dataset = Dataset.from_dict({name: [g[i] for g in groups] for i, name in enumerate(columns)})
     torch.manual_seed(config.seed)
     model = SentenceTransformer(resolve_model_path(base), device="cpu")
+    serve_max_seq_length = model.max_seq_length  # the base's: what the saved model embeds with
     model.max_seq_length = config.max_seq_length
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     full_dim = getter()
@@ -306,6 +307,9 @@ def train_embedder(
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         result = trainer.train()
     train_s = time.perf_counter() - train_started
+    # trained on shorter texts (cheaper), served at the base's length: a model saved with the training
+    # length would embed the corpus truncated to it
+    model.max_seq_length = serve_max_seq_length
     output.mkdir(parents=True, exist_ok=True)
     model.save(str(output))
     del model, trainer
@@ -343,7 +347,11 @@ def train_embedder(
         corpus_sha256=file_sha256(data / "corpus.jsonl"),
         feedback=str(feedback.resolve()) if feedback else None,
         matryoshka_dims=tuple(dims),
-        config={**asdict(config), "matryoshka_dims": list(dims)},
+        config={
+            **asdict(config),
+            "matryoshka_dims": list(dims),
+            "serve_max_seq_length": serve_max_seq_length,
+        },
         seconds={
             "ingest_base": round(ingest_s, 1),
             "mining": round(mined_s, 1),

@@ -226,5 +226,9 @@ def test_train_embedder_end_to_end_on_a_tiny_folder(settings: Settings, tmp_path
     assert record.validated_on == IndexRef(dataset_collection(data, trained), "v000001")
     assert set(record.validation["after"]) == {"dense", "hybrid"}
     assert set(record.seconds) >= {"mining", "training", "total"}
+    # trained at 32 tokens, saved at the base's 256: the corpus is not embedded truncated to 32
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(out)).max_seq_length == record.config["serve_max_seq_length"] == 256
     vectors = SentenceTransformerEmbedder(str(out)).embed(["aphid farmers", "Ants farm aphids"])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

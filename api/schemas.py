@@ -363,6 +363,9 @@ class ReadyOut(BaseModel):
     index_version: str | None
     embedder: str | None
     reranker: str | None
+    reranker_refused: str | None = Field(
+        None, description="why the configured reranker does not rerank this collection (rerank/unvalidated)"
+    )
 
 
 class IndexOut(BaseModel):

@@ -91,8 +91,15 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         runtime.warm_up()
         limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
-        available = runtime.reranker is not None
-        plan = deployment_plan(pipeline, settings, limits, top_k=args.top_k, reranker_available=available)
+        available = runtime.rerank_configured
+        plan = deployment_plan(
+            pipeline,
+            settings,
+            limits,
+            top_k=args.top_k,
+            reranker_available=available,
+            fusion=runtime.snapshot.tuned_fusion,
+        )
         tenant = check_tenant(args.tenant) if args.tenant is not None else None
         outcome = runtime.pipeline.search(args.text, plan, SearchFilter(tenant))
         results = runtime.pipeline.results(outcome.hits, args.top_k)
@@ -187,6 +194,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rag.offline.evaluation import evaluate
     from rag.retrieval.plan import PipelineName
 
+    if args.compare:
+        return _compare_evals(args)
+    if not args.data:
+        raise ValueError("--data is required (unless --compare A.json B.json)")
     overrides: dict[str, Any] = {"dense_dims": args.dims}
     if args.rerank_depth is not None:
         overrides["rerank_depth"] = args.rerank_depth
@@ -202,7 +213,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
-    _print_json(result)
+    _print_json({k: v for k, v in result.items() if k != "per_query"})  # per query: in the --json file
+    return 0
+
+
+# -- rag eval --compare A.json B.json (paired bootstrap over per-query metrics) ------------------------
+def _compare_evals(args: argparse.Namespace) -> int:
+    from rag.offline.compare import compare_results, render
+
+    paths = [Path(p) for p in args.compare]
+    a, b = (json.loads(p.read_text(encoding="utf-8")) for p in paths)
+    report = compare_results(
+        a,
+        b,
+        names=(paths[0].name, paths[1].name),
+        resamples=args.resamples,
+        confidence=args.confidence,
+        seed=args.seed,
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(render(report))
     return 0
 
 
@@ -253,6 +285,32 @@ def cmd_train_embedder(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(record.to_json())
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rag.offline.tuning import reset_tuning, run_tune
+
+    settings = _settings(args)
+    data = Path(args.data) if args.data else None
+    if args.reset:
+        result = reset_tuning(settings, data)
+    else:
+        if data is None and not args.pseudo_queries:
+            raise SystemExit("rag tune: give --data DIR (its judged --split queries) or --pseudo-queries N")
+        result = run_tune(
+            settings,
+            data=data,
+            split=args.split,
+            pseudo=args.pseudo_queries,
+            seed=args.seed,
+            publish=not args.dry_run,
+            progress=not args.quiet,
+        )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    _print_json(result)
     return 0
 
 
@@ -353,8 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("tenant")
     k.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("eval", help="evaluate a pipeline on a BEIR folder")
-    p.add_argument("--data", required=True)
+    p = sub.add_parser(
+        "eval", help="evaluate a pipeline on a BEIR folder, or --compare two results (paired bootstrap)"
+    )
+    p.add_argument("--data", help="the BEIR folder (required unless --compare)")
     p.add_argument("--pipeline", default="hybrid", choices=pipelines)
     p.add_argument("--split", default="test")
     p.add_argument("--json", help="write the result JSON here")
@@ -363,7 +423,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--collection", help="default: a cached collection named after the dataset")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A.json", "B.json"),
+        help="compare two `rag eval --json` results: B - A per query, bootstrap CI (--json: the report)",
+    )
+    p.add_argument("--resamples", type=int, default=10_000, help="--compare: bootstrap resamples")
+    p.add_argument("--confidence", type=float, default=0.95, help="--compare: interval level")
+    p.add_argument("--seed", type=int, default=17, help="--compare: bootstrap seed")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "tune",
+        help="choose a collection's BM25 parameters and fusion (judged or pseudo-queries); publish them",
+    )
+    p.add_argument(
+        "--data", help="a BEIR folder: tune its collection (ingested if needed) on its judged queries"
+    )
+    p.add_argument("--split", default="train", help="the judged queries to tune on (default: train)")
+    p.add_argument(
+        "--pseudo-queries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no labels: tune on N pseudo-queries cut from the collection's own documents",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report the choice, publish nothing")
+    p.add_argument("--reset", action="store_true", help="publish a version without tuning (the defaults)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--json", help="write the result JSON here")
+    p.add_argument("--collection")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser(
         "train-reranker", help="fine-tune a cross-encoder on a BEIR split with mined negatives"

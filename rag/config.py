@@ -103,16 +103,23 @@ class Settings(BaseSettings):
     )
     reranker_batch_size: int = Field(32, ge=1, le=1024)
     rerank_depth: int = Field(40, ge=0, le=1000)
+    reranker_allow_unvalidated: bool = Field(
+        False,
+        description="rerank with a model whose rag_reranker.json does not show it helps on this collection "
+        "(trained on another corpus, no record, or held-out validation preferred the first stage); by "
+        "default such a model does not rerank and answers say rerank/unvalidated",
+    )
 
     chunk_words: int = Field(300, ge=16, le=10_000)
     chunk_overlap_words: int = Field(50, ge=0)
 
+    # BM25 and fusion for a collection without a `rag tune` record (a tuned version's record wins)
     bm25_k1: float = Field(0.9, gt=0)
     bm25_b: float = Field(0.4, ge=0, le=1)
     bm25_idf: Literal["lucene", "okapi"] = "lucene"
 
     rrf_k: int = Field(60, ge=1)
-    fusion: Literal["rrf", "minmax"] = "rrf"
+    fusion: Literal["rrf", "minmax", "dbsf"] = "rrf"
     bm25_weight: float = Field(1.0, ge=0)
     dense_weight: float = Field(1.0, ge=0)
     candidates: int = Field(100, ge=1, le=10_000)

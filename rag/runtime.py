@@ -29,11 +29,14 @@ from rag.index.shard_sync import SyncRecord, backfill_vectors, sync_shard
 from rag.index.snapshot import IndexSnapshot
 from rag.index.versions import VersionStore
 from rag.rerank.cross_encoder import CrossEncoderReranker, Reranker
+from rag.rerank.domain import Admission, RerankerDomain, admit, corpus_fingerprint
 from rag.rerank.onnx_backend import OnnxCrossEncoderReranker
+from rag.retrieval import degradation_ladder as ladder
 from rag.retrieval.compute import Compute
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.retrievers import DenseRetriever
 from rag.routing.vocabulary import vocabularies
+from rag.types import Degradation
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,20 @@ def build_reranker(settings: Settings) -> Reranker | None:
     )
 
 
+def reranker_admission(settings: Settings, snapshot: IndexSnapshot) -> Admission | None:
+    """Whether the configured reranker may rerank this collection (:func:`rag.rerank.domain.admit`: its
+    ``rag_reranker.json`` names this collection, or this corpus, and says rerank helps there; or
+    ``RAG_RERANKER_ALLOW_UNVALIDATED``); None when no reranker is configured."""
+    if not settings.reranker_model:
+        return None
+    return admit(
+        RerankerDomain.read(settings.reranker_model),
+        collection=settings.collection,
+        fingerprint=lambda: corpus_fingerprint(snapshot.doc_ids),
+        allow_unvalidated=settings.reranker_allow_unvalidated,
+    )
+
+
 def bm25_params(settings: Settings) -> BM25Params:
     return BM25Params(k1=settings.bm25_k1, b=settings.bm25_b, idf=settings.bm25_idf)
 
@@ -228,12 +245,17 @@ class Runtime:
         reranker: Reranker | None,
         snapshot: IndexSnapshot,
         compute: Compute | None = None,
+        *,
+        rerank_refusal: Degradation | None = None,
     ) -> None:
-        """``compute``: where model and CPU work runs (default: inline; the service micro-batches)."""
+        """``compute``: where model and CPU work runs (default: inline; the service micro-batches).
+        ``rerank_refusal``: why the configured reranker does not rerank this collection (``reranker`` is
+        None then; a planned rerank says ``rerank/unvalidated``)."""
         self.settings = settings
         self.store = store
         self.embedder = embedder
         self.reranker = reranker
+        self.rerank_refusal = rerank_refusal
         self.snapshot = snapshot
         self.compute = compute
         self._embedders: dict[str, Embedder] = {embedder.name: embedder}
@@ -252,7 +274,10 @@ class Runtime:
         compute: Compute | None = None,
     ) -> Runtime:
         """Open the current version; ``store`` / ``embedder`` / ``reranker`` reuse ones the caller already
-        has (a given ``reranker`` wins over ``load_reranker``)."""
+        has (a given ``reranker`` wins over ``load_reranker``). The configured reranker
+        (``RAG_RERANKER_MODEL``, loaded here or given) reranks only a collection it was validated on
+        (:func:`reranker_admission`); refused, it is dropped and :attr:`rerank_refusal` says why. A
+        reranker given with no model configured is the caller's own choice (tests) and not checked."""
         snapshot = IndexSnapshot.load(VersionStore(settings.versions_dir), bm25_params=bm25_params(settings))
         if snapshot is None:
             raise NoIndexError(
@@ -276,9 +301,30 @@ class Runtime:
             if given is None:
                 store.close()
             raise
-        if reranker is None and load_reranker:
+        refusal = None
+        admission = reranker_admission(settings, snapshot) if reranker is not None or load_reranker else None
+        if admission is not None:
+            log.log(
+                logging.WARNING if not admission.admitted or admission.overridden else logging.INFO,
+                "reranker %s on %r: %s — %s",
+                settings.reranker_model,
+                settings.collection,
+                "reranks" if admission.admitted else "does not rerank",
+                admission.reason,
+            )
+            if not admission.admitted:
+                reranker, refusal = None, ladder.rerank_unvalidated(admission.reason)
+        if reranker is None and load_reranker and refusal is None:
             reranker = build_reranker(settings)
-        runtime = cls(settings, store, embedder or build_embedder(settings), reranker, snapshot, compute)
+        runtime = cls(
+            settings,
+            store,
+            embedder or build_embedder(settings),
+            reranker,
+            snapshot,
+            compute,
+            rerank_refusal=refusal,
+        )
         served = runtime.embedder_for(snapshot)  # the version decides which model embeds the queries
         if served is not runtime.embedder:
             runtime.embedder = served
@@ -307,6 +353,12 @@ class Runtime:
             )
         return known
 
+    @property
+    def rerank_configured(self) -> bool:
+        """Whether plans should rerank: a reranker serves here, or one is configured and refused (then a
+        planned rerank answers with the first stage and ``rerank/unvalidated``)."""
+        return self.reranker is not None or self.rerank_refusal is not None
+
     def warm_up(self) -> None:
         """Load the models now, so that no query pays for it."""
         self.embedder.warm_up()
@@ -316,7 +368,14 @@ class Runtime:
     def _pipeline(self) -> SearchPipeline:
         stale = max(self.store.count() - len(self.snapshot.point_rows), 0)
         dense = DenseRetriever(self.snapshot, self.store, stale_points=stale)
-        return SearchPipeline(self.snapshot, self.embedder, dense, self.reranker, self.compute)
+        return SearchPipeline(
+            self.snapshot,
+            self.embedder,
+            dense,
+            self.reranker,
+            self.compute,
+            rerank_refusal=self.rerank_refusal,
+        )
 
     def ingestor(self, *, progress: bool = True) -> Ingestor:
         return Ingestor(ingest_params(self.settings), self.embedder, self.store, progress=progress)

@@ -221,6 +221,7 @@ class DegradationCode(StrEnum):
     REDIS_UNAVAILABLE = "redis_unavailable"
     UNAVAILABLE = "unavailable"  # the plan asked for what this index or process does not have
     NOT_CONFIGURED = "not_configured"
+    UNVALIDATED = "unvalidated"  # the reranker was not shown to help on this collection (its domain record)
     LOWER_DIMS = "lower_dims"  # the dense search ran at a lower Matryoshka dimension to fit the deadline
     SHALLOWER = "shallower"  # fewer pairs reranked to fit the deadline
     BM25_ONLY = "bm25_only"

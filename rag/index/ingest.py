@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -31,6 +31,7 @@ from rag.index.publisher import publish
 from rag.index.replica_leases import ReplicaLeases
 from rag.index.segments import VersionView
 from rag.index.shard_sync import sync_shard
+from rag.index.tuning import MANIFEST_KEY as TUNING_KEY
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
 from rag.text.analyzer import Analyzer
@@ -333,6 +334,8 @@ class Ingestor:
                 "docs": docs_before + len(changes.added) - len(changes.deleted),
                 "chunk_words": self.params.chunk_words,
                 "chunk_overlap_words": self.params.chunk_overlap_words,
+                # `rag tune`'s choice carries over to the versions after it (rag.index.tuning)
+                TUNING_KEY: previous.manifest.get(TUNING_KEY) if previous else None,
             }
             terms = TermMatrix.empty().append([self.analyzer.tokens(c.passage) for c in fresh])
             version = publish(
@@ -360,6 +363,40 @@ class Ingestor:
             return changes.report(
                 version, previous.name if previous else None, chunks_total, embedded, started, given
             )
+
+    def retune(self, tuning: dict[str, Any] | None) -> str:
+        """Publish the current version's rows again as a new version whose manifest carries ``tuning``
+        (:class:`rag.index.tuning.CollectionTuning` as JSON; None removes it). Returns the new version.
+        A new version, not an edit: replicas follow it and the cache keys change with it."""
+        with self.versions.lock(wait_s=LOCK_WAIT_S):
+            self.versions.discard_unpublished()
+            previous = VersionView.load(self.versions)
+            if previous is None:
+                raise ValueError("nothing is published in this collection yet: ingest before tuning")
+            self.store.ensure_collection(int(previous.manifest["dim"]))
+            carried = {
+                k: v
+                for k, v in previous.manifest.items()
+                if k not in ("version", "parent", "segments", "deleted_rows", "chunks")
+            }
+            manifest = {**carried, "created_at": datetime.now(UTC).isoformat(), TUNING_KEY: tuning}
+            version = publish(
+                self.versions,
+                previous,
+                [],
+                [],
+                TermMatrix.empty(),
+                [],
+                manifest,
+                legacy_vectors=self._legacy_vectors(previous),
+            )
+            leased = ReplicaLeases(self.versions.root).versions()
+            self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
+            self.versions.drop_unreferenced_segments()
+            view = VersionView.load(self.versions, version)
+            assert view is not None
+            sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
+            return version
 
     def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
         records = [

@@ -236,6 +236,19 @@ def load_rows(
     return chunks, terms
 
 
+def load_vectors(versions: VersionStore, name: str, manifest: dict[str, Any]) -> np.ndarray | None:
+    """The stored (rotated) vectors of version ``name``, one row per chunk in :func:`load_rows` order; None
+    when a segment carries none (written before segments held vectors; the next ingest backfills them)."""
+    if "segments" not in manifest:
+        return None
+    parts = [read_vectors(versions.segments_root / str(s["name"])) for s in manifest["segments"]]
+    if any(p is None for p in parts):
+        return None
+    vectors = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts if p is not None])
+    keep = ~read_mask(versions.path(name), len(vectors))
+    return vectors if keep.all() else vectors[keep]
+
+
 def read_mask(folder: Path, rows: int) -> np.ndarray:
     path = folder / DELETED_FILE
     if not path.exists():

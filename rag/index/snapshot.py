@@ -12,8 +12,10 @@ import numpy as np
 
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.bm25.scoring import idf_lucene
+from rag.fusion import FusionChoice
 from rag.index.chunk_table import ChunkRecord, read_chunks, write_chunks
 from rag.index.segments import load_rows
+from rag.index.tuning import CollectionTuning, read_tuning
 from rag.index.versions import VersionStore
 from rag.text.analyzer import Analyzer
 
@@ -43,7 +45,10 @@ class IndexSnapshot:
         self.terms = terms
         self.rotation = rotation
         self.analyzer = analyzer
-        self.bm25_params = bm25_params or BM25Params()
+        # `rag tune`'s record for the collection, if this version carries one: its BM25 parameters win
+        # over the configured ones (``bm25_params``), and plans take its fusion (rag.retrieval.plan)
+        self.tuning: CollectionTuning | None = read_tuning(manifest)
+        self.bm25_params = self.tuning.bm25 if self.tuning else (bm25_params or BM25Params())
         # documents and chunks are keyed by their tenant-scoped ids (rag.tenancy)
         self.doc_ids: list[str] = list(dict.fromkeys(c.doc_key for c in chunks))
         doc_index = {d: i for i, d in enumerate(self.doc_ids)}
@@ -83,6 +88,11 @@ class IndexSnapshot:
         else:  # written before segments: the whole table in the version's folder
             chunks, terms = read_chunks(folder / "chunks.jsonl"), TermMatrix.load(folder)
         return cls(name, manifest, chunks, terms, rotation, analyzer, bm25_params)
+
+    @property
+    def tuned_fusion(self) -> FusionChoice | None:
+        """The fusion ``rag tune`` chose for this collection (None: plans take the configured one)."""
+        return self.tuning.fusion if self.tuning else None
 
     @cached_property
     def bm25(self) -> BM25Index:

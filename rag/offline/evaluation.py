@@ -15,7 +15,7 @@ from rag.config import Settings
 from rag.dense.matryoshka import scoring_work
 from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
-from rag.offline.metrics import evaluate_run, ranked_run
+from rag.offline.metrics import evaluate_queries, ranked_run
 from rag.retrieval.plan import PipelineName
 from rag.rollout.config import ProfileLimits, RolloutConfig
 from rag.routing.analyzer import QueryAnalyzer
@@ -36,7 +36,8 @@ def _router(
 
     def route(text: str) -> Routed:
         features = analyzer.analyze(text, runtime.snapshot.idf)
-        return router.route(RouteInputs(features, limits, unlimited, top_k=100))
+        fusion = runtime.snapshot.tuned_fusion
+        return router.route(RouteInputs(features, limits, unlimited, top_k=100, fusion=fusion))
 
     return route
 
@@ -67,10 +68,17 @@ def evaluate(
         progress=progress,
     )
     try:
-        reranker_available = runtime.reranker is not None
+        reranker_available = runtime.rerank_configured  # a refused one: planned, answered unvalidated
         # the deployment profile's limits as the service has them (the rollout config's overrides too)
         limits = RolloutConfig.load(settings.rollout_config).profile_limits(settings.profile)
-        plan = deployment_plan(pipeline, settings, limits, top_k=100, reranker_available=reranker_available)
+        plan = deployment_plan(
+            pipeline,
+            settings,
+            limits,
+            top_k=100,
+            reranker_available=reranker_available,
+            fusion=runtime.snapshot.tuned_fusion,
+        )
         auto = pipeline is PipelineName.AUTO
         route = _router(settings, runtime, limits, reranker_available) if auto else None
         runtime.warm_up()  # model loading is not query latency
@@ -92,7 +100,7 @@ def evaluate(
             rerank_pairs += outcome.rerank_pairs
             for d in outcome.degraded:
                 degraded[f"{d.step}: {d.reason}"] = degraded.get(f"{d.step}: {d.reason}", 0) + 1
-        metrics = evaluate_run(qrels, ranked_run(ranked))
+        metrics, per_query = evaluate_queries(qrels, ranked_run(ranked))
         n_points = len(runtime.snapshot.point_rows)
         dim = runtime.embedder.dim
         return {
@@ -120,6 +128,7 @@ def evaluate(
                 "fusion": plan.fusion.value,
                 "weights": plan.weights,
                 "rrf_k": plan.rrf_k,
+                "fusion_reason": plan.fusion_reason,
                 "rerank_depth": plan.rerank_depth,
             },
             "dense_scoring_work": (
@@ -131,6 +140,13 @@ def evaluate(
             "embedder_backend": settings.embedder_backend,
             "reranker": settings.reranker_model if plan.rerank_depth else None,
             "rotation": settings.matryoshka_rotation,
+            "bm25": {
+                "k1": runtime.snapshot.bm25_params.k1,
+                "b": runtime.snapshot.bm25_params.b,
+                "idf": runtime.snapshot.bm25_params.idf,
+                "tuned": runtime.snapshot.tuning is not None,
+            },
+            "per_query": per_query,  # query id -> its metrics: what `rag eval --compare` pairs
         }
     finally:
         runtime.close()

@@ -11,17 +11,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rag.rerank.domain import RERANKER_CONFIG as RERANKER_CONFIG  # re-exported: its old home
 from rag.types import Hit
-
-RERANKER_CONFIG = "rag_reranker.json"  # written by `rag train-reranker` next to the model
-
 
 DEFAULT_MAX_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
 class RerankerDefaults:
-    """What `rag train-reranker` recorded beside a model: its training length and the blend weight."""
+    """What `rag train-reranker` recorded beside a model: its training length and the blend weight (the
+    chosen one; where validation chose not to rerank at all, the best blend, for an operator override)."""
 
     max_length: int = DEFAULT_MAX_LENGTH
     first_stage_weight: float = 0.0
@@ -32,9 +31,12 @@ class RerankerDefaults:
         if not config.is_file():
             return cls()
         data = json.loads(config.read_text())
+        weight = data.get("first_stage_weight")
+        if weight is None:
+            weight = data.get("best_blend_weight")
         return cls(
             max_length=int(data.get("config", {}).get("max_length", DEFAULT_MAX_LENGTH)),
-            first_stage_weight=float(data.get("first_stage_weight", 0.0)),
+            first_stage_weight=float(weight or 0.0),
         )
 
 

@@ -42,6 +42,11 @@ RERANK_NOT_CONFIGURED = Degradation(
 )
 
 
+def rerank_unvalidated(reason: str) -> Degradation:
+    """A configured reranker refused for this collection (:func:`rag.rerank.domain.admit`)."""
+    return Degradation(StepKey(Step.RERANK), DegradationCode.UNVALIDATED, reason)
+
+
 class RetrievalUnavailable(RagError, RuntimeError):
     """The last rung: every retriever of the plan failed or was skipped; ``degraded`` says why for each.
     ``retry_after_s``: when the work queued now will have drained (the ``Retry-After`` of the 503)."""

@@ -22,7 +22,7 @@ from rag.retrieval.pipeline_run import PipelineRun
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
 from rag.retrieval.step_runner import Guards, SearchOutcome, StepListener
-from rag.types import Hit, Result
+from rag.types import Degradation, Hit, Result
 
 _thread_loops = threading.local()
 
@@ -35,12 +35,17 @@ class SearchPipeline:
         dense: DenseRetriever | None,
         reranker: Reranker | None = None,
         compute: Compute | None = None,
+        *,
+        rerank_refusal: Degradation | None = None,
     ) -> None:
+        """``rerank_refusal``: why a configured reranker does not rerank here (no ``reranker`` then); a
+        planned rerank records it in ``degraded`` instead of ``rerank/not_configured``."""
         self.snapshot = snapshot
         self.embedder = embedder
         self.bm25 = BM25Retriever(snapshot)
         self.dense = dense
         self.reranker = reranker
+        self.rerank_refusal = rerank_refusal
         self.compute = compute or InlineCompute(embedder, reranker)
 
     def search(self, query: str, plan: QueryPlan, flt: SearchFilter | None = None) -> SearchOutcome:

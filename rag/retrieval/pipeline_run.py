@@ -136,8 +136,8 @@ class PipelineRun:
         hits = await self.steps.timed(StepKey(Step.FUSE), _now(fused))
         depth = self._gated_depth(lists) if hits else 0
         if depth > 0:
-            if p.reranker is None:
-                outcome.degraded.append(ladder.RERANK_NOT_CONFIGURED)
+            if p.reranker is None:  # none configured, or one refused for this collection (its record)
+                outcome.degraded.append(p.rerank_refusal or ladder.RERANK_NOT_CONFIGURED)
             else:
                 hits = await self._rerank(hits, depth)
         outcome.hits = hits

@@ -1,7 +1,9 @@
 """Query plans: which retrievers, at what Matryoshka dimension, fused how, reranked how deep.
 
 :func:`plan_for` builds a named pipeline's plan from the configured defaults, and nothing more: the caps
-of a profile and a budget are applied in one place, the router (:func:`rag.routing.router.fit`).
+of a profile and a budget are applied in one place, the router (:func:`rag.routing.router.fit`). Its fusion
+is the serving collection's tuned choice where ``rag tune`` made one (:mod:`rag.index.tuning`), else the
+configured one; ``fusion_reason`` says which.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from rag.dense.matryoshka import MATRYOSHKA_DIMS
-from rag.fusion import FusionMethod
+from rag.fusion import FusionChoice, FusionMethod
 
 
 class PipelineName(StrEnum):
@@ -40,6 +42,7 @@ class QueryPlan:
     fusion: FusionMethod = FusionMethod.RRF
     weights: dict[str, float] = field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
     rrf_k: int = 60
+    fusion_reason: str = "configured default"
     rerank_depth: int = 0
     # adaptive depth: rerank only when BM25 and dense agree on at least this share of their top 10
     # (None = always); see :mod:`rag.retrieval.rerank_depth`
@@ -83,6 +86,7 @@ class QueryPlan:
             "fusion": self.fusion.value,
             "weights": dict(self.weights),
             "rrf_k": self.rrf_k,
+            "fusion_reason": self.fusion_reason,
             "rerank_depth": self.rerank_depth,
             "rerank_gate": self.rerank_gate,
             "multi_query": self.multi_query,
@@ -114,19 +118,37 @@ class PlanSettings(Protocol):
     def rerank_depth(self) -> int: ...
 
 
+def configured_fusion(settings: PlanSettings) -> FusionChoice:
+    """The fusion of a collection `rag tune` has not tuned: RAG_FUSION, RAG_RRF_K and the weights."""
+    return FusionChoice(
+        FusionMethod.from_str(settings.fusion),
+        {"bm25": settings.bm25_weight, "dense": settings.dense_weight},
+        settings.rrf_k,
+        "configured default (RAG_FUSION)",
+    )
+
+
 def plan_for(
-    pipeline: PipelineName, settings: PlanSettings, *, top_k: int = 10, reranker_available: bool
+    pipeline: PipelineName,
+    settings: PlanSettings,
+    *,
+    top_k: int = 10,
+    reranker_available: bool,
+    fusion: FusionChoice | None = None,
 ) -> QueryPlan:
     """The default plan of a named pipeline under ``settings``, before any profile or budget. ``auto``
     here is hybrid, reranked when a reranker is configured; the service and ``rag eval --pipeline auto``
-    plan each query with the router (:mod:`rag.routing.router`) instead."""
+    plan each query with the router (:mod:`rag.routing.router`) instead. ``fusion``: the serving
+    version's tuned choice (None: the configured one); a hybrid whose choice weights a leg 0 runs the other
+    leg alone."""
     if pipeline is PipelineName.AUTO:
         pipeline = PipelineName.HYBRID_RERANK if reranker_available else PipelineName.HYBRID
+    choice = fusion or configured_fusion(settings)
     retrievers = {
         PipelineName.BM25: ("bm25",),
         PipelineName.DENSE: ("dense",),
-        PipelineName.HYBRID: ("bm25", "dense"),
-        PipelineName.HYBRID_RERANK: ("bm25", "dense"),
+        PipelineName.HYBRID: choice.legs,
+        PipelineName.HYBRID_RERANK: choice.legs,
     }[pipeline]
     candidates = max(settings.candidates, top_k)
     return QueryPlan(
@@ -136,8 +158,9 @@ def plan_for(
         dims=settings.dense_dims,
         prefetch=min(settings.prefetch_limit, settings.prefetch_factor * candidates),
         rescore=settings.dense_rescore,
-        fusion=FusionMethod.from_str(settings.fusion),
-        weights={"bm25": settings.bm25_weight, "dense": settings.dense_weight},
-        rrf_k=settings.rrf_k,
+        fusion=choice.method,
+        weights=dict(choice.weights),
+        rrf_k=choice.rrf_k,
+        fusion_reason=choice.reason,
         rerank_depth=settings.rerank_depth if pipeline is PipelineName.HYBRID_RERANK else 0,
     )

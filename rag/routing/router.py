@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from rag.fusion import FusionChoice
 from rag.retrieval.plan import PipelineName, PlanSettings, QueryPlan, plan_for
 from rag.rollout.config import ProfileLimits
 from rag.rollout.flags import CONTROL
@@ -62,6 +63,7 @@ class RouteInputs:
     top_k: int = 10
     flags: Mapping[str, str] = field(default_factory=dict)  # flag name → variant
     tenant: str = ""  # whose query: the bandit routes each tenant with its own model (rag.bandit.tenants)
+    fusion: FusionChoice | None = None  # the serving version's tuned fusion (None: the configured one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,13 @@ class Router:
             Arm.RERANK: PipelineName.HYBRID_RERANK,
             Arm.MULTI: PipelineName.HYBRID_RERANK if self.reranker_available else PipelineName.HYBRID,
         }[arm]
-        plan = plan_for(pipeline, settings, top_k=inputs.top_k, reranker_available=self.reranker_available)
+        plan = plan_for(
+            pipeline,
+            settings,
+            top_k=inputs.top_k,
+            reranker_available=self.reranker_available,
+            fusion=inputs.fusion,
+        )
         changes: dict[str, object] = {}
         if arm in (Arm.GATED, Arm.MULTI) and plan.rerank_depth > 0:
             changes["rerank_gate"] = self.rerank_gate
@@ -226,8 +234,10 @@ def deployment_plan(
     *,
     top_k: int = 10,
     reranker_available: bool,
+    fusion: FusionChoice | None = None,
 ) -> QueryPlan:
     """A named pipeline's plan as the deployment serves it, without a budget: the defaults
-    (:func:`plan_for`) within the deployment profile's ``limits``. For ``rag eval`` and ``rag query``."""
-    plan = plan_for(pipeline, settings, top_k=top_k, reranker_available=reranker_available)
+    (:func:`plan_for`, with the serving version's tuned ``fusion``) within the deployment profile's
+    ``limits``. For ``rag eval`` and ``rag query``."""
+    plan = plan_for(pipeline, settings, top_k=top_k, reranker_available=reranker_available, fusion=fusion)
     return fit(plan, limits, BudgetState.unlimited())[0]

@@ -216,6 +216,8 @@ class Lifecycle:
             "index_version": runtime.snapshot.version if runtime else None,
             "embedder": (runtime.embedder if runtime else self.embedder).name if self.embedder else None,
             "reranker": self.reranker.name if self.reranker else None,
+            # a configured reranker this collection's answers are not reranked by (its domain record)
+            "reranker_refused": runtime.rerank_refusal.reason if runtime and runtime.rerank_refusal else None,
         }
 
     def not_ready(self) -> NotReady:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag import metrics
+from rag.fusion import FusionChoice
 from rag.retrieval.plan import QueryPlan
 from rag.rollout.config import Profile
 from rag.rollout.flags import CONTROL, Assignment, assign_all
@@ -39,6 +40,7 @@ class RoutingDecision:
     fallen_back: tuple[str, ...] = ()  # flags whose candidate path is tripped for this tenant
     candidate_flags: tuple[str, ...] = field(default=())  # flags on a non-control variant (watched)
     tenant: str = ""
+    fusion: FusionChoice | None = None  # the serving version's tuned fusion, for the shadow plan too
 
     @property
     def plan(self) -> QueryPlan:
@@ -84,20 +86,24 @@ class Planner:
         session_id: str | None = None,
         version: str = "",
         features: QueryFeatures | None = None,
+        fusion: FusionChoice | None = None,
     ) -> RoutingDecision:
         """The plan for one request. ``idf`` is the IDF over ``tenant``'s own documents
         (:func:`rag.routing.vocabulary.tenant_idf`): features, and every choice made from them, then show
         nothing of other tenants' vocabulary. ``features`` are the query's, when the caller analysed it
-        already (off the event loop: :meth:`analyze`). Raises :class:`OverBudgetError` for a tenant past
+        already (off the event loop: :meth:`analyze`); ``fusion``: the serving version's tuned choice
+        (:attr:`rag.index.snapshot.IndexSnapshot.tuning`). Raises :class:`OverBudgetError` for a tenant past
         a hard budget whose action is ``reject``."""
         budget = self._ledger.admit(tenant)
         policy = self._policy()  # one policy for the whole decision, even if a reload lands now
         variants, fallen_back, candidates = self._variants(policy, tenant, session_id)
         features = self._features_of(tenant, text, idf, version, features)
-        inputs = RouteInputs(features, policy.limits(profile), budget, top_k, variants, tenant)
+        inputs = RouteInputs(features, policy.limits(profile), budget, top_k, variants, tenant, fusion)
         routed = self.router.route(inputs, bandit=policy.router.policy == "bandit")
         metrics.ROUTER_DECISIONS.labels(routed.arm.value, routed.policy, features.complexity.value).inc()
-        return RoutingDecision(features, routed, budget, profile, variants, fallen_back, candidates, tenant)
+        return RoutingDecision(
+            features, routed, budget, profile, variants, fallen_back, candidates, tenant, fusion
+        )
 
     def needs_analysis(self, tenant: str, text: str, version: str) -> bool:
         """Whether :meth:`decide` would analyse ``text`` (no memoised features): a caller on the event
@@ -129,6 +135,7 @@ class Planner:
             routed.plan.top_k,
             {**decision.variants, flag: variant},
             decision.tenant,
+            decision.fusion,
         )
         candidate = self.router.route(inputs).plan
         if candidate == routed.plan:

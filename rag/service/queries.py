@@ -136,6 +136,7 @@ class QueryHandler:
             session_id=request.session_id,
             version=version,
             features=features,
+            fusion=pipeline.snapshot.tuned_fusion,
         )
         routed = decision.routed
         detail = {

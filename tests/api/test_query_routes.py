@@ -211,3 +211,36 @@ async def test_the_service_answers_with_the_served_versions_embedder(
         assert body["degraded"] == [] and body["results"]
         runtime = app.state.service.lifecycle.runtime
         assert runtime.pipeline.embedder.name == "hash:64"
+
+
+async def test_a_tuned_collection_serves_its_fusion_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from rag.bm25.index import BM25Params
+    from rag.fusion import FusionChoice, FusionMethod
+    from rag.index.tuning import CollectionTuning
+    from tests.conftest import make_ingestor
+
+    settings = service_settings(tmp_path, monkeypatch, version_poll_ms=50)
+    query = {"query": "who hunts mice at night", "top_k": 2}
+    async with serve(create_app(settings)) as client:
+        await ingest(client, "acme", ACME_DOCS)
+        before = (await client.post("/query", json=query, headers=ACME)).json()
+        assert before["plan"]["fusion"] == "rrf"
+        assert before["plan"]["fusion_reason"] == "configured default (RAG_FUSION)"
+        # `rag tune` publishes a version carrying its choice (here made by hand); the service follows it
+        choice = FusionChoice(FusionMethod.MINMAX, {"bm25": 0.6, "dense": 0.4}, 60, "rag tune on a test")
+        tuning = CollectionTuning(BM25Params(k1=1.2, b=0.75), choice, "a test", before["index_version"])
+        ingestor, store = make_ingestor(settings)
+        version = ingestor.retune(tuning.to_json())
+        store.close()
+        for _ in range(400):
+            after = (await client.post("/query", json=query, headers=ACME)).json()
+            if after["index_version"] == version:
+                break
+            await asyncio.sleep(0.05)
+        assert after["index_version"] == version and after["cache"] == "miss"  # a new version, new keys
+        assert after["plan"]["fusion"] == "minmax" and after["plan"]["weights"] == {"bm25": 0.6, "dense": 0.4}
+        assert after["plan"]["fusion_reason"] == "rag tune on a test"

@@ -86,7 +86,7 @@ def test_errors_name_the_problem() -> None:
         weighted_rrf(lists, {"bm25": -1})
     with pytest.raises(ValueError, match="at least 1"):
         weighted_rrf(lists, {"bm25": 1}, k=0)
-    with pytest.raises(ValueError, match=r"fusion must be one of \['rrf', 'minmax'\]"):
+    with pytest.raises(ValueError, match=r"fusion must be one of \['rrf', 'minmax', 'dbsf'\]"):
         FusionMethod.from_str("sum")
 
 
@@ -99,3 +99,42 @@ def test_fuse_dispatches() -> None:
     lists = {"bm25": [Hit("a", 5, "a#0"), Hit("b", 1, "b#0")]}
     assert fuse(FusionMethod.MINMAX, lists, {"bm25": 1})[1].score == 0.0
     assert fuse(FusionMethod.RRF, lists, {"bm25": 1}, rrf_k=1)[0].score == pytest.approx(0.5)
+
+
+def test_dbsf_normalise_maps_three_sd_around_the_mean() -> None:
+    from rag.fusion import dbsf_normalise
+
+    values = [1.0, 2.0, 3.0]  # mean 2, sd sqrt(2/3)
+    sd = (2 / 3) ** 0.5
+    assert dbsf_normalise(values) == pytest.approx([(v - (2 - 3 * sd)) / (6 * sd) for v in values])
+    assert dbsf_normalise([5.0, 5.0]) == [1.0, 1.0]
+    assert dbsf_normalise([]) == []
+    outlier = dbsf_normalise([0.0] * 20 + [100.0])
+    assert outlier[-1] == 1.0 and min(outlier) >= 0.0  # clipped to [0, 1]
+
+
+def test_dbsf_fusion_weighs_distribution_normalised_scores() -> None:
+    from rag.fusion import dbsf_fusion
+
+    lists = {
+        "bm25": [Hit("a", 30.0, "a#0"), Hit("b", 10.0, "b#0"), Hit("c", 9.0, "c#0")],
+        "dense": [Hit("c", 0.9, "c#0"), Hit("b", 0.5, "b#0"), Hit("a", 0.1, "a#0")],
+    }
+    assert [h.doc_id for h in dbsf_fusion(lists, {"bm25": 1.0, "dense": 0.0})] == ["a", "b", "c"]
+    assert [h.doc_id for h in dbsf_fusion(lists, {"bm25": 0.0, "dense": 1.0})] == ["c", "b", "a"]
+    even = {"bm25": 1.0, "dense": 1.0}
+    assert fuse(FusionMethod.DBSF, lists, even) == dbsf_fusion(lists, even)
+
+
+def test_fusion_choice_legs_label_and_json() -> None:
+    from rag.fusion import FusionChoice
+
+    hybrid = FusionChoice(FusionMethod.MINMAX, {"bm25": 0.6, "dense": 0.4}, reason="tuned")
+    assert hybrid.legs == ("bm25", "dense") and hybrid.label == "minmax dense=0.40"
+    assert FusionChoice.from_json(hybrid.to_json()) == hybrid
+    alone = FusionChoice(FusionMethod.RRF, {"bm25": 0.0, "dense": 1.0})
+    assert alone.legs == ("dense",) and alone.label == "dense alone"
+    with pytest.raises(ValueError, match="not all 0"):
+        FusionChoice(FusionMethod.RRF, {"bm25": 0.0, "dense": 0.0})
+    with pytest.raises(ValueError, match="name bm25 and dense"):
+        FusionChoice(FusionMethod.RRF, {"bm25": 1.0})

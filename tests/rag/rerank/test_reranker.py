@@ -53,7 +53,10 @@ def test_pipeline_reranks_with_configured_model(settings, tiny_model: Path) -> N
     ingestor, store = make_ingestor(settings)
     ingestor.ingest(ANIMALS)
     store.close()
-    settings = settings.model_copy(update={"reranker_model": str(tiny_model), "rerank_depth": 4})
+    # a tiny model with no domain record: it reranks only by the operator's override (test_domain.py)
+    settings = settings.model_copy(
+        update={"reranker_model": str(tiny_model), "rerank_depth": 4, "reranker_allow_unvalidated": True}
+    )
     runtime = Runtime.open(settings)
     try:
         plan = plan_for(PipelineName.HYBRID_RERANK, settings, top_k=6, reranker_available=True)
@@ -93,7 +96,7 @@ def test_train_reranker_produces_a_loadable_model(
     assert (out / "rag_reranker.json").is_file()
     reranker = CrossEncoderReranker(str(out), max_length=64)
     assert reranker.score("fish", ["salmon swim"]).shape == (1,)
-    assert reranker.first_stage_weight == report["first_stage_weight"]
+    assert reranker.first_stage_weight == (report["first_stage_weight"] or report["best_blend_weight"])
 
 
 @pytest.mark.parametrize("quantize", [False, True])

@@ -1,4 +1,4 @@
-"""The `rag` command line: ingest, delete, query, serve, stats, keys, eval, train-reranker."""
+"""The `rag` command line: ingest, delete, query, serve, stats, keys, eval, train-reranker, train-embedder."""
 
 from __future__ import annotations
 
@@ -259,6 +259,35 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train-embedder (issue 17) ---
+def cmd_train_embedder(args: argparse.Namespace) -> int:
+    from rag.offline.embedder_training import EmbedderTrainConfig, train_embedder
+
+    config = EmbedderTrainConfig(
+        negatives=args.negatives,
+        mine_depth=args.mine_depth,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        learning_rate=args.lr,
+        validation_queries=args.validation_queries,
+        base_model=args.base_model,
+        seed=args.seed,
+    )
+    record = train_embedder(
+        _settings(args),
+        Path(args.data),
+        Path(args.output),
+        split=None if args.split == "none" else args.split,
+        feedback=Path(args.feedback) if args.feedback else None,
+        feedback_queries=Path(args.feedback_queries) if args.feedback_queries else None,
+        config=config,
+        progress=not args.quiet,
+    )
+    print(record.to_json())
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from rag.offline.tuning import reset_tuning, run_tune
 
@@ -451,6 +480,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--collection")
     p.set_defaults(func=cmd_train_reranker)
+
+    # --- train-embedder (issue 17) ---
+    p = sub.add_parser(
+        "train-embedder",
+        help="fine-tune the bi-encoder (Matryoshka MNRL, hybrid-mined negatives) on qrels and/or feedback",
+    )
+    p.add_argument("--data", required=True, help="BEIR folder: its corpus (and queries, qrels/<split>.tsv)")
+    p.add_argument("--split", default="train", help="qrels split to train on; 'none': feedback only")
+    p.add_argument("--output", required=True, help="model folder to write (RAG_EMBEDDER_MODEL can name it)")
+    p.add_argument(
+        "--feedback", metavar="QRELS.tsv", help="feedback judgments as BEIR qrels (e.g. rag feedback export)"
+    )
+    p.add_argument(
+        "--feedback-queries",
+        metavar="QUERIES.jsonl",
+        help="the feedback queries (default: the export folder's queries.jsonl, else the data folder's)",
+    )
+    p.add_argument("--base-model", help="default: the configured embedder (RAG_EMBEDDER_MODEL)")
+    p.add_argument("--negatives", type=int, default=1, help="hybrid-mined hard negatives per positive")
+    p.add_argument("--mine-depth", type=int, default=30, help="hybrid top-N the negatives come from")
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=32, help="(query, positive) groups per step")
+    p.add_argument("--max-seq-length", type=int, default=256, help="token cap per text while training")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--validation-queries", type=int, default=80, help="held-out queries (at most a fifth)")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--collection", help="the collection to mine in (default: the folder's cached one)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_embedder)
     return parser
 
 

@@ -7,6 +7,7 @@ becomes clients, models and parameters (``connect``, ``build_embedder``, ``build
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -121,6 +122,51 @@ def build_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     )
 
 
+def served_embedder_name(manifest: dict[str, Any]) -> str | None:
+    """The embedder an index version was built with (its manifest's ``embedder``; None before manifests
+    named it)."""
+    name = manifest.get("embedder")
+    return str(name) if name else None
+
+
+INT8_SUFFIX = "#onnx-int8"  # rag.dense.onnx_embedder: the int8 model's name is its own
+
+
+def configured_embedder_name(settings: Settings) -> str:
+    """The name the embedder ``settings`` configure reports (what a manifest records), without building
+    it."""
+    if is_hash_spec(settings.embedder_model):
+        return parse_hash_spec(settings.embedder_model).name
+    int8 = settings.embedder_backend == "onnx-int8"
+    return settings.embedder_model + (INT8_SUFFIX if int8 else "")
+
+
+def settings_for_embedder(settings: Settings, name: str) -> Settings:
+    """``settings`` that build the embedder named ``name`` (a manifest's): itself when they already do
+    (a ``hash:64:0.01`` spec keeps its delay), else its model, on the int8 backend for an int8 name."""
+    if configured_embedder_name(settings) == name:
+        return settings
+    if name.endswith(INT8_SUFFIX):
+        return settings.model_copy(
+            update={"embedder_model": name.removesuffix(INT8_SUFFIX), "embedder_backend": "onnx-int8"}
+        )
+    backend = "auto" if settings.embedder_backend == "onnx-int8" else settings.embedder_backend
+    return settings.model_copy(update={"embedder_model": name, "embedder_backend": backend})
+
+
+def embedder_settings(settings: Settings) -> Settings:
+    """``settings`` with the embedder of the collection's current version, when one is published: the
+    model that answers queries is the served version's, not ``RAG_EMBEDDER_MODEL`` (which names the model
+    the next ingest embeds with, and an ingest refuses a model the collection was not built with)."""
+    versions = VersionStore(settings.versions_dir)
+    current = versions.current()
+    manifest_file = versions.path(current) / "manifest.json" if current else None
+    if manifest_file is None or not manifest_file.is_file():
+        return settings
+    name = served_embedder_name(json.loads(manifest_file.read_text()))
+    return settings if name is None else settings_for_embedder(settings, name)
+
+
 def onnx_cache_dir(settings: Settings) -> Path:
     """Where exported ONNX models are cached (shared by the collections of a data dir)."""
     return settings.data_dir / "models" / "onnx"
@@ -212,6 +258,7 @@ class Runtime:
         self.rerank_refusal = rerank_refusal
         self.snapshot = snapshot
         self.compute = compute
+        self._embedders: dict[str, Embedder] = {embedder.name: embedder}
         self.pipeline = self._pipeline()
         self._reload_lock = threading.Lock()  # a follower's reload and an ingest job's, one at a time
 
@@ -269,7 +316,7 @@ class Runtime:
                 reranker, refusal = None, ladder.rerank_unvalidated(admission.reason)
         if reranker is None and load_reranker and refusal is None:
             reranker = build_reranker(settings)
-        return cls(
+        runtime = cls(
             settings,
             store,
             embedder or build_embedder(settings),
@@ -278,6 +325,33 @@ class Runtime:
             compute,
             rerank_refusal=refusal,
         )
+        served = runtime.embedder_for(snapshot)  # the version decides which model embeds the queries
+        if served is not runtime.embedder:
+            runtime.embedder = served
+            runtime.pipeline = runtime._pipeline()
+        return runtime
+
+    def embedder_for(self, snapshot: IndexSnapshot) -> Embedder:
+        """The embedder that answers queries on ``snapshot``: the one its manifest names (built once and
+        kept, so that switching back costs nothing), or the current one when they agree or the manifest
+        names none. Queries embedded by another model than the version's vectors would be searched
+        against vectors of another space: same dimension, silently wrong; another, an error."""
+        name = served_embedder_name(snapshot.manifest)
+        if name is None or name == self.embedder.name:
+            return self.embedder
+        known = self._embedders.get(name)
+        if known is None:
+            log.warning(
+                "index version %s of %r was built with embedder %r: it answers its queries (configured: %r)",
+                snapshot.version,
+                self.settings.collection,
+                name,
+                self.embedder.name,
+            )
+            known = self._embedders[name] = build_embedder(
+                settings_for_embedder(self.settings, name), serving=self.compute is not None
+            )
+        return known
 
     @property
     def rerank_configured(self) -> bool:
@@ -323,7 +397,9 @@ class Runtime:
                 _sync(self.store, versions, snapshot.version)
             snapshot.bm25  # noqa: B018 - build the BM25 index here, not in the first query after the switch
             vocabularies(snapshot)  # the router's per-tenant IDF, likewise
-            self.snapshot = snapshot
+            embedder = self.embedder_for(snapshot)  # a version built with another model brings it along
+            embedder.warm_up()
+            self.snapshot, self.embedder = snapshot, embedder
             self.pipeline = self._pipeline()
             return True
 

@@ -52,7 +52,10 @@ class Compute(Protocol):
         """Whole seconds until the CPU work queued now has drained (the ``Retry-After`` of a refusal)."""
         ...
 
-    async def embed_query(self, text: str) -> np.ndarray: ...
+    async def embed_query(self, text: str, embedder: Embedder | None = None) -> np.ndarray:
+        """``text`` embedded by ``embedder`` (the served index version's, which a pipeline passes), or by
+        the compute's own embedder when None."""
+        ...
 
     async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray: ...
 
@@ -76,9 +79,10 @@ class InlineCompute:
     def retry_after_s(self) -> int:
         return 1
 
-    async def embed_query(self, text: str) -> np.ndarray:
-        assert self.embedder is not None
-        vector: np.ndarray = self.embedder.embed([text])[0]
+    async def embed_query(self, text: str, embedder: Embedder | None = None) -> np.ndarray:
+        model = embedder or self.embedder
+        assert model is not None
+        vector: np.ndarray = model.embed([text])[0]
         return vector
 
     async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:

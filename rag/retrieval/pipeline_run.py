@@ -91,7 +91,7 @@ class PipelineRun:
             if self.p.embedder is not None:
                 self._vector = await self.steps.guarded(
                     StepKey(Step.EMBED),
-                    lambda: self.p.compute.embed_query(self.query),
+                    lambda: self.p.compute.embed_query(self.query, self.p.embedder),
                     reserve_after_s=reserve_after_s,
                 )
                 if self._vector is not None:

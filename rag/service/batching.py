@@ -316,20 +316,22 @@ class BatchedCompute:
         self.embed_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-embed")
         self.rerank_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-rerank")
         one = None if enabled else 1  # disabled: one request per model call, still off the event loop
+        self.embedder = embedder
         self.embeddings: MicroBatcher[str] | None = None
         self.rerank: MicroBatcher[Pair] | None = None
+        # batchers of other embedders (a served index version built with another model), by name; all on
+        # the one embed thread, so two models never compete for the cores
+        self._other_embeddings: dict[str, MicroBatcher[str]] = {}
+        self._embed_batcher = partial(
+            self._new_embed_batcher,
+            max_queries=max_queries,
+            max_call_s=max_call_s,
+            window_ms=window_ms if enabled else 0.0,
+            max_requests=one,
+            on_cpu=on_cpu,
+        )
         if embedder is not None:
-            self.embeddings = MicroBatcher(
-                partial(_embed, embedder),
-                executor=self.embed_thread,
-                max_items=max_queries,
-                max_call_s=max_call_s,
-                window_ms=window_ms if enabled else 0.0,
-                max_requests=one,
-                name="embed",
-                on_batch=_reporter(on_cpu, Step.EMBED),
-                threads=model_threads(embedder),
-            )
+            self.embeddings = self._embed_batcher(embedder)
         if reranker is not None:
             self.rerank = MicroBatcher(
                 reranker.score_pairs,
@@ -380,10 +382,44 @@ class BatchedCompute:
         """When to try again once even BM25 cannot answer in time: the CPU pool's drain time."""
         return self.cpu.retry_after_s()
 
-    async def embed_query(self, text: str) -> np.ndarray:
-        if self.embeddings is None:
+    def _new_embed_batcher(
+        self,
+        embedder: Embedder,
+        *,
+        max_queries: int,
+        max_call_s: float | None,
+        window_ms: float,
+        max_requests: int | None,
+        on_cpu: Callable[[str, float, int], None] | None,
+    ) -> MicroBatcher[str]:
+        return MicroBatcher(
+            partial(_embed, embedder),
+            executor=self.embed_thread,
+            max_items=max_queries,
+            max_call_s=max_call_s,
+            window_ms=window_ms,
+            max_requests=max_requests,
+            name="embed",
+            on_batch=_reporter(on_cpu, Step.EMBED),
+            threads=model_threads(embedder),
+        )
+
+    def _batcher_of(self, embedder: Embedder | None) -> MicroBatcher[str] | None:
+        """The batcher of ``embedder`` (None or the compute's own: the default one). Another model (the
+        served version's, after a switch to a version built with it) gets a batcher of its own, so a
+        batch never mixes the queries of two models."""
+        if embedder is None or embedder is self.embedder:
+            return self.embeddings
+        batcher = self._other_embeddings.get(embedder.name)
+        if batcher is None:
+            batcher = self._other_embeddings[embedder.name] = self._embed_batcher(embedder)
+        return batcher
+
+    async def embed_query(self, text: str, embedder: Embedder | None = None) -> np.ndarray:
+        batcher = self._batcher_of(embedder)
+        if batcher is None:
             raise RuntimeError("no embedder")
-        vector: np.ndarray = (await self.embeddings.submit([text]))[0]
+        vector: np.ndarray = (await batcher.submit([text]))[0]
         return vector
 
     async def score_pairs(self, pairs: Sequence[Pair]) -> np.ndarray:
@@ -393,7 +429,7 @@ class BatchedCompute:
 
     async def close(self) -> None:
         await self.loop_lag.close()
-        for batcher in (self.embeddings, self.rerank):
+        for batcher in (self.embeddings, self.rerank, *self._other_embeddings.values()):
             if batcher is not None:
                 await batcher.close()
         for thread in (self.embed_thread, self.rerank_thread):

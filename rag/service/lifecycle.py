@@ -35,7 +35,7 @@ from rag.resilience.redis import GuardedRedis
 from rag.resilience.shared import SharedBreakerState
 from rag.rollout.config import Profile
 from rag.routing.vocabulary import vocabularies
-from rag.runtime import Runtime, build_embedder, build_reranker, open_store
+from rag.runtime import Runtime, build_embedder, build_reranker, embedder_settings, open_store
 from rag.service.batching import BatchedCompute
 from rag.service.heap import freeze_long_lived
 from rag.service.routing import QueryRouting
@@ -147,7 +147,8 @@ class Lifecycle:
         log.info("loaded in %.1f s: %s", time.perf_counter() - started, self.phase.value)
 
     def _load_models(self) -> None:
-        self.embedder = self.embedder or build_embedder(self.settings, serving=True)
+        # the served version's model answers queries (RAG_EMBEDDER_MODEL is what the next ingest embeds with)
+        self.embedder = self.embedder or build_embedder(embedder_settings(self.settings), serving=True)
         if self.reranker is None and self.settings.reranker_model:
             self.reranker = build_reranker(self.settings)
         self.store = self.store or open_store(self.settings)
@@ -213,7 +214,7 @@ class Lifecycle:
             "phase": self.phase.value,
             "reason": reasons[self.phase],
             "index_version": runtime.snapshot.version if runtime else None,
-            "embedder": self.embedder.name if self.embedder else None,
+            "embedder": (runtime.embedder if runtime else self.embedder).name if self.embedder else None,
             "reranker": self.reranker.name if self.reranker else None,
             # a configured reranker this collection's answers are not reranked by (its domain record)
             "reranker_refused": runtime.rerank_refusal.reason if runtime and runtime.rerank_refusal else None,

@@ -54,9 +54,10 @@ class ThreadedCompute:
     def retry_after_s(self) -> int:
         return 1
 
-    async def embed_query(self, text: str) -> np.ndarray:
-        assert self.embedder is not None, "no embedder"
-        vectors = await asyncio.to_thread(self.embedder.embed, [text])
+    async def embed_query(self, text: str, embedder: Embedder | None = None) -> np.ndarray:
+        model = embedder or self.embedder
+        assert model is not None, "no embedder"
+        vectors = await asyncio.to_thread(model.embed, [text])
         first: np.ndarray = vectors[0]
         return first
 

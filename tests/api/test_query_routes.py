@@ -196,6 +196,23 @@ async def test_query_that_grows_past_the_limit_under_nfkc_is_a_422(client: httpx
     assert ok.status_code == 200, ok.text
 
 
+async def test_the_service_answers_with_the_served_versions_embedder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAG_EMBEDDER_MODEL changed after the collection was built: queries are still embedded by the model
+    of the version served (the cache namespace is built from it), not searched in another space."""
+    async with serve(create_app(service_settings(tmp_path, monkeypatch))) as c:
+        await ingest(c, "acme", ACME_DOCS)
+    app = create_app(service_settings(tmp_path, monkeypatch, embedder_model="hash:32"))
+    async with serve(app) as c:
+        ready = (await c.get("/ready")).json()
+        assert ready["embedder"] == "hash:64"
+        body = (await c.post("/query", json={"query": "who hunts mice", "top_k": 2}, headers=ACME)).json()
+        assert body["degraded"] == [] and body["results"]
+        runtime = app.state.service.lifecycle.runtime
+        assert runtime.pipeline.embedder.name == "hash:64"
+
+
 async def test_a_tuned_collection_serves_its_fusion_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -187,6 +187,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rag.offline.evaluation import evaluate
     from rag.retrieval.plan import PipelineName
 
+    if args.compare:
+        return _compare_evals(args)
+    if not args.data:
+        raise ValueError("--data is required (unless --compare A.json B.json)")
     overrides: dict[str, Any] = {"dense_dims": args.dims}
     if args.rerank_depth is not None:
         overrides["rerank_depth"] = args.rerank_depth
@@ -202,7 +206,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
-    _print_json(result)
+    _print_json({k: v for k, v in result.items() if k != "per_query"})  # per query: in the --json file
+    return 0
+
+
+# -- rag eval --compare A.json B.json (paired bootstrap over per-query metrics) ------------------------
+def _compare_evals(args: argparse.Namespace) -> int:
+    from rag.offline.compare import compare_results, render
+
+    paths = [Path(p) for p in args.compare]
+    a, b = (json.loads(p.read_text(encoding="utf-8")) for p in paths)
+    report = compare_results(
+        a,
+        b,
+        names=(paths[0].name, paths[1].name),
+        resamples=args.resamples,
+        confidence=args.confidence,
+        seed=args.seed,
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(render(report))
     return 0
 
 
@@ -324,8 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("tenant")
     k.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("eval", help="evaluate a pipeline on a BEIR folder")
-    p.add_argument("--data", required=True)
+    p = sub.add_parser(
+        "eval", help="evaluate a pipeline on a BEIR folder, or --compare two results (paired bootstrap)"
+    )
+    p.add_argument("--data", help="the BEIR folder (required unless --compare)")
     p.add_argument("--pipeline", default="hybrid", choices=pipelines)
     p.add_argument("--split", default="test")
     p.add_argument("--json", help="write the result JSON here")
@@ -334,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N queries")
     p.add_argument("--collection", help="default: a cached collection named after the dataset")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A.json", "B.json"),
+        help="compare two `rag eval --json` results: B - A per query, bootstrap CI (--json: the report)",
+    )
+    p.add_argument("--resamples", type=int, default=10_000, help="--compare: bootstrap resamples")
+    p.add_argument("--confidence", type=float, default=0.95, help="--compare: interval level")
+    p.add_argument("--seed", type=int, default=17, help="--compare: bootstrap seed")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(

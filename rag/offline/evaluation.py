@@ -15,7 +15,7 @@ from rag.config import Settings
 from rag.dense.matryoshka import scoring_work
 from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
-from rag.offline.metrics import evaluate_run, ranked_run
+from rag.offline.metrics import evaluate_queries, ranked_run
 from rag.retrieval.plan import PipelineName
 from rag.rollout.config import ProfileLimits, RolloutConfig
 from rag.routing.analyzer import QueryAnalyzer
@@ -92,7 +92,7 @@ def evaluate(
             rerank_pairs += outcome.rerank_pairs
             for d in outcome.degraded:
                 degraded[f"{d.step}: {d.reason}"] = degraded.get(f"{d.step}: {d.reason}", 0) + 1
-        metrics = evaluate_run(qrels, ranked_run(ranked))
+        metrics, per_query = evaluate_queries(qrels, ranked_run(ranked))
         n_points = len(runtime.snapshot.point_rows)
         dim = runtime.embedder.dim
         return {
@@ -131,6 +131,7 @@ def evaluate(
             "embedder_backend": settings.embedder_backend,
             "reranker": settings.reranker_model if plan.rerank_depth else None,
             "rotation": settings.matryoshka_rotation,
+            "per_query": per_query,  # query id -> its metrics: what `rag eval --compare` pairs
         }
     finally:
         runtime.close()

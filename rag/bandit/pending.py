@@ -120,6 +120,7 @@ def encode(decision: Decision) -> str:
             "ts": decision.ts,
             "allowed": None if decision.allowed is None else list(decision.allowed),
             "cost": decision.cost,
+            "query": decision.query,
         },
         separators=(",", ":"),
         allow_nan=False,
@@ -141,6 +142,7 @@ def decode(raw: str | bytes) -> Decision:
             ts=float(d["ts"]),
             allowed=None if allowed is None else tuple(str(a) for a in allowed),
             cost=float(d["cost"]),
+            query=str(d.get("query", "")),  # absent in a decision written before the text was kept
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed pending decision: {exc}"[:300]) from None
@@ -213,11 +215,20 @@ class PendingDecisions:
         *,
         allowed: Sequence[str] | None = None,
         cost: float = 0.0,
+        query: str = "",
     ) -> Decision:
         """Keep a served decision until its feedback (see :meth:`DecisionLog.record`); with a shared store,
         start moving it there (:meth:`written` waits for that)."""
         decision = self.local.record(
-            request_id, tenant, arm, features, propensity, served_doc_ids, allowed=allowed, cost=cost
+            request_id,
+            tenant,
+            arm,
+            features,
+            propensity,
+            served_doc_ids,
+            allowed=allowed,
+            cost=cost,
+            query=query,
         )
         if self.shared is not None:
             try:

@@ -4,6 +4,7 @@ that the trainers read — one tenant's feedback only, never another's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -137,3 +138,58 @@ async def test_no_log_when_it_is_turned_off(tmp_path: Path, monkeypatch: pytest.
         await rate(client, ACME, rid, clicked=[shown[0]])
         assert app.state.service.routing.learner.feedback_log is None
     assert not log_root(settings.data_dir, settings.collection).exists()
+
+
+@pytest.mark.slow
+async def test_the_reranker_trainer_learns_from_an_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.config import load_settings
+    from rag.offline.reranker_training import TrainConfig, train_reranker
+    from rag.rerank.cross_encoder import CrossEncoderReranker
+    from rag.testing.tiny_models import build_tiny_cross_encoder
+
+    settings = service_settings(tmp_path, monkeypatch, **SLACK)
+    app = create_app(settings)
+    async with serve(app) as client:
+        fillers = [
+            {"id": f"f{i}", "title": f"Note {i}", "text": f"mice honey pets note {i}"} for i in range(5)
+        ]
+        await ingest(client, "acme", ACME_DOCS + fillers)
+        for query, good in (
+            ("who hunts mice", "owl"),
+            ("insects making honey", "bee"),
+            ("purring pets", "cat"),
+        ):
+            rid, _ = await answer(client, query, ACME)
+            await rate(client, ACME, rid, relevance={good: 3})
+            # (the trainer mines its negatives among the unjudged hits: a grade-0 doc is left out of them)
+    out = tmp_path / "acme-export"
+    assert export(settings, "acme", out)["queries"] == 3
+    tiny = build_tiny_cross_encoder(
+        tmp_path / "tiny-ce",
+        [f"{d['title']} {d['text']}" for d in ACME_DOCS + fillers]
+        + ["who hunts mice insects making honey purring pets"],
+    )
+    trainer = load_settings(data_dir=tmp_path / "train-data", embedder_model="hash:64")  # its own collection
+    model = tmp_path / "reranker"
+    report = await asyncio.to_thread(  # the trainer runs its own event loop
+        train_reranker,
+        trainer,
+        out,
+        model,
+        config=TrainConfig(
+            negatives=1,
+            in_batch_negatives=1,
+            mine_depth=3,
+            epochs=1,
+            batch_size=2,
+            max_length=32,
+            validation_queries=0,
+            base_model=str(tiny),
+        ),
+    )
+    assert report["train_queries"] == 3 and report["groups"] == 3
+    assert CrossEncoderReranker(str(model), max_length=32).score("who hunts mice", ["owls hunt"]).shape == (
+        1,
+    )

@@ -18,7 +18,8 @@ The shared store (:class:`SharedDecisions`, one protocol) is chosen by the servi
 - neither (or the store unusable): this process only — its feedback must come back to it.
 
 Both keep the same contract. **Bounded per tenant**: a write past ``max_entries`` drops the tenant's
-oldest decisions (the JSON of one is a few hundred bytes). **TTL**: a decision older than ``ttl_s`` is
+oldest decisions (the JSON of one is a few hundred bytes, plus the query text when the feedback log
+keeps it: at most 2,048 characters, the API's cap). **TTL**: a decision older than ``ttl_s`` is
 never returned and is removed at a later write. **Taken once** across processes. **Tenant isolation**:
 the tenant is part of the key and a taken decision must name the tenant that asks, so one tenant never
 reaches another's decision, whatever request id it sends.

@@ -1,4 +1,5 @@
-"""The `rag` command line: ingest, delete, query, serve, stats, keys, eval, train-reranker, train-embedder."""
+"""The `rag` command line: ingest, delete, query, serve, stats, keys, eval, tune, train-reranker,
+train-embedder, feedback."""
 
 from __future__ import annotations
 
@@ -314,6 +315,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rag feedback export (the feedback log as BEIR training data) --------------------------------------
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from rag.offline.feedback_export import export
+
+    report = export(_settings(args), args.tenant, Path(args.output), corpus=args.corpus)
+    _print_json(report)
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from rag.ops.stats import run
 
@@ -509,6 +519,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="the collection to mine in (default: the folder's cached one)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_embedder)
+
+    p = sub.add_parser("feedback", help="the feedback log (RAG_FEEDBACK_LOG_MB) as training data")
+    fb = p.add_subparsers(dest="feedback_command", required=True)
+    f = fb.add_parser(
+        "export",
+        help="one tenant's feedback as a BEIR folder (queries.jsonl, qrels/train.tsv, corpus.jsonl) "
+        "for rag train-reranker / train-embedder --data",
+    )
+    f.add_argument("--tenant", required=True)
+    f.add_argument("--output", required=True, metavar="DIR")
+    f.add_argument(
+        "--corpus",
+        default="snapshot",
+        metavar="snapshot|none|FILE",
+        help="corpus.jsonl: the tenant's documents of the current index version (default), none, "
+        "or a link to FILE (e.g. the corpus.jsonl the collection was ingested from)",
+    )
+    f.add_argument("--collection")
+    f.set_defaults(func=cmd_feedback_export)
     return parser
 
 

@@ -233,6 +233,15 @@ class Settings(BaseSettings):
         description="seconds between a replica's syncs of the bandit state: it adds its updates to the "
         "shared state and takes the others' (also at shutdown; a crash loses at most this much feedback)",
     )
+    # -- the feedback log (training data from /feedback; issue 17) ---------------------------------------
+    feedback_log_mb: float = Field(
+        64.0,
+        ge=0,
+        le=100_000,
+        description="per tenant: MB of accepted /feedback (query, shown doc ids, signals) kept under "
+        "<data_dir>/feedback/<collection>-log/ as a ring of segments, oldest dropped (0: no log); "
+        "what `rag feedback export` reads",
+    )
     rollout_config: Path | None = Field(
         None, description="flags, profiles, budgets, prices, shadow, fallback, router policy (hot-reloaded)"
     )

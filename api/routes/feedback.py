@@ -19,7 +19,8 @@ async def feedback(body: FeedbackBody, tenant: Tenant, learner: Feedback, limits
     """Rate the answer of ``request_id`` (one feedback per request, within an hour; on any replica with
     ``RAG_REDIS_URL``, else on any process serving the same data dir on that machine): graded
     ``relevance`` per doc id, else
-    ``clicked`` doc ids, else a 1-5 ``rating``.
+    ``clicked`` doc ids, else a 1-5 ``rating``. Accepted feedback is also logged with the query and the
+    doc ids shown (``RAG_FEEDBACK_LOG_MB``): ``rag feedback export`` turns it into training data.
     Rate-limited per tenant like queries (``RAG_RATE_LIMIT_QPS``/``_BURST``), in a bucket of its own."""
     if body.rating is None and body.clicked is None and body.relevance is None:
         raise ApiError(

@@ -51,6 +51,7 @@ class Decision:
     ts: float  # clock time it was recorded
     allowed: tuple[str, ...] | None = None  # the arms the policy chose among (None: all)
     cost: float = 0.0  # what serving it cost (e.g. CPU-seconds): the reward is net of it
+    query: str = ""  # the query text, kept so its feedback can become training data (not in the log file)
 
 
 class DecisionLog:
@@ -87,8 +88,10 @@ class DecisionLog:
         *,
         allowed: Sequence[str] | None = None,
         cost: float = 0.0,
+        query: str = "",
     ) -> Decision:
-        """Remember a served decision until its feedback (or ``ttl_s``) and log it."""
+        """Remember a served decision until its feedback (or ``ttl_s``) and log it (``query``, the text
+        the decision answered, is kept with it but not written to the JSON-lines log)."""
         if not request_id:
             raise ValueError("request_id must be a non-empty string")
         if not 0.0 < propensity <= 1.0:
@@ -104,6 +107,7 @@ class DecisionLog:
             ts=now,
             allowed=None if allowed is None else tuple(allowed),
             cost=float(cost),
+            query=query,
         )
         key = (tenant, request_id)
         self._pending.pop(key, None)  # a tenant's repeated id replaces its earlier decision, as the newest

@@ -18,7 +18,8 @@ The shared store (:class:`SharedDecisions`, one protocol) is chosen by the servi
 - neither (or the store unusable): this process only — its feedback must come back to it.
 
 Both keep the same contract. **Bounded per tenant**: a write past ``max_entries`` drops the tenant's
-oldest decisions (the JSON of one is a few hundred bytes). **TTL**: a decision older than ``ttl_s`` is
+oldest decisions (the JSON of one is a few hundred bytes, plus the query text when the feedback log
+keeps it: at most 2,048 characters, the API's cap). **TTL**: a decision older than ``ttl_s`` is
 never returned and is removed at a later write. **Taken once** across processes. **Tenant isolation**:
 the tenant is part of the key and a taken decision must name the tenant that asks, so one tenant never
 reaches another's decision, whatever request id it sends.
@@ -120,6 +121,7 @@ def encode(decision: Decision) -> str:
             "ts": decision.ts,
             "allowed": None if decision.allowed is None else list(decision.allowed),
             "cost": decision.cost,
+            "query": decision.query,
         },
         separators=(",", ":"),
         allow_nan=False,
@@ -141,6 +143,7 @@ def decode(raw: str | bytes) -> Decision:
             ts=float(d["ts"]),
             allowed=None if allowed is None else tuple(str(a) for a in allowed),
             cost=float(d["cost"]),
+            query=str(d.get("query", "")),  # absent in a decision written before the text was kept
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed pending decision: {exc}"[:300]) from None
@@ -213,11 +216,20 @@ class PendingDecisions:
         *,
         allowed: Sequence[str] | None = None,
         cost: float = 0.0,
+        query: str = "",
     ) -> Decision:
         """Keep a served decision until its feedback (see :meth:`DecisionLog.record`); with a shared store,
         start moving it there (:meth:`written` waits for that)."""
         decision = self.local.record(
-            request_id, tenant, arm, features, propensity, served_doc_ids, allowed=allowed, cost=cost
+            request_id,
+            tenant,
+            arm,
+            features,
+            propensity,
+            served_doc_ids,
+            allowed=allowed,
+            cost=cost,
+            query=query,
         )
         if self.shared is not None:
             try:

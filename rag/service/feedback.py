@@ -10,6 +10,11 @@ updates to the stored state and takes the merged one every ``sync_s`` seconds (`
 and at shutdown. One cadence, not also every N updates: a merge costs CPU in proportion to the whole
 state (about 1.6 ms per tenant with feedback), so merges are bounded by time, not by feedback volume; a
 crash loses at most ``sync_s`` of this replica's feedback.
+
+Every feedback applied is also appended to the feedback log (:class:`~rag.io.feedback_log.FeedbackLog`,
+when given: ``RAG_FEEDBACK_LOG_MB`` > 0) with the query text and the doc ids the answer showed, both kept
+with the pending decision until the feedback comes; ``rag feedback export`` turns that log into BEIR
+qrels for the trainers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from rag.bandit.reward import feedback_reward, net_reward
 from rag.bandit.store import BanditStore, FileStore, RedisStore, State
 from rag.bandit.sync import SharedBandit
 from rag.bandit.tenants import TenantBandits
+from rag.io.feedback_log import FeedbackEvent, FeedbackLog
 from rag.resilience.redis import GuardedRedis
 from rag.rollout.policy import RoutingPolicy
 from rag.routing.analyzer import FEATURE_NAMES
@@ -53,10 +60,12 @@ class FeedbackLearner:
         decision_log: Path | None = None,
         seed: int | None = None,
         sync_s: float = SYNC_S,
+        feedback_log: FeedbackLog | None = None,
     ) -> None:
         """``shared_weight``: the share of a tenant's plans drawn from the model every tenant trains
         (``RAG_BANDIT_SHARED_WEIGHT``); ``store``: where the state lives (default: chosen by
-        :meth:`start`); ``sync_s``: seconds between syncs with the store (``RAG_BANDIT_SYNC_S``)."""
+        :meth:`start`); ``sync_s``: seconds between syncs with the store (``RAG_BANDIT_SYNC_S``);
+        ``feedback_log``: where applied feedback is kept as training data (None: nowhere)."""
         if not sync_s > 0:
             raise ValueError(f"sync_s must be > 0, got {sync_s}")
         self._policy = policy
@@ -67,6 +76,7 @@ class FeedbackLearner:
         self.decisions = PendingDecisions(DecisionLog(log_path=decision_log))
         self._rng = np.random.default_rng(seed)
         self._sync_loop: asyncio.Task[None] | None = None
+        self.feedback_log = feedback_log
 
     @property
     def store(self) -> BanditStore | None:
@@ -90,10 +100,12 @@ class FeedbackLearner:
         request_id: str,
         cpu_s: float,
         served_ids: Sequence[str],
+        query: str = "",
     ) -> None:
         """Keep an answered request's decision until its feedback comes (or it expires). ``cpu_s``: what
-        it cost, the reward is net of it. With a shared store (Redis, or the data dir's SQLite file) the
-        decision is written there in the background: :meth:`remembered` waits for it."""
+        it cost, the reward is net of it; ``query`` and ``served_ids``: what the feedback log records.
+        With a shared store (Redis, or the data dir's SQLite file) the decision is written there in the
+        background: :meth:`remembered` waits for it."""
         routed = decision.routed
         self.decisions.record(
             request_id,
@@ -103,6 +115,7 @@ class FeedbackLearner:
             routed.propensity if routed.propensity is not None else 1.0,
             served_ids,
             cost=cpu_s,
+            query=query if self.feedback_log is not None else "",  # kept only when it will be logged
         )
 
     async def remembered(self, tenant: str, request_id: str) -> None:
@@ -134,6 +147,21 @@ class FeedbackLearner:
         reward = net_reward(quality, cpu_s, self._policy().router.cost_weight)
         self.shared.update(tenant, decision.arm, decision.features, reward)
         self.decisions.local.log_reward(decision, reward, quality=quality, cpu_s=cpu_s)
+        if self.feedback_log is not None:
+            self.feedback_log.append(
+                FeedbackEvent(
+                    tenant=tenant,
+                    request_id=request_id,
+                    query=decision.query,
+                    shown=decision.served_doc_ids,
+                    rating=rating,
+                    clicked=None if clicked is None else tuple(clicked),
+                    relevance=None if relevance is None else dict(relevance),
+                    arm=decision.arm,
+                    ts=time.time(),
+                    replica=self.feedback_log.replica,
+                )
+            )
         metrics.FEEDBACK.labels(decision.arm).inc()
         metrics.BANDIT_REWARD.labels(decision.arm).observe(reward)
         return {"arm": decision.arm, "quality": quality, "reward": reward, "cpu_s": cpu_s}

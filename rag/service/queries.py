@@ -191,13 +191,13 @@ class QueryHandler:
             metrics.QUERIES.labels(request.tenant, retrieval.plan.route, status, cache).inc()
             if status != "cancelled":
                 latency_s = time.perf_counter() - started
-                retrieved = self._settle(request.tenant, decision, retrieved, request_id, status, latency_s)
+                retrieved = self._settle(request, decision, retrieved, request_id, status, latency_s)
         assert retrieved is not None
         return retrieved
 
     def _settle(
         self,
-        tenant: str,
+        request: QueryRequest,
         decision: RoutingDecision,
         retrieved: Retrieved | None,
         request_id: str,
@@ -208,13 +208,14 @@ class QueryHandler:
         decision the feedback route will look up. The answer's cost gains CPU-ms and money."""
         cost = self._routing.settle(
             decision,
-            tenant=tenant,
+            tenant=request.tenant,
             request_id=request_id,
             usage=retrieved.usage if retrieved is not None else None,
             ok=status == "ok",
             timed_out=retrieved is not None and any(d.code.timed_out for d in retrieved.degraded),
             latency_s=latency_s,
             served_ids=[r.doc_id for r in retrieved.results] if retrieved is not None else [],
+            query=request.query,
         )
         if retrieved is None or cost is None:
             return retrieved

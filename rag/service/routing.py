@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rag.bandit.store import BanditStore
 from rag.config import Settings
+from rag.io.feedback_log import FeedbackLog
 from rag.resilience.redis import GuardedRedis
 from rag.rollout.config import Prices, Profile, ProfileLimits, RolloutConfig
 from rag.rollout.policy import RoutingPolicy
@@ -42,9 +43,10 @@ class QueryRouting:
         bandit_store: BanditStore | None = None,
         decision_log: Path | None = None,
         seed: int | None = None,
+        feedback_log: FeedbackLog | None = None,
     ) -> None:
         """``config``: the initial rollout config (default: ``RAG_ROLLOUT_CONFIG``'s file; a bad file
-        fails here, at startup)."""
+        fails here, at startup); ``feedback_log``: where applied feedback is kept as training data."""
         watcher = ConfigWatcher(
             config or RolloutConfig.load(settings.rollout_config),
             deadline_s=settings.deadline_ms / 1000.0,
@@ -62,6 +64,7 @@ class QueryRouting:
             decision_log=decision_log,
             seed=seed,
             sync_s=settings.bandit_sync_s,
+            feedback_log=feedback_log,
         )
         self.planner = Planner(
             settings, policy, self.ledger, reranker_available=reranker_available, chooser=self.learner.choose
@@ -123,9 +126,11 @@ class QueryRouting:
         timed_out: bool,
         latency_s: float,
         served_ids: Sequence[str],
+        query: str = "",
     ) -> QueryCost | None:
         """Book one answered request: its cost and the candidate paths' outcomes (the ledger), and the
-        routing decision for its feedback (the learner). ``usage`` None: served from cache."""
+        routing decision for its feedback (the learner), with the ``query`` text and the ``served_ids``
+        it showed (what the feedback log records). ``usage`` None: served from cache."""
         cost = self.ledger.settle(
             tenant,
             arm=decision.routed.arm.value,
@@ -142,5 +147,6 @@ class QueryRouting:
                 request_id=request_id,
                 cpu_s=cost.cpu_ms_total / 1000.0,  # CPU-seconds: what the reward is net of
                 served_ids=served_ids,
+                query=query,
             )
         return cost

@@ -27,6 +27,7 @@ from __future__ import annotations
 from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.store import VectorStore
+from rag.io.feedback_log import FeedbackLog, log_root
 from rag.rerank.cross_encoder import Reranker
 from rag.service.auth import KeyRing
 from rag.service.cached_retrieval import CachedRetrieval
@@ -61,6 +62,7 @@ class RetrievalService:
             settings,
             reranker_available=reranker is not None or settings.reranker_model is not None,
             decision_log=settings.bandit_log,
+            feedback_log=feedback_log(settings),
         )
         self.lifecycle = Lifecycle(
             settings,
@@ -116,3 +118,14 @@ class RetrievalService:
         await self.synthesis.close()
         self.ingestion.close()
         await self.lifecycle.close()
+
+
+def feedback_log(settings: Settings) -> FeedbackLog | None:
+    """The feedback log this process appends to (``RAG_FEEDBACK_LOG_MB`` per tenant; 0: none)."""
+    if settings.feedback_log_mb <= 0:
+        return None
+    return FeedbackLog(
+        log_root(settings.data_dir, settings.collection),
+        max_bytes=max(1, int(settings.feedback_log_mb * 2**20)),
+        replica=replica_name(settings.replica_id),
+    )

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from rag.bandit.decisions import DecisionLog
-from rag.bandit.pending import PendingDecisions, RedisDecisions
+from rag.bandit.pending import PendingDecisions, RedisDecisions, decode, encode
 from rag.resilience.breaker import Breaker, BreakerPolicy
 from rag.resilience.redis import GuardedRedis
 from rag.testing.servers import RedisServer
@@ -64,6 +64,24 @@ async def test_a_decision_recorded_by_one_replica_is_taken_by_another_once(
     assert (taken.served_doc_ids, taken.allowed, taken.cost) == (("d1", "d2"), ("bm25", "hybrid"), 0.02)
     assert await one.take("req-1", "acme") is None
     assert await two.take("req-1", "acme") is None
+
+
+async def test_the_query_text_travels_with_the_decision_for_the_feedback_log(
+    replicas: Callable[..., PendingDecisions],
+) -> None:
+    one, two = replicas(), replicas()
+    one.record("req-q", "acme", "hybrid", X, 1.0, ["d2", "d1"], query="who hunts mice? ünïcode")
+    await one.written("acme", "req-q")
+    taken = await two.take("req-q", "acme")
+    assert taken is not None and taken.query == "who hunts mice? ünïcode"
+    assert taken.served_doc_ids == ("d2", "d1")
+
+
+def test_a_decision_written_before_the_query_was_kept_still_decodes() -> None:
+    old = DecisionLog().record("r", "acme", "bm25", X, 1.0, ["d1"])
+    raw = encode(old).replace(',"query":""', "")
+    assert '"query"' not in raw
+    assert decode(raw) == old
 
 
 async def test_two_replicas_taking_one_decision_at_once_one_wins(

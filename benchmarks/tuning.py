@@ -118,6 +118,16 @@ def main() -> None:
     write_results("tuning", data, markdown(data))
 
 
+def _scores(t: dict[str, Any]) -> str:
+    """BM25 and hybrid (default → tuned) and the hybrid difference with its interval, as table cells."""
+    lo, hi = t["hybrid_diff_ci"]
+    return (
+        f"| {t['bm25']['default']:.4f} → {t['bm25']['tuned']:.4f} "
+        f"| {t['hybrid']['default']:.4f} → **{t['hybrid']['tuned']:.4f}** "
+        f"| {t['hybrid']['tuned'] - t['hybrid']['default']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+    )
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# `rag tune` on {data['data']}: the choices, scored on the test split",
@@ -132,12 +142,8 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     for r in data["rows"]:
         t = r["test"]
-        lo, hi = t["hybrid_diff_ci"]
         lines.append(
-            f"| {r['source']} | {r['bm25']} | {r['fusion']} "
-            f"| {t['bm25']['default']:.4f} → {t['bm25']['tuned']:.4f} "
-            f"| {t['hybrid']['default']:.4f} → **{t['hybrid']['tuned']:.4f}** "
-            f"| {t['hybrid']['tuned'] - t['hybrid']['default']:+.4f} [{lo:+.4f}, {hi:+.4f}] "
+            f"| {r['source']} | {r['bm25']} | {r['fusion']} {_scores(t)} "
             f"| {t['best_single_leg']:.4f} | {r['tune_cpu_s']} |"
         )
     lines += [
@@ -148,13 +154,7 @@ def markdown(data: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for r in data["rows"]:
-        t = r["test_keywords"]
-        lo, hi = t["hybrid_diff_ci"]
-        lines.append(
-            f"| {r['source']} | {t['bm25']['default']:.4f} → {t['bm25']['tuned']:.4f} "
-            f"| {t['hybrid']['default']:.4f} → {t['hybrid']['tuned']:.4f} "
-            f"| {t['hybrid']['tuned'] - t['hybrid']['default']:+.4f} [{lo:+.4f}, {hi:+.4f}] |"
-        )
+        lines.append(f"| {r['source']} {_scores(r['test_keywords'])} |")
     lines += ["", "Why each step kept or changed its default (held-out-fold gain on the tuning queries):", ""]
     for r in data["rows"]:
         ev = r["evidence"]

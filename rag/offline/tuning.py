@@ -109,16 +109,10 @@ def labelled_queries(data: Path, split: str, known_docs: set[str]) -> QuerySet:
 
 
 def pseudo_queries(runtime: Runtime, n: int, seed: int) -> QuerySet:
-    """``n`` pseudo-queries cut from the serving version's documents (their first chunk's title and the
-    whole document's text)."""
+    """``n`` pseudo-queries cut from the first chunk of the serving version's documents (the piece is then
+    taken out of every chunk of its document that holds it: :func:`build_corpus`)."""
     snapshot = runtime.snapshot
-    bodies: dict[str, list[str]] = {}
-    titles: dict[str, str] = {}
-    for chunk in snapshot.chunks:
-        bodies.setdefault(chunk.doc_key, []).append(chunk.text)
-        titles.setdefault(chunk.doc_key, chunk.title)
-    # the first chunk's text: a piece taken from it is removed from every chunk that holds it
-    docs = [SourceDoc(key, titles[key], parts[0]) for key, parts in bodies.items()]
+    docs = [SourceDoc(key, chunk.title, chunk.text) for key, chunk in snapshot.first_chunks.items()]
 
     def rarity(word: str) -> float:
         return max((snapshot.idf(t) or 0.0 for t in snapshot.analyzer.tokens(word)), default=0.0)
@@ -500,13 +494,12 @@ def run_tune(
         else Runtime.open(settings, load_reranker=False)
     )
     try:
-        if runtime.snapshot.version == "":
-            raise ValueError(f"collection {settings.collection!r} has no published version: ingest first")
-        queries = (
-            pseudo_queries(runtime, pseudo, seed)
-            if pseudo
-            else labelled_queries(data, split, set(runtime.snapshot.doc_ids))  # type: ignore[arg-type]
-        )
+        if pseudo:
+            queries = pseudo_queries(runtime, pseudo, seed)
+        elif data is not None:
+            queries = labelled_queries(data, split, set(runtime.snapshot.doc_ids))
+        else:
+            raise ValueError("rag tune needs judged queries (--data DIR) or --pseudo-queries N")
         tuning = tune(runtime, queries, seed=seed)
         version = runtime.ingestor(progress=progress).retune(tuning.to_json()) if publish else None
     finally:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 KINDS = ("keywords", "title", "sentence", "passage")
 KEYWORDS = 3
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'\[])")
+_WORD = re.compile(r"[\w-]+")
 MIN_TITLE_WORDS = 3
 SENTENCE_WORDS = (6, 40)
 PASSAGE_MIN_WORDS = 30
@@ -81,7 +82,7 @@ def _keywords_query(
     if made is None:
         return None
     sentence = made[1]
-    words = re.findall(r"[\w-]+", sentence)
+    words = _WORD.findall(sentence)
     rarest = set(sorted(range(len(words)), key=lambda i: (-rarity(words[i]), i))[:KEYWORDS])
     return " ".join(w for i, w in enumerate(words) if i in rarest), sentence
 

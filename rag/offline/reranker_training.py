@@ -29,6 +29,7 @@ from rag.config import Settings
 from rag.dense.embedder import resolve_model_path
 from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
+from rag.offline.embedder_training import negatives_for
 from rag.offline.metrics import evaluate_run, ranked_run
 from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
 from rag.rerank.domain import corpus_fingerprint
@@ -89,29 +90,31 @@ def mine_groups(
     config: TrainConfig,
     rng: random.Random,
 ) -> list[tuple[str, ...]]:
-    """(query, positive passage, negative 1..n) per judged-relevant document; negatives are sampled from the
-    hybrid top ``mine_depth`` documents that are not judged relevant (with replacement if too few)."""
+    """(query, positive passage, negative 1..n) per judged-relevant document. Negatives
+    (:func:`rag.offline.embedder_training.negatives_for`): documents judged not relevant (grade 0, e.g. a
+    feedback export's shown-but-not-clicked) first, then a sample of the hybrid top ``mine_depth`` documents
+    that are not judged (with replacement if too few)."""
     plan = mining_plan(runtime, config)
     pipe = runtime.pipeline
     first_chunk = runtime.snapshot.first_chunks
     groups: list[tuple[str, ...]] = []
     for qid in qids:
         query = queries[qid]
-        positives = [d for d, rel in qrels[qid].items() if rel > 0 and d in first_chunk]
+        judged = qrels[qid]
+        positives = [d for d, rel in judged.items() if rel > 0 and d in first_chunk]
         if not positives:
             continue
         hits = pipe.search(query, plan).hits[: config.mine_depth]
-        pool = [pipe.passage(h) for h in hits if h.doc_id not in qrels[qid]]
-        if not pool:
-            continue
+        passages = {h.doc_id: pipe.passage(h) for h in hits}
         for doc_id in positives:
-            c = first_chunk[doc_id]
-            negatives = (
-                rng.sample(pool, config.negatives)
-                if len(pool) >= config.negatives
-                else [rng.choice(pool) for _ in range(config.negatives)]
-            )
-            groups.append((query, c.passage, *negatives))
+            chosen = negatives_for([h.doc_id for h in hits], judged, config.negatives, rng)
+            negatives = [
+                passages[d] if d in passages else first_chunk[d].passage
+                for d in chosen
+                if d in passages or d in first_chunk
+            ]
+            if len(negatives) == config.negatives:
+                groups.append((query, first_chunk[doc_id].passage, *negatives))
     return groups
 
 

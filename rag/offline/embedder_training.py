@@ -32,6 +32,7 @@ from rag.dense.model_record import EmbedderRecord, IndexRef, file_sha256
 from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.metrics import evaluate_run, ranked_run
+from rag.offline.training_args import cpu_training_args
 from rag.retrieval.plan import PipelineName, QueryPlan, plan_for
 from rag.runtime import Runtime
 
@@ -289,19 +290,17 @@ def train_embedder(
     train_started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         args = SentenceTransformerTrainingArguments(
-            output_dir=tmp,
-            num_train_epochs=config.epochs,
-            per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            warmup_ratio=config.warmup_ratio,
+            **cpu_training_args(
+                tmp,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                learning_rate=config.learning_rate,
+                warmup_ratio=config.warmup_ratio,
+                seed=config.seed,
+                logging_steps=10,
+            ),
             # a query with two positives never meets itself as an in-batch negative
             batch_sampler=BatchSamplers.NO_DUPLICATES,
-            save_strategy="no",
-            logging_steps=10,
-            report_to=[],
-            seed=config.seed,
-            use_cpu=True,
-            dataloader_num_workers=0,
             disable_tqdm=not progress,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)

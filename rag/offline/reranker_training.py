@@ -31,6 +31,7 @@ from rag.io.sources import read_qrels, read_queries
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.embedder_training import negatives_for
 from rag.offline.metrics import evaluate_run, ranked_run
+from rag.offline.training_args import cpu_training_args
 from rag.rerank.cross_encoder import RERANKER_CONFIG, rerank
 from rag.rerank.domain import corpus_fingerprint
 from rag.retrieval.plan import PipelineName, QueryPlan, plan_for
@@ -252,17 +253,15 @@ def train_reranker(
         loss = MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives)
         with tempfile.TemporaryDirectory() as tmp:
             args = CrossEncoderTrainingArguments(
-                output_dir=tmp,
-                num_train_epochs=config.epochs,
-                per_device_train_batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                warmup_ratio=config.warmup_ratio,
-                save_strategy="no",
-                logging_steps=20,
-                report_to=[],
-                seed=config.seed,
-                use_cpu=True,
-                dataloader_num_workers=0,
+                **cpu_training_args(
+                    tmp,
+                    epochs=config.epochs,
+                    batch_size=config.batch_size,
+                    learning_rate=config.learning_rate,
+                    warmup_ratio=config.warmup_ratio,
+                    seed=config.seed,
+                    logging_steps=20,
+                )
             )
             trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
             trainer.train()

@@ -44,7 +44,7 @@ import pytrec_eval
 import scipy.sparse as sp
 
 from rag.bm25.index import BM25Params
-from rag.bm25.scoring import score_terms, weight_matrix
+from rag.bm25.scoring import score_terms, top_k, weight_matrix
 from rag.config import Settings
 from rag.dense.matryoshka import rotate
 from rag.fusion import FusionChoice, FusionMethod, fuse
@@ -56,7 +56,7 @@ from rag.offline.compare import bootstrap_ci
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.pseudo_queries import KINDS, PseudoQuery, SourceDoc, altered, make_pseudo_queries
 from rag.retrieval.plan import configured_fusion
-from rag.retrieval.retrievers import deciding_rows
+from rag.retrieval.retrievers import best_chunk_per_doc, deciding_rows
 from rag.runtime import Runtime
 from rag.types import Hit
 
@@ -201,17 +201,16 @@ def pool_documents(
     rows: np.ndarray, scores: np.ndarray, row_doc: np.ndarray, doc_ids: Sequence[str], depth: int
 ) -> list[Hit]:
     """Rows' scores pooled to documents (a document scores its best row), the ``depth`` best documents
-    first (ties: the lower document index). Only the rows that decide the top ``depth`` are pooled
-    (:func:`rag.retrieval.retrievers.deciding_rows`, as the served retrievers do)."""
-    if rows.size == 0:
-        return []
+    first (ties: the lower document index): the served retrievers' pooling
+    (:func:`~rag.retrieval.retrievers.deciding_rows`, :func:`~rag.retrieval.retrievers.best_chunk_per_doc`,
+    :func:`~rag.bm25.scoring.top_k`) over the tuning corpus's rows."""
     rows, scores = deciding_rows(rows, scores, row_doc, depth)
-    order = np.lexsort((rows, -scores))
-    docs = row_doc[rows[order]]
-    unique, first = np.unique(docs, return_index=True)
-    best = scores[order][first]
-    ranked = np.lexsort((unique, -best))[:depth]
-    return [Hit(doc_ids[int(unique[i])], float(best[i]), doc_ids[int(unique[i])]) for i in ranked]
+    doc_scores, best_row = best_chunk_per_doc(rows, scores, row_doc, len(doc_ids))
+    present = np.flatnonzero(best_row >= 0)
+    return [
+        Hit(doc_ids[d], float(doc_scores[d]), doc_ids[d])
+        for d in top_k(doc_scores, depth, candidates=present)
+    ]
 
 
 def bm25_lists(

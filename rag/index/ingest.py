@@ -349,16 +349,9 @@ class Ingestor:
                 fresh_vectors,
                 legacy_vectors=self._legacy_vectors(previous),
             )
-            leased = ReplicaLeases(self.versions.root).versions()
-            self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
-            self.versions.drop_unreferenced_segments()
             self._pending.clear()
             self._given = {}
-            view = VersionView.load(self.versions, version)
-            assert view is not None
-            # this process's own shard (the others sync theirs as they follow), or a shared collection:
-            # then no point of a version a live replica serves is deleted
-            sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
+            self._after_publish(version)
             chunks_total = (previous.live_rows if previous else 0) - len(replaced) + len(fresh)
             return changes.report(
                 version, previous.name if previous else None, chunks_total, embedded, started, given
@@ -390,13 +383,19 @@ class Ingestor:
                 manifest,
                 legacy_vectors=self._legacy_vectors(previous),
             )
-            leased = ReplicaLeases(self.versions.root).versions()
-            self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
-            self.versions.drop_unreferenced_segments()
-            view = VersionView.load(self.versions, version)
-            assert view is not None
-            sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
+            self._after_publish(version)
             return version
+
+    def _after_publish(self, version: str) -> None:
+        """Prune old versions (never one a live lease names) and their segments, then bring this process's
+        own shard to ``version`` (the others sync theirs as they follow), or a shared collection: then no
+        point of a version a live replica serves is deleted. Under the versions lock."""
+        leased = ReplicaLeases(self.versions.root).versions()
+        self.versions.prune(keep=KEEP_VERSIONS, protect=leased)
+        self.versions.drop_unreferenced_segments()
+        view = VersionView.load(self.versions, version)
+        assert view is not None
+        sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
 
     def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
         records = [

@@ -24,11 +24,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from rag.dense.edge_store import EdgeStore
 from rag.index.segments import VersionView
 from rag.index.shard_sync import SyncRecord
 from rag.index.versions import VersionStore
+from rag.resilience.redis import RedisKeys
 from rag.testing.servers import RedisServer, free_port, wait_for_port
 from tests.api.conftest import ACME, ACME_DOCS, ACME_KEY, ADMIN, ADMIN_TOKEN
 
@@ -374,6 +376,14 @@ def test_with_redis_a_publish_is_announced_and_followed_before_the_next_poll(
     slow_poll = {"RAG_VERSION_POLL_MS": "20000", "RAG_REPLICA_LEASE_S": "60"}
     with three_replicas(tmp_path, redis_process.url, **slow_poll) as group:
         one, two, three = group
+        # a replica is ready (and leased) before its subscription is up: publish once all three listen,
+        # or the announcement can reach fewer (fresh-clone CI saw r2 miss it and wait for the poll)
+        channel = RedisKeys(COLLECTION).index_published
+        client = redis.Redis.from_url(redis_process.url)
+        wait_until(
+            lambda: dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) >= 3, 30.0, "subscribed"
+        )
+        client.close()
         version = publish_through(one)
         for replica in (two, three):  # a poll would take up to 20 s (5 s: slack for a loaded machine)
             wait_until(lambda rep=replica: sees_new_version(rep, version), 5.0, replica.name)

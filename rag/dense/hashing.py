@@ -5,7 +5,9 @@ vector; a text's embedding is the L2-normalised sum of its stems' vectors. Invar
 gets the same vector, on any machine and in any process (nothing is trained or fitted); texts that share
 stems get similar vectors; a text with no stem gets one fixed vector, never a zero one. Its quality is
 lexical, not semantic: it serves tests, benchmarks of everything but the model, and a service that must run
-without weights. Selected by ``RAG_EMBEDDER_MODEL=hash:<dim>[:<delay seconds per text>]``.
+without weights. Selected by ``RAG_EMBEDDER_MODEL=hash:<dim>[:<delay seconds per text>][#<variant>]``: a
+variant is another model of the same dimension (another projection, and another name), e.g. the "new model"
+of a re-embedding test.
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ class HashEmbedder:
     tests); 0 by default.
     """
 
-    def __init__(self, dim: int = 64, *, delay_s: float = 0.0) -> None:
+    def __init__(self, dim: int = 64, *, delay_s: float = 0.0, variant: str = "") -> None:
         if dim < 2:
             raise ValueError(f"dim must be at least 2, got {dim}")
         self._dim = dim
         self._delay_s = delay_s
+        self._variant = variant
         self._analyzer = Analyzer()
 
     @property
     def name(self) -> str:
-        return f"{HASH_PREFIX}{self._dim}"
+        return f"{HASH_PREFIX}{self._dim}" + (f"#{self._variant}" if self._variant else "")
 
     @property
     def dim(self) -> int:
@@ -47,7 +50,8 @@ class HashEmbedder:
         """Nothing to load."""
 
     def _term_vector(self, term: str) -> np.ndarray:
-        seed = int.from_bytes(hashlib.blake2b(term.encode(), digest_size=8).digest(), "little")
+        key = term if not self._variant else f"{self._variant}\x00{term}"
+        seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
         return np.random.default_rng(seed).standard_normal(self._dim)
 
     def embed(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
@@ -69,8 +73,11 @@ def is_hash_spec(model: str) -> bool:
 
 
 def parse_hash_spec(spec: str) -> HashEmbedder:
-    """``hash:<dim>[:<delay seconds per text>]`` → :class:`HashEmbedder`."""
-    parts = spec.split(":")
+    """``hash:<dim>[:<delay seconds per text>][#<variant>]`` → :class:`HashEmbedder`."""
+    body, _, variant = spec.partition("#")
+    parts = body.split(":")
     if len(parts) not in (2, 3) or parts[0] != "hash" or not parts[1].isdigit():
-        raise ValueError(f"hash embedder spec must look like 'hash:64' or 'hash:64:0.01', got {spec!r}")
-    return HashEmbedder(int(parts[1]), delay_s=float(parts[2]) if len(parts) == 3 else 0.0)
+        raise ValueError(
+            f"hash embedder spec must look like 'hash:64', 'hash:64:0.01' or 'hash:64#b', got {spec!r}"
+        )
+    return HashEmbedder(int(parts[1]), delay_s=float(parts[2]) if len(parts) == 3 else 0.0, variant=variant)

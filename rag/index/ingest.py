@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,8 @@ from rag.index.publisher import publish
 from rag.index.replica_leases import ReplicaLeases
 from rag.index.segments import VersionView
 from rag.index.shard_sync import sync_shard
+from rag.index.snapshot import IndexSnapshot
+from rag.index.spaces import point_space, rotation_file_of, space_fields, space_of
 from rag.index.tuning import MANIFEST_KEY as TUNING_KEY
 from rag.index.versions import VersionStore, point_id, write_json_atomic
 from rag.tenancy import scoped_id
@@ -184,6 +186,34 @@ def diff_points(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReembedReport:
+    version: str
+    previous_version: str | None
+    embedder: str
+    from_embedder: str
+    chunks: int
+    embedded: int  # chunks the new embedder embedded
+    reused: int  # chunks whose vectors in the new space were computed before (a staged candidate's)
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _source_rows(source: VersionStore) -> IndexSnapshot:
+    """The current version of ``source``: the rows a re-embedding publishes again."""
+    rows = IndexSnapshot.load(source)
+    if rows is None:
+        raise ValueError(f"nothing is published under {source.root}: ingest before re-embedding")
+    return rows
+
+
+def _first_embedder_of(versions: VersionStore) -> str | None:
+    meta_file = versions.root / "collection.json"
+    return str(json.loads(meta_file.read_text())["embedder"]) if meta_file.exists() else None
+
+
 class Ingestor:
     """Writes one collection. A new version is published only when its vectors and BM25 files are complete."""
 
@@ -209,14 +239,19 @@ class Ingestor:
 
     # -- collection-level state ------------------------------------------------------------------
     def collection(self, *, embedding: bool = True) -> tuple[str, int]:
-        """The embedder name and dimension the collection was built with (``collection.json``), or for a
-        new collection the configured embedder's. Raises ``ValueError`` when the settings disagree with the
-        record. ``embedding=False`` (every chunk comes with its vectors) leaves the embedder's dimension
-        unasked when the collection exists, so the model is not loaded for an ingest that never embeds."""
+        """The embedder name and dimension the collection is embedded with: its current version's (a
+        re-embedded collection's is not the one it was built with, :mod:`rag.index.spaces`), else
+        ``collection.json``'s, or for a new collection the configured embedder's. Raises ``ValueError``
+        when the settings disagree. ``embedding=False`` (every chunk comes with its vectors) leaves the
+        embedder's dimension unasked when the collection exists, so the model is not loaded for an ingest
+        that never embeds."""
         meta_file = self.versions.root / "collection.json"
         if not meta_file.exists():
             return self.embedder.name, self.embedder.dim
         stored = json.loads(meta_file.read_text())
+        served = self._current_manifest()
+        if served is not None and served.get("embedder"):
+            stored = {**stored, "embedder": served["embedder"], "dim": served.get("dim", stored.get("dim"))}
         expected: dict[str, object] = {
             "embedder": self.embedder.name,
             "rotation": self.params.rotation,
@@ -250,6 +285,21 @@ class Ingestor:
             overlap_words=self.params.chunk_overlap_words,
         )
 
+    def _current_manifest(self) -> dict[str, Any] | None:
+        current = self.versions.current()
+        if current is None:
+            return None
+        manifest: dict[str, Any] = json.loads((self.versions.path(current) / "manifest.json").read_text())
+        return manifest
+
+    def _first_embedder(self) -> str:
+        """The embedder the collection was built with (its first vector space), or the configured one for
+        a collection not built yet."""
+        meta_file = self.versions.root / "collection.json"
+        if meta_file.exists():
+            return str(json.loads(meta_file.read_text())["embedder"])
+        return self.embedder.name
+
     def _record_collection(self, name: str, dim: int) -> None:
         meta_file = self.versions.root / "collection.json"
         if not meta_file.exists():
@@ -261,8 +311,8 @@ class Ingestor:
             }
             write_json_atomic(meta_file, meta)
 
-    def _rotation(self, sample: np.ndarray) -> np.ndarray:
-        path = self.versions.root / "rotation.npy"
+    def _rotation(self, sample: np.ndarray, path: Path) -> np.ndarray:
+        """The rotation at ``path`` (its vector space's), fitted on ``sample`` and saved when it is new."""
         if path.exists():
             rotation: np.ndarray = np.load(path)
             return rotation
@@ -303,8 +353,9 @@ class Ingestor:
             self._record_collection(name, dim)
             self.store.ensure_collection(dim)
             previous = VersionView.load(self.versions)
+            space = point_space(previous.manifest if previous else None)
             self._given = {}
-            new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc)]
+            new_chunks = [rec for doc in incoming.values() for rec in self._chunk_records(doc, space)]
             deletes = set(delete_ids) - set(incoming)
             before = previous.rows_of(sorted(set(incoming) | deletes)) if previous else {}
             changes = diff_points(
@@ -317,7 +368,8 @@ class Ingestor:
                 return changes.report(previous.name, previous.name, previous.live_rows, 0, started, 0)
 
             fresh = [c for c in new_chunks if c.doc_key not in changes.unchanged]
-            fresh_vectors, embedded, given = self._fresh_vectors(fresh, previous)
+            rotation_path = self.versions.root / rotation_file_of(space)
+            fresh_vectors, embedded, given = self._fresh_vectors(fresh, previous, rotation_path)
             replaced = [row for d in changes.replaced for row, _ in before.get(d, [])]
             fresh_points = {c.point_id for c in fresh}
             removed = sorted({p for d in changes.replaced for _, p in before.get(d, [])} - fresh_points)
@@ -336,6 +388,7 @@ class Ingestor:
                 "chunk_overlap_words": self.params.chunk_overlap_words,
                 # `rag tune`'s choice carries over to the versions after it (rag.index.tuning)
                 TUNING_KEY: previous.manifest.get(TUNING_KEY) if previous else None,
+                **space_fields(space),  # the vector space stays that of the version before
             }
             terms = TermMatrix.empty().append([self.analyzer.tokens(c.passage) for c in fresh])
             version = publish(
@@ -386,6 +439,100 @@ class Ingestor:
             self._after_publish(version)
             return version
 
+    def reembed(self, source: VersionStore, *, reuse: VersionStore | None = None) -> ReembedReport:
+        """Publish the rows of ``source``'s current version as a new version of this collection whose
+        vectors come from this ingest's embedder: a new vector space (:mod:`rag.index.spaces`). ``source``
+        is this collection's own versions (re-embed in place, or promote a candidate), or the collection a
+        candidate is staged from. The text, metadata and BM25 rows are the source's, unchanged. Vectors
+        already computed in the new space are reused — this collection's own (a candidate staged again
+        after ingests), or ``reuse``'s (the staged candidate being promoted) — and only the rest are
+        embedded. Raises ``ValueError`` when nothing would change, nothing is published in ``source``, or
+        the new model's dimension differs from the source's (that needs a new collection)."""
+        started = time.perf_counter()
+        in_place = source.root == self.versions.root
+        rows = None if in_place else _source_rows(source)  # another collection's: read without its lock
+        first = _first_embedder_of(source) or self._first_embedder()
+        space = space_of(self.embedder.name, first)
+        with self.versions.lock(wait_s=LOCK_WAIT_S):
+            self.versions.discard_unpublished()
+            rows = rows or _source_rows(source)  # in place: under the lock, the version it replaces
+            previous = VersionView.load(self.versions)
+            if in_place and previous is not None and previous.manifest.get("embedder") == self.embedder.name:
+                raise ValueError(
+                    f"collection {self.params.collection!r} is embedded with {self.embedder.name!r} already"
+                )
+            dim = int(rows.manifest["dim"])
+            if self.embedder.dim != dim:
+                raise ValueError(
+                    f"embedder {self.embedder.name!r} makes {self.embedder.dim}-dimensional vectors but "
+                    f"collection {self.params.collection!r} holds {dim}-dimensional ones; a new dimension "
+                    "needs a new collection (rag ingest into another --collection)"
+                )
+            self._record_collection(first, dim)  # a new candidate's ids are relative to its source's
+            self.store.ensure_collection(dim)
+            rotation_path = self._space_rotation(space, source, reuse)
+            chunks = [
+                replace(c, point_id=point_id(c.chunk_key, c.passage, c.metadata, space=space))
+                for c in rows.chunks
+            ]
+            reuse_view = VersionView.load(reuse) if reuse is not None else None
+            reused_from = (reuse, reuse_view) if reuse is not None and reuse_view is not None else None
+            vectors, embedded, _ = self._fresh_vectors(chunks, previous, rotation_path, reused_from)
+            carried = {
+                k: v
+                for k, v in rows.manifest.items()
+                if k not in ("version", "parent", "segments", "deleted_rows", "chunks", "given_vectors")
+            }
+            manifest = {
+                **carried,
+                "created_at": datetime.now(UTC).isoformat(),
+                "collection": self.params.collection,
+                "embedder": self.embedder.name,
+                "dim": dim,
+                **space_fields(space),
+                "reembedded": {"from": rows.manifest.get("embedder"), "source": rows.version},
+                TUNING_KEY: (previous.manifest if previous else rows.manifest).get(TUNING_KEY),
+            }
+            replaced = np.flatnonzero(~previous.deleted).tolist() if previous is not None else []
+            version = publish(
+                self.versions,
+                previous,
+                replaced,
+                chunks,
+                rows.terms,
+                sorted(previous.live_points()) if previous is not None else [],
+                manifest,
+                vectors,
+                legacy_vectors=self._legacy_vectors(previous),
+            )
+            self._pending.clear()
+            self._after_publish(version)
+            return ReembedReport(
+                version=version,
+                previous_version=previous.name if previous else None,
+                embedder=self.embedder.name,
+                from_embedder=str(rows.manifest.get("embedder")),
+                chunks=len(chunks),
+                embedded=embedded,
+                reused=len(chunks) - embedded,
+                seconds=time.perf_counter() - started,
+            )
+
+    def _space_rotation(self, space: str, *others: VersionStore | None) -> Path:
+        """This collection's rotation file of ``space``, taken from another collection's folder (the
+        source of a staged candidate, or the candidate being promoted) when this one has none yet: vectors
+        reused across collections must have gone through the same rotation."""
+        path = self.versions.root / rotation_file_of(space)
+        if not path.exists():
+            for other in others:
+                theirs = other.root / rotation_file_of(space) if other is not None else None
+                if theirs is not None and theirs.exists():
+                    tmp = path.with_suffix(".tmp.npy")
+                    shutil.copyfile(theirs, tmp)
+                    tmp.replace(path)
+                    break
+        return path
+
     def _after_publish(self, version: str) -> None:
         """Prune old versions (never one a live lease names) and their segments, then bring this process's
         own shard to ``version`` (the others sync theirs as they follow), or a shared collection: then no
@@ -397,7 +544,7 @@ class Ingestor:
         assert view is not None
         sync_shard(self.store, self.versions, view, () if self.store.per_process else leased)
 
-    def _chunk_records(self, doc: Document) -> list[ChunkRecord]:
+    def _chunk_records(self, doc: Document, space: str) -> list[ChunkRecord]:
         records = [
             ChunkRecord(
                 c.chunk_id,
@@ -405,7 +552,7 @@ class Ingestor:
                 c.ordinal,
                 c.title,
                 c.text,
-                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata),
+                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata, space=space),
                 c.metadata,
                 c.tenant,
             )
@@ -430,16 +577,23 @@ class Ingestor:
         return np.stack([stored[p] for p in ids]) if ids else None
 
     def _fresh_vectors(
-        self, chunks: list[ChunkRecord], previous: VersionView | None
+        self,
+        chunks: list[ChunkRecord],
+        previous: VersionView | None,
+        rotation_path: Path,
+        reuse: tuple[VersionStore, VersionView] | None = None,
     ) -> tuple[np.ndarray | None, int, int]:
         """The rotated vectors of ``chunks``, one row each (None when there are no chunks): those the
-        previous version's segments already carry, the given ones, and the embedder's for the rest (given
-        and computed vectors go through the collection's rotation alike). Returns them and how many were
-        embedded and how many given."""
+        previous version's segments (or ``reuse``'s: a staged candidate's) already carry, the given ones,
+        and the embedder's for the rest (given and computed vectors go through the rotation at
+        ``rotation_path``, their space's, alike). Returns them and how many were embedded and how many
+        given."""
         if not chunks:
             return None, 0, 0
         wanted = [c.point_id for c in chunks]
         known = previous.vectors_of(self.versions, wanted) if previous else {}
+        if reuse is not None:
+            known.update(reuse[1].vectors_of(reuse[0], [p for p in wanted if p not in known]))
         known.update(self._pending.read(set(wanted) - known.keys()))  # computed by an ingest that died
         out: np.ndarray | None = None
         for i, c in enumerate(chunks):
@@ -449,7 +603,6 @@ class Ingestor:
                     out = np.empty((len(chunks), len(row)), dtype=np.float32)
                 out[i] = row
         todo = [i for i, c in enumerate(chunks) if c.point_id not in known]
-        rotation_path = self.versions.root / "rotation.npy"
         rotation = np.load(rotation_path) if rotation_path.exists() else None
         bar = tqdm(total=len(todo), desc="embedding", unit="chunk", disable=not self.progress)
         pending: list[tuple[list[int], np.ndarray]] = []
@@ -463,7 +616,7 @@ class Ingestor:
             if rotation is None:
                 if sum(len(g) for g, _ in pending) < min(ROTATION_SAMPLE, len(todo)):
                     continue
-                rotation = self._rotation(np.concatenate([v for _, v in pending]))
+                rotation = self._rotation(np.concatenate([v for _, v in pending]), rotation_path)
             for rows, raw in pending:
                 if out is None:
                     out = np.empty((len(chunks), raw.shape[1]), dtype=np.float32)

@@ -8,7 +8,8 @@ deleted. The ingest does the same to its process's shard after it publishes.
 
 The shard's ``synced.json`` (:class:`SyncRecord`) says which version it holds, and which older one it
 still *retains*: a switch keeps the points of the version it leaves, so that queries still running on it
-find them (they are deleted by the next switch, as the ingest's garbage collection did). Each switch is
+find them (they are deleted by the next switch, as the ingest's garbage collection did) — except a switch
+into another vector space (:mod:`rag.index.spaces`), which deletes them at once. Each switch is
 then O(what changed), computed in numpy from the segments' point-id arrays. The record is removed while a
 sync writes, so a sync that dies half-way is followed by a full one (every stored point id read back:
 O(N)), as is a shard whose record names a version no longer on disk, or a shard with no record at all.
@@ -31,6 +32,7 @@ from rag.dense.store import VectorStore
 from rag.errors import RagError
 from rag.index.chunk_table import ChunkRecord
 from rag.index.segments import VersionView, read_vectors, segment_chunks, write_vectors
+from rag.index.spaces import point_space
 from rag.index.versions import VersionStore
 
 log = logging.getLogger(__name__)
@@ -113,14 +115,17 @@ def _sync(
     held_live = held.live_point_array() if held is not None else None
     if held_live is not None and store.count() < len(held_live):
         dropped = None  # the store lost points its record says it holds (a dropped collection, say)
+    # a switch into another vector space (a re-embedded collection, rag.index.spaces) keeps nothing of the
+    # version it leaves: vectors of another model crowd every search of the new one
+    retain = held is not None and point_space(held.manifest) == point_space(target.manifest)
     if held_live is not None and dropped is not None:  # incremental: O(what changed)
         full = False
         add = np.setdiff1d(live, held_live, assume_unique=True)
-        delete = np.setdiff1d(dropped, live)
+        delete = np.setdiff1d(dropped if retain else np.union1d(dropped, held_live), live)
     else:  # read back what the shard holds
         full = True
         stored = np.asarray(sorted(p.encode("ascii") for p in store.all_ids()), dtype="S36")
-        keep = live if held_live is None else np.union1d(live, held_live)
+        keep = live if held_live is None or not retain else np.union1d(live, held_live)
         add = np.setdiff1d(live, stored, assume_unique=True)
         delete = np.setdiff1d(stored, keep, assume_unique=True)
     due = len(delete)
@@ -134,7 +139,7 @@ def _sync(
         store.delete(p.decode("ascii") for p in delete.tolist())
     store.optimize()
     if path is not None:
-        SyncRecord(target.name, held.name if held is not None else None, extra=spared).write(path)
+        SyncRecord(target.name, held.name if held is not None and retain else None, extra=spared).write(path)
     if added or len(delete):
         log.info(
             "vector shard synced to %s: %d points added, %d deleted%s",

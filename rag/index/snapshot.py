@@ -15,6 +15,7 @@ from rag.bm25.scoring import idf_lucene
 from rag.fusion import FusionChoice
 from rag.index.chunk_table import ChunkRecord, read_chunks, write_chunks
 from rag.index.segments import load_rows
+from rag.index.spaces import rotation_file
 from rag.index.tuning import CollectionTuning, read_tuning
 from rag.index.versions import VersionStore
 from rag.text.analyzer import Analyzer
@@ -81,8 +82,8 @@ class IndexSnapshot:
                 f"version {name} was analysed with {manifest['analyzer']!r} but this code analyses with "
                 f"{analyzer.fingerprint()!r}; re-ingest into a new collection"
             )
-        rotation_file = store.root / "rotation.npy"
-        rotation = np.load(rotation_file) if rotation_file.exists() else None
+        rotation_path = store.root / rotation_file(manifest)  # its vector space's (rag.index.spaces)
+        rotation = np.load(rotation_path) if rotation_path.exists() else None
         if "segments" in manifest:  # rag.index.segments: shared segments minus this version's deletions
             chunks, terms = load_rows(store, name, manifest)
         else:  # written before segments: the whole table in the version's folder

@@ -3,7 +3,8 @@
 Layout under ``<data_dir>/versions/<collection>/``::
 
     collection.json     embedder, dimension and rotation the collection was built with
-    rotation.npy        the Matryoshka rotation (fixed for the collection's lifetime)
+    rotation.npy        the Matryoshka rotation of the collection's first vector space
+    rotation-<h>.npy    that of a space the collection was re-embedded into (a version's ``rotation_file``)
     CURRENT             {"version": "v000003"}; replaced with os.replace, the publish point
     v000003/            manifest.json (its segments), deleted.npy (rows of those segments it does not
                         hold), removed.npz (points it dropped: the garbage collector's input)
@@ -55,12 +56,16 @@ _POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
 VERSION_PREFIX = "v"
 
 
-def point_id(chunk_key: str, passage: str, metadata: dict[str, Any] | None = None) -> str:
+def point_id(chunk_key: str, passage: str, metadata: dict[str, Any] | None = None, *, space: str = "") -> str:
     """Content-addressed Qdrant point id: same (tenant-scoped) chunk id, text and metadata ⇒ same point
-    (idempotent upserts; a change ⇒ a new point, so the version still serving keeps its own)."""
+    (idempotent upserts; a change ⇒ a new point, so the version still serving keeps its own). ``space``:
+    the vector space (the embedder) of a collection re-embedded with another model than it was built with
+    (a version's ``point_space``, :mod:`rag.index.reembed`): the same chunk in another space is another
+    point, so two spaces never share an id. The collection's first space is ``""`` (ids unchanged)."""
     content = passage if not metadata else passage + "\x00" + json.dumps(metadata, sort_keys=True)
     digest = hashlib.sha1(content.encode("utf-8")).hexdigest()
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_key}\x00{digest}"))
+    salt = f"\x00{space}" if space else ""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_key}\x00{digest}{salt}"))
 
 
 def version_name(number: int) -> str:

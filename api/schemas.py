@@ -368,6 +368,13 @@ class ReadyOut(BaseModel):
     )
 
 
+class CandidateOut(BaseModel):
+    index_version: str = Field(description="the staged candidate collection's version (rag reembed --stage)")
+    embedder: str = Field(description="the model it is embedded with")
+    chunks: int
+    created_at: str | None
+
+
 class IndexOut(BaseModel):
     index_version: str = Field(description="the version this replica serves")
     published_version: str | None = Field(None, description="the newest published version (CURRENT)")
@@ -380,4 +387,9 @@ class IndexOut(BaseModel):
         default_factory=list,
         description="every serving process of this collection with a lease on record, and the version it "
         "serves (rag/index/replica_leases.py)",
+    )
+    candidate: CandidateOut | None = Field(
+        None,
+        description="a new embedder staged beside the collection, shadowed and A/B-served through the flag "
+        "candidate_index until `rag reembed --promote` or --discard (rag/candidates.py); null: none",
     )

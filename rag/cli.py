@@ -1,5 +1,5 @@
 """The `rag` command line: ingest, delete, query, serve, stats, keys, eval, tune, train-reranker,
-train-embedder, feedback."""
+train-embedder, reembed, feedback."""
 
 from __future__ import annotations
 
@@ -315,6 +315,32 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rag reembed (a new embedder: in place, or staged as a candidate, judged, promoted) -----------------
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from rag import candidates
+
+    settings = _settings(args)
+    progress = not args.quiet
+    try:
+        if args.discard:
+            _print_json({"removed": candidates.discard(settings)})
+            return 0
+        if args.promote:
+            report = candidates.promote(settings, progress=progress)
+        elif not args.model:
+            raise SystemExit(
+                "rag reembed: give --model M (with --stage to stage it), or --promote / --discard"
+            )
+        elif args.stage:
+            report = candidates.stage(settings, args.model, progress=progress)
+        else:
+            report = candidates.reembed_in_place(settings, args.model, progress=progress)
+    except ValueError as exc:
+        raise SystemExit(f"rag reembed: {exc}") from None
+    _print_json(report.as_dict())
+    return 0
+
+
 # -- rag feedback export (the feedback log as BEIR training data) --------------------------------------
 def cmd_feedback_export(args: argparse.Namespace) -> int:
     from rag.offline.feedback_export import export
@@ -519,6 +545,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="the collection to mine in (default: the folder's cached one)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_embedder)
+
+    p = sub.add_parser(
+        "reembed",
+        help="embed the collection with another model: in place, or --stage it as a candidate to shadow "
+        "and A/B, then --promote (or --discard) it",
+    )
+    p.add_argument("--model", help="the new embedder: a sentence-transformers name or path (or hash:<dim>)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--stage", action="store_true", help="stage --model as the candidate collection")
+    what.add_argument(
+        "--promote", action="store_true", help="publish the collection in the staged model's space"
+    )
+    what.add_argument("--discard", action="store_true", help="remove the staged candidate")
+    p.add_argument("--collection")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_reembed)
 
     p = sub.add_parser("feedback", help="the feedback log (RAG_FEEDBACK_LOG_MB) as training data")
     fb = p.add_subparsers(dest="feedback_command", required=True)

@@ -206,6 +206,19 @@ SHADOW_COST_DELTA = Histogram(
     buckets=(-1e-3, -1e-4, -1e-5, 0.0, 1e-5, 1e-4, 1e-3),
 )
 
+SHADOW_JUDGED = Counter(
+    "rag_shadow_judged_total",
+    "Shadowed requests whose feedback judged documents, by which ranking it scored higher "
+    "(outcome: candidate, served, tie).",
+    ["flag", "outcome"],
+)
+SHADOW_JUDGED_QUALITY = Counter(
+    "rag_shadow_judged_quality",
+    "Sum of the feedback quality (nDCG@10 of the graded relevance, else the clicks' reciprocal rank) of each "
+    "judged shadowed request's served and candidate ranking; divide by rag_shadow_judged_total.",
+    ["flag", "side"],
+)
+
 # -- feedback and the bandit ---------------------------------------------------------------------------
 FEEDBACK = Counter("rag_feedback_total", "Feedback applied to the bandit, by the arm that served.", ["arm"])
 BANDIT_REWARD = Histogram(

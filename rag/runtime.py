@@ -331,6 +331,18 @@ class Runtime:
             runtime.pipeline = runtime._pipeline()
         return runtime
 
+    @classmethod
+    def open_beside(cls, settings: Settings, serving: Runtime) -> Runtime:
+        """Another collection opened beside ``serving`` to be judged against it (a staged candidate,
+        :mod:`rag.candidates`): its own snapshot, vector store and query embedder (its version's), and
+        ``serving``'s reranker (with its admission: the candidate holds the same documents) and compute."""
+        embedder = build_embedder(embedder_settings(settings), serving=serving.compute is not None)
+        embedder.warm_up()
+        runtime = cls.open(settings, load_reranker=False, embedder=embedder, compute=serving.compute)
+        runtime.reranker, runtime.rerank_refusal = serving.reranker, serving.rerank_refusal
+        runtime.pipeline = runtime._pipeline()
+        return runtime
+
     def embedder_for(self, snapshot: IndexSnapshot) -> Embedder:
         """The embedder that answers queries on ``snapshot``: the one its manifest names (built once and
         kept, so that switching back costs nothing), or the current one when they agree or the manifest

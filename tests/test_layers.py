@@ -72,8 +72,9 @@ LAYERS: tuple[Layer, ...] = (
     ),
     Layer(
         "runtime",
-        ("rag.runtime",),
-        "composition root of one collection: settings → stores, models, snapshot and pipeline",
+        ("rag.runtime", "rag.candidates"),
+        "composition root of one collection: settings → stores, models, snapshot and pipeline (and the "
+        "candidate collection a new embedder is staged in)",
     ),
     Layer(
         "offline",

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,6 +48,17 @@ log = logging.getLogger(__name__)
 
 BANDIT_STORE = "bandit_store"  # rag_background_errors_total's loop label for bandit state load/merge
 SYNC_S = 10.0  # default seconds between merges/reads of the shared state (RAG_BANDIT_SYNC_S)
+
+
+class FeedbackListener(Protocol):
+    def __call__(
+        self,
+        tenant: str,
+        request_id: str,
+        *,
+        clicked: Sequence[str] | None,
+        relevance: Mapping[str, float] | None,
+    ) -> object: ...
 
 
 class FeedbackLearner:
@@ -77,6 +88,8 @@ class FeedbackLearner:
         self._rng = np.random.default_rng(seed)
         self._sync_loop: asyncio.Task[None] | None = None
         self.feedback_log = feedback_log
+        # told of every accepted feedback (the shadow runner scores both rankings of a shadowed request)
+        self.on_feedback: FeedbackListener | None = None
 
     @property
     def store(self) -> BanditStore | None:
@@ -162,6 +175,8 @@ class FeedbackLearner:
                     replica=self.feedback_log.replica,
                 )
             )
+        if self.on_feedback is not None:
+            self.on_feedback(tenant, request_id, clicked=clicked, relevance=relevance)
         metrics.FEEDBACK.labels(decision.arm).inc()
         metrics.BANDIT_REWARD.labels(decision.arm).observe(reward)
         return {"arm": decision.arm, "quality": quality, "reward": reward, "cpu_s": cpu_s}

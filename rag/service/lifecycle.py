@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from enum import StrEnum
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from rag import metrics
 from rag.cache.keys import IndexIdentity
 from rag.cache.semantic import QueryCache
+from rag.candidates import candidate_settings
 from rag.config import Settings
 from rag.dense.embedder import Embedder
 from rag.dense.store import VectorStore
@@ -79,6 +81,8 @@ class Lifecycle:
         self.phase = Phase.LOADING
         self.load_error: str | None = None
         self.runtime: Runtime | None = None
+        self.candidate: Runtime | None = None  # a staged candidate collection (rag.candidates), judged beside
+        self._candidate_lock = threading.Lock()  # the follower's and an ingest job's opens, one at a time
         self.compute: BatchedCompute | None = None
         self.breakers = BreakerBoard(breaker_policies(settings))
         self.costs = StepCosts()  # running step-cost estimates: whether a step fits the time left
@@ -182,6 +186,38 @@ class Lifecycle:
         metrics.READY.set(1)
         metrics.INDEX_INFO.set(len(self.runtime.snapshot.chunks))
         metrics.INDEX_VERSION.set(version_number(self.runtime.snapshot.version))
+        self.follow_candidate()
+
+    def candidate_changed(self) -> bool:
+        """Whether the staged candidate on disk is not the one open (one small file read)."""
+        staged = VersionStore(candidate_settings(self.settings).versions_dir).current()
+        return staged != (self.candidate.snapshot.version if self.candidate is not None else None)
+
+    def follow_candidate(self) -> None:
+        """Open, switch or close the staged candidate as its versions say (:mod:`rag.candidates`): shadow
+        runs and the ``candidate_index`` flag's requests use it. A candidate that fails to open is logged
+        and tried again at the next poll; the service is unaffected."""
+        with self._candidate_lock:
+            self._follow_candidate()
+
+    def _follow_candidate(self) -> None:
+        settings = candidate_settings(self.settings)
+        staged = VersionStore(settings.versions_dir).current()
+        candidate = self.candidate
+        if staged is None or self.runtime is None:
+            if candidate is not None:
+                log.info("the staged candidate is gone (promoted or discarded): closing it")
+                self.candidate = None
+                candidate.close()
+            return
+        try:
+            if candidate is None:
+                self.candidate = Runtime.open_beside(settings, self.runtime)
+                log.info("opened the staged candidate %s (%s)", staged, self.candidate.embedder.name)
+            elif candidate.reload():
+                log.info("the staged candidate switched to %s", staged)
+        except Exception as exc:
+            log.warning("the staged candidate %s could not be opened: %s", staged, exc)
 
     # -- stop ----------------------------------------------------------------------------------------
     def cancel_loading(self) -> None:
@@ -196,6 +232,8 @@ class Lifecycle:
             await self.shared_breakers.close()
         if self.redis is not None:  # the client of the cache, the rate limiter and the shared breakers
             await self.redis.close()
+        if self.candidate is not None:
+            self.candidate.close()
         if self.store is not None:
             self.store.close()
         metrics.READY.set(0)
@@ -242,6 +280,7 @@ class Lifecycle:
             "documents_per_tenant": per_tenant,
             "created_at": snapshot.manifest.get("created_at"),
             "vector_store": runtime.vector_store_summary(),
+            "candidate": _candidate_summary(self.candidate),
         }
 
 
@@ -289,3 +328,15 @@ def build_cache(settings: Settings, dim: int, redis: GuardedRedis | None) -> Que
         secret=settings.cache_secret.get_secret_value().encode() if settings.cache_secret else None,
         sync_interval_s=settings.cache_sync_ms / 1000,
     )
+
+
+def _candidate_summary(candidate: Runtime | None) -> dict[str, Any] | None:
+    """What ``/admin/index`` shows of a staged candidate (None: none open)."""
+    if candidate is None:
+        return None
+    return {
+        "index_version": candidate.snapshot.version,
+        "embedder": candidate.embedder.name,
+        "chunks": len(candidate.snapshot.chunks),
+        "created_at": candidate.snapshot.manifest.get("created_at"),
+    }

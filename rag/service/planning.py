@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag import metrics
+from rag.candidates import CANDIDATE_FLAG
 from rag.fusion import FusionChoice
 from rag.retrieval.plan import QueryPlan
 from rag.rollout.config import Profile
@@ -116,7 +117,8 @@ class Planner:
 
     def shadow_plan(self, decision: RoutingDecision, request_id: str) -> tuple[str, QueryPlan] | None:
         """The candidate plan to shadow this request with, or None: not sampled, no candidate
-        configured, the request already on the candidate, or a candidate that plans the same."""
+        configured, the request already on the candidate, or a candidate that plans the same. The flag
+        ``candidate_index`` shadows the served plan itself, on the staged candidate collection."""
         policy = self._policy()
         flag = policy.config.shadow.candidate
         if (
@@ -125,9 +127,11 @@ class Planner:
             or decision.variants.get(flag, CONTROL) != CONTROL
         ):
             return None
+        routed = decision.routed
+        if flag == CANDIDATE_FLAG:  # the staged candidate collection answers the same plan (rag.candidates)
+            return flag, routed.plan
         spec = policy.config.flag(flag)
         variant = spec.first_variant if spec is not None else "on"
-        routed = decision.routed
         inputs = RouteInputs(
             decision.features,
             policy.limits(decision.profile),

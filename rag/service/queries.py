@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from rag import metrics
 from rag.cache.keys import IndexIdentity, Namespace
+from rag.candidates import CANDIDATE_FLAG
 from rag.config import Settings
 from rag.logs import request_id_var
 from rag.resilience.deadline import Deadline
@@ -25,6 +26,7 @@ from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.step_runner import StepEvent, StepListener
 from rag.rollout.config import Profile
+from rag.rollout.flags import CONTROL
 from rag.routing.vocabulary import tenant_idf
 from rag.service.answer import QueryAnswer, QueryRequest
 from rag.service.cached_retrieval import CachedRetrieval, Retrieval, Retrieved
@@ -91,6 +93,7 @@ class QueryHandler:
         deadline = Deadline.after_ms(self._settings.deadline_ms)
         timeline, request_id = Timeline(on_step), request_id_var.get() or ""
         decision = await self._decide(request, pipeline, timeline)
+        pipeline = self._candidate_or(pipeline, decision)
         retrieval = self._retrieval_of(request, pipeline, decision.plan, flt, deadline, timeline)
         retrieved = await self._retrieve_and_settle(request, decision, retrieval, request_id, started)
         synthesized = await self._synthesize(request, retrieval, retrieved)
@@ -147,6 +150,15 @@ class QueryHandler:
         }
         timeline.record(StepEvent(StepKey(Step.PLAN), (time.perf_counter() - t0) * 1000.0, detail))
         return decision
+
+    def _candidate_or(self, pipeline: SearchPipeline, decision: RoutingDecision) -> SearchPipeline:
+        """The staged candidate collection's pipeline for a request the flag ``candidate_index`` assigns to
+        it (A/B of a new embedder, :mod:`rag.candidates`; auto-fallback sets it back to control), else
+        ``pipeline``. Its index version and embedder name its cache namespace, apart from the served one's."""
+        if decision.variants.get(CANDIDATE_FLAG, CONTROL) == CONTROL:
+            return pipeline
+        candidate = self._lifecycle.candidate
+        return candidate.pipeline if candidate is not None else pipeline
 
     # -- cached retrieval, settled ---------------------------------------------------------------------
     def _retrieval_of(

@@ -85,7 +85,13 @@ class RetrievalService:
             else None
         )
         self.synthesis = AnswerSynthesis(settings, self.routing.ledger, self.lifecycle.breakers)
-        self.shadows = ShadowRunner(self.routing, self.lifecycle.costs, deadline_ms=settings.deadline_ms)
+        self.shadows = ShadowRunner(
+            self.routing,
+            self.lifecycle.costs,
+            deadline_ms=settings.deadline_ms,
+            candidate=lambda: self.lifecycle.candidate.pipeline if self.lifecycle.candidate else None,
+        )
+        self.routing.learner.on_feedback = self.shadows.judge  # judged feedback scores both rankings
         self.queries = QueryHandler(
             settings,
             self.lifecycle,

@@ -121,6 +121,8 @@ class VersionFollower:
         current = self._versions.current()
         if current is not None and current != self.served_version():
             await self._renewing(asyncio.to_thread(lifecycle.open_index))
+        elif lifecycle.phase is Phase.READY and lifecycle.candidate_changed():  # staged, restaged or gone
+            await self._renewing(asyncio.to_thread(lifecycle.follow_candidate))
         self.renew()
 
     async def _renewing(self, work: Awaitable[None]) -> None:

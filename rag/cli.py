@@ -321,22 +321,17 @@ def cmd_reembed(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     progress = not args.quiet
-    try:
-        if args.discard:
-            _print_json({"removed": candidates.discard(settings)})
-            return 0
-        if args.promote:
-            report = candidates.promote(settings, progress=progress)
-        elif not args.model:
-            raise SystemExit(
-                "rag reembed: give --model M (with --stage to stage it), or --promote / --discard"
-            )
-        elif args.stage:
-            report = candidates.stage(settings, args.model, progress=progress)
-        else:
-            report = candidates.reembed_in_place(settings, args.model, progress=progress)
-    except ValueError as exc:
-        raise SystemExit(f"rag reembed: {exc}") from None
+    if args.discard:
+        _print_json({"removed": candidates.discard(settings)})
+        return 0
+    if args.promote:
+        report = candidates.promote(settings, progress=progress)
+    elif not args.model:
+        raise SystemExit("rag reembed: give --model M (with --stage to stage it), or --promote / --discard")
+    elif args.stage:
+        report = candidates.stage(settings, args.model, progress=progress)
+    else:
+        report = candidates.reembed_in_place(settings, args.model, progress=progress)
     _print_json(report.as_dict())
     return 0
 

@@ -118,3 +118,46 @@ def test_stats_sends_the_metrics_token_when_one_is_set(
     assert main(["stats", "http://svc:8000"]) == 0
     assert "authorization" not in {k.lower() for k in seen[0]}
     assert seen[1] == {"Authorization": "Bearer metrics-token-0123456789"}
+
+
+def test_reembed_stages_promotes_and_discards_a_candidate(
+    clean_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from rag.candidates import staged_version
+    from rag.config import load_settings
+    from rag.index.snapshot import IndexSnapshot
+    from rag.index.versions import VersionStore
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(
+        "\n".join(
+            json.dumps({"_id": f"d{i}", "title": f"T{i}", "text": f"doc {i} on topic{i % 3}"})
+            for i in range(8)
+        )
+    )
+    assert main(["ingest", str(corpus), "--quiet"]) == 0
+    settings = load_settings()
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="give --model"):
+        main(["reembed"])
+
+    assert main(["reembed", "--model", "hash:64#b", "--stage", "--quiet"]) == 0
+    staged = json.loads(capsys.readouterr().out)
+    assert staged["embedded"] == 8 and staged_version(settings) == staged["version"]
+    assert main(["reembed", "--discard"]) == 0
+    assert staged_version(settings) is None and json.loads(capsys.readouterr().out)["removed"]
+
+    assert main(["reembed", "--model", "hash:64#b", "--stage", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["reembed", "--promote", "--quiet"]) == 0
+    promoted = json.loads(capsys.readouterr().out)
+    assert (promoted["embedded"], promoted["reused"], promoted["embedder"]) == (0, 8, "hash:64#b")
+    snapshot = IndexSnapshot.load(VersionStore(settings.versions_dir))
+    assert snapshot is not None and snapshot.manifest["embedder"] == "hash:64#b"
+    assert staged_version(settings) is None
+    assert main(["reembed", "--promote"]) == 2
+    assert "no staged candidate" in capsys.readouterr().err
+    assert main(["reembed", "--model", "hash:64#b"]) == 2
+    assert "already" in capsys.readouterr().err

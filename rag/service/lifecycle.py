@@ -83,6 +83,7 @@ class Lifecycle:
         self.runtime: Runtime | None = None
         self.candidate: Runtime | None = None  # a staged candidate collection (rag.candidates), judged beside
         self._candidate_lock = threading.Lock()  # the follower's and an ingest job's opens, one at a time
+        self._retired: list[tuple[float, Runtime]] = []  # candidates gone, closed once their queries are done
         self.compute: BatchedCompute | None = None
         self.breakers = BreakerBoard(breaker_policies(settings))
         self.costs = StepCosts()  # running step-cost estimates: whether a step fits the time left
@@ -188,6 +189,16 @@ class Lifecycle:
         metrics.INDEX_VERSION.set(version_number(self.runtime.snapshot.version))
         self.follow_candidate()
 
+    def close_retired(self, now: float | None = None) -> None:
+        """Close the candidates retired more than a deadline ago (each poll; cheap when there are none)."""
+        if not self._retired:
+            return
+        now = time.monotonic() if now is None else now
+        due = [runtime for at, runtime in self._retired if at <= now]
+        self._retired = [(at, runtime) for at, runtime in self._retired if at > now]
+        for runtime in due:
+            runtime.close()
+
     def candidate_changed(self) -> bool:
         """Whether the staged candidate on disk is not the one open (one small file read)."""
         staged = VersionStore(candidate_settings(self.settings).versions_dir).current()
@@ -208,7 +219,8 @@ class Lifecycle:
             if candidate is not None:
                 log.info("the staged candidate is gone (promoted or discarded): closing it")
                 self.candidate = None
-                candidate.close()
+                # requests that took its pipeline finish first (within one deadline), then its store closes
+                self._retired.append((time.monotonic() + self.settings.deadline_ms / 1000, candidate))
             return
         try:
             if candidate is None:
@@ -234,6 +246,7 @@ class Lifecycle:
             await self.redis.close()
         if self.candidate is not None:
             self.candidate.close()
+        self.close_retired(now=float("inf"))
         if self.store is not None:
             self.store.close()
         metrics.READY.set(0)

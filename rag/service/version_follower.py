@@ -123,6 +123,7 @@ class VersionFollower:
             await self._renewing(asyncio.to_thread(lifecycle.open_index))
         elif lifecycle.phase is Phase.READY and lifecycle.candidate_changed():  # staged, restaged or gone
             await self._renewing(asyncio.to_thread(lifecycle.follow_candidate))
+        lifecycle.close_retired()
         self.renew()
 
     async def _renewing(self, work: Awaitable[None]) -> None:

@@ -295,10 +295,7 @@ class Ingestor:
     def _first_embedder(self) -> str:
         """The embedder the collection was built with (its first vector space), or the configured one for
         a collection not built yet."""
-        meta_file = self.versions.root / "collection.json"
-        if meta_file.exists():
-            return str(json.loads(meta_file.read_text())["embedder"])
-        return self.embedder.name
+        return _first_embedder_of(self.versions) or self.embedder.name
 
     def _record_collection(self, name: str, dim: int) -> None:
         meta_file = self.versions.root / "collection.json"

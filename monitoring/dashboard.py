@@ -303,6 +303,13 @@ def layout(cfg: MonitoringConfig) -> tuple[Row, ...]:
                 Panel("Fallback tripped", ("fallback_tripped",), w=6, description="1 while on the baseline"),
                 Panel("Shadow overlap@10 (mean)", ("shadow_overlap_mean",), unit="percentunit", w=6),
                 Panel("Shadow runs by status", ("shadow_runs_by_status",), unit="reqps", w=6),
+                Panel(
+                    "Shadow judged quality (served vs candidate)",
+                    ("shadow_judged_quality",),
+                    w=6,
+                    description="mean feedback quality (nDCG@10 of graded relevance, else the clicks' "
+                    "reciprocal rank) of the served and the candidate ranking of judged shadowed requests",
+                ),
             ),
         ),
     )

@@ -233,6 +233,14 @@ def dashboard_queries(cfg: MonitoringConfig) -> dict[str, Query]:
             ),
             "{{flag}}",
         ),
+        # feedback judging a shadowed request's documents scores both rankings (rag/service/shadow.py)
+        "shadow_judged_quality": Query(
+            _ratio(
+                _sum_rate(cfg, "rag_shadow_judged_quality_total", RATE, by="flag, side"),
+                f"on (flag) group_left {_sum_rate(cfg, 'rag_shadow_judged_total', RATE, by='flag')}",
+            ),
+            "{{flag}}: {{side}}",
+        ),
         "shadow_runs_by_status": Query(
             _sum_rate(cfg, "rag_shadow_runs_total", RATE, by="flag, status"), "{{flag}}: {{status}}"
         ),

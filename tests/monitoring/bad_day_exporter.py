@@ -54,6 +54,9 @@ def main() -> None:
         m.ROLLOUT_ASSIGNMENTS.labels("rerank", "candidate").inc()
         m.SHADOW_RUNS.labels("rerank", "ok").inc()
         m.SHADOW_OVERLAP.labels("rerank").observe(0.8)
+        m.SHADOW_JUDGED.labels("candidate_index", "candidate").inc()
+        m.SHADOW_JUDGED_QUALITY.labels("candidate_index", "served").inc(0.6)
+        m.SHADOW_JUDGED_QUALITY.labels("candidate_index", "candidate").inc(0.7)
         time.sleep(0.2)
 
 

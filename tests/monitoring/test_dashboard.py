@@ -84,6 +84,11 @@ REQUIRED = {
     "Variant assignments": ["rag_rollout_assignments_total"],
     "Fallback tripped": ["rag_fallback_tripped"],
     "Shadow overlap@10 (mean)": ["rag_shadow_overlap_at_10_sum", "rag_shadow_overlap_at_10_count"],
+    "Shadow judged quality (served vs candidate)": [
+        "rag_shadow_judged_quality_total",
+        "on (flag) group_left",
+        "rag_shadow_judged_total",
+    ],
     "Budget pressure": ["rag_budget_pressure"],
 }
 

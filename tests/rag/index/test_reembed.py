@@ -34,16 +34,20 @@ def reembedder(settings: Settings, model: str = NEW) -> Ingestor:
     return Ingestor(ingest_params(settings), embedder, open_store(settings), progress=False)
 
 
+def ingested(settings: Settings, docs: int) -> VersionView:
+    """The collection built with the first model (hash:64) from ``docs`` documents; its version."""
+    ingestor, store = make_ingestor(settings)
+    ingestor.ingest([doc(i) for i in range(docs)])
+    store.close()
+    return current(settings)
+
+
 def candidate_of(settings: Settings) -> Settings:
     return settings.model_copy(update={"collection": f"{settings.collection}__candidate"})
 
 
 def test_reembedding_in_place_moves_every_chunk_into_the_new_space(settings: Settings) -> None:
-    ingestor, store = make_ingestor(settings)
-    ingestor.ingest([doc(i) for i in range(12)])
-    before = current(settings)
-    store.close()
-
+    before = ingested(settings, 12)
     ingestor = reembedder(settings)
     report = ingestor.reembed(ingestor.versions)
     after = current(settings)
@@ -78,10 +82,7 @@ def test_reembedding_in_place_moves_every_chunk_into_the_new_space(settings: Set
 
 
 def test_reembedding_back_to_the_first_model_gives_back_its_point_ids(settings: Settings) -> None:
-    ingestor, store = make_ingestor(settings)
-    ingestor.ingest([doc(i) for i in range(6)])
-    first = current(settings)
-    store.close()
+    first = ingested(settings, 6)
     there = reembedder(settings)
     there.reembed(there.versions)
     there.store.close()

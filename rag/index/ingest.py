@@ -549,9 +549,10 @@ class Ingestor:
                 c.ordinal,
                 c.title,
                 c.text,
-                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata, space=space),
+                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata, space=space, acl=c.acl),
                 c.metadata,
                 c.tenant,
+                c.acl,
             )
             for c in chunk_document(
                 doc, size=self.params.chunk_words, overlap=self.params.chunk_overlap_words

@@ -60,7 +60,7 @@ def test_the_principal_header_grammar_and_its_limits() -> None:
         "user:alice;teams=a",
         "user:alice;groups=a;groups=b",
         "user:al ice",
-            "user:alice\x00",
+        "user:alice\x00",
     ):
         with pytest.raises(AclError) as err:
             Caller.parse(bad)

@@ -469,7 +469,7 @@ class Ingestor:
             self.store.ensure_collection(dim)
             rotation_path = self._space_rotation(space, source, reuse)
             chunks = [
-                replace(c, point_id=point_id(c.chunk_key, c.passage, c.metadata, space=space))
+                replace(c, point_id=point_id(c.chunk_key, c.passage, c.metadata, space=space, acl=c.acl))
                 for c in rows.chunks
             ]
             reuse_view = VersionView.load(reuse) if reuse is not None else None

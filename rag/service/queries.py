@@ -101,20 +101,22 @@ class QueryHandler:
         :class:`RetrievalUnavailable` (no retriever and no cached answer); cancelling the call stops the
         pipeline at its next step."""
         started = time.perf_counter()
-        flt = SearchFilter.of(request.tenant, request.filters, access=self.access(request))  # validated
+        scope = self.access(request)
+        flt = SearchFilter.of(request.tenant, request.filters, access=scope)  # validate before any work
         pipeline = self._lifecycle.serving().pipeline  # one version for the request, even if one lands
-        flt = flt.within(pipeline.snapshot)  # no scope where it hides nothing: as before ACLs, same keys
         deadline = Deadline.after_ms(self._settings.deadline_ms)
         timeline, request_id = Timeline(on_step), request_id_var.get() or ""
         decision = await self._decide(request, pipeline, timeline)
         pipeline = self._candidate_or(pipeline, decision)
+        # no scope where it hides nothing in the version that answers: as before ACLs, the same cache keys
+        flt = flt.within(pipeline.snapshot)
         retrieval = self._retrieval_of(request, pipeline, decision.plan, flt, deadline, timeline)
         retrieved = await self._retrieve_and_settle(request, decision, retrieval, request_id, started)
         synthesized = await self._synthesize(request, retrieval, retrieved)
         degraded = retrieved.degraded + synthesized.degraded
         took_ms = (time.perf_counter() - started) * 1000.0
         _observe(decision.plan, degraded, took_ms)
-        self._shadow(request, pipeline, flt, decision, retrieved, request_id, took_ms)
+        self._shadow(request, pipeline, scope, decision, retrieved, request_id, took_ms)
         await self._routing.learner.remembered(request.tenant, request_id)  # feedback may go anywhere now
         return QueryAnswer(
             request_id=request_id,
@@ -263,7 +265,7 @@ class QueryHandler:
         self,
         request: QueryRequest,
         pipeline: SearchPipeline,
-        flt: SearchFilter,
+        scope: AccessScope,
         decision: RoutingDecision,
         retrieved: Retrieved,
         request_id: str,
@@ -276,7 +278,7 @@ class QueryHandler:
             tenant=request.tenant,
             query=request.query,
             filters=request.filters,
-            access=flt.access,
+            access=scope,  # the shadow may run on another index: it narrows the scope to its own
             top_k=request.top_k,
             pipeline=pipeline,
             decision=decision,

@@ -99,7 +99,7 @@ class ShadowRunner:
                 plan,
                 tenant,
                 query,
-                SearchFilter.of(tenant, filters, access=access),
+                SearchFilter.of(tenant, filters, access=access).within(pipeline.snapshot),
                 top_k,
                 pipeline,
                 request_id,

@@ -4,6 +4,7 @@ field and the limit), the cache scoped by the caller's effective ACL, and the la
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from api.app import create_app
 from rag import metrics
 from rag.acl import MAX_ACL_ENTRIES, MAX_GROUPS
+from rag.testing.fakes import OverlapReranker
 from tests.api.conftest import ACME, ADMIN, GLOBEX, ingest, serve, service_settings
 
 pytestmark = pytest.mark.anyio
@@ -180,3 +182,37 @@ async def test_the_last_check_withholds_what_a_poisoned_cache_would_serve(
         before = metrics.ACL_WITHHELD._value.get()
         assert "alice" not in await seen(client, who("user:bob"))
         assert metrics.ACL_WITHHELD._value.get() > before
+
+
+async def test_a_shadow_run_sees_no_more_than_its_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sampled shadow of a request (here every request) runs under the request's access scope: the
+    real ledger is spied on (not replaced) for the ids the shadow ranked."""
+    config = tmp_path / "rollout.toml"
+    config.write_text(
+        '[[flags]]\nname = "adaptive_rerank"\nenabled = false\n'
+        '[shadow]\nrate = 1.0\ncandidate = "adaptive_rerank"\n'
+    )
+    settings = service_settings(tmp_path, monkeypatch, rollout_config=config, cache_enabled=False)
+    app = create_app(settings, reranker=OverlapReranker())
+    async with serve(app) as client:
+        await ingest(client, "acme", DOCS)
+        ledger = app.state.service.routing.ledger
+        shadowed: list[list[str]] = []
+        record = ledger.record_shadow
+
+        def spy(flag: str, request_id: str, **kw: Any) -> Any:
+            shadowed.append(list(kw["candidate_ids"]))
+            return record(flag, request_id, **kw)
+
+        monkeypatch.setattr(ledger, "record_shadow", spy)
+        for principal, allowed in (("user:bob", {"bob", "open"}), (None, {"open"})):
+            before = len(shadowed)
+            assert await seen(client, who(principal)) <= allowed
+            for _ in range(200):
+                if len(shadowed) > before:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(shadowed) == before + 1 and shadowed[-1]
+            assert set(shadowed[-1]) <= allowed, (principal, shadowed[-1])

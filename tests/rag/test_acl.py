@@ -133,3 +133,17 @@ def test_per_tenant_defaults() -> None:
         tenant_defaults("acme")
     with pytest.raises(ValueError, match=r"expected one of \['public', 'deny'\]"):
         tenant_defaults("acme=private")
+
+
+def test_a_namespace_without_a_scope_keeps_the_digest_it_had_before_acls() -> None:
+    """The default path's cache keys are unchanged: the digest of the four parts, as before."""
+    import hashlib
+
+    from rag.cache.keys import IndexIdentity, Namespace
+
+    index = IndexIdentity.of("c", "v000001", {"x": 1})
+    ns = Namespace.of("acme", index, "hash:64", {"plan": {"route": "hybrid"}, "filters": {}})
+    raw = "\x1f".join(("acme", index.key, "hash:64", ns.params))
+    assert ns.digest == hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+    scoped = Namespace.of("acme", index, "hash:64", {"plan": {"route": "hybrid"}, "filters": {}}, access="k")
+    assert scoped.digest != ns.digest and scoped.exact_key("q") != ns.exact_key("q")

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from api.deps import AppSettings, Keys, service_of
 from api.errors import ApiError, FieldError
-from rag.acl import PRINCIPAL_HEADER, AclError, Caller
+from rag.acl import MAX_GROUPS, MAX_PRINCIPAL_CHARS, NAME_PATTERN, PRINCIPAL_HEADER, AclError, Caller
 from rag.logs import tenant_var
 from rag.service.auth import KeyRing, Principal, Scope
 from rag.service.limits import RateLimits
@@ -167,6 +167,25 @@ async def query_tenant(request: Request) -> str:
 BEARER_DOC: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 """``openapi_extra`` of a route that takes :data:`QueryTenant` instead of ``Tenant``: the same security
 requirement in the OpenAPI."""
+
+_NAME = NAME_PATTERN.strip("^$")
+PRINCIPAL_DOC: dict[str, Any] = {
+    "name": PRINCIPAL_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "who the query is for (document ACLs): the caller's user and groups, asserted by the "
+    "tenant's application; absent: the key's bound principal, else anonymous (documents without an ACL "
+    f"under the tenant's public default). At most {MAX_GROUPS} groups; a key bound to a principal may "
+    "name only it (403 otherwise)",
+    "schema": {
+        "type": "string",
+        "maxLength": MAX_PRINCIPAL_CHARS,
+        "pattern": f"^user:{_NAME}(;groups={_NAME}(,{_NAME}){{0,{MAX_GROUPS - 1}}})?$",
+        "example": "user:alice;groups=eng,ops",
+    },
+}
+QUERY_DOC: dict[str, Any] = {**BEARER_DOC, "parameters": [PRINCIPAL_DOC]}
+"""``openapi_extra`` of ``POST /query``: the security requirement and the ``X-RAG-Principal`` header."""
 
 
 async def require_admin(request: Request, keys: Keys, _credentials: Credentials) -> None:

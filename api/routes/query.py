@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from api.deps import Limits, Queries, query_parts
 from api.errors import declared, stream_error
 from api.schemas import QueryBody, QueryResponse
-from api.security import BEARER_DOC, QueryAuth, QueryCaller, StreamCaller, take_rate_token
+from api.security import QUERY_DOC, QueryAuth, QueryCaller, StreamCaller, take_rate_token
 from rag.logs import request_id_var
 from rag.retrieval.step_runner import StepEvent
 from rag.service.answer import QueryAnswer, QueryRequest
@@ -50,7 +50,7 @@ async def admit(queries: QueryHandler, limits: RateLimits, auth: QueryAuth, body
     return request
 
 
-@router.post("/query", response_model=QueryResponse, responses=ERRORS, openapi_extra=BEARER_DOC)
+@router.post("/query", response_model=QueryResponse, responses=ERRORS, openapi_extra=QUERY_DOC)
 async def query(auth: QueryCaller, body: QueryBody, request: Request) -> Response:
     """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``: of those the caller
     (``X-RAG-Principal``, or the key's bound principal) may see."""

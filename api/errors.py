@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rag.acl import AclError
 from rag.errors import RagError
 from rag.index.given_vectors import VectorError
 from rag.logs import request_id_var
@@ -157,6 +158,11 @@ ERROR_TABLE: dict[type[RagError], ErrorRule] = {
         422,
         "invalid_request",
         fields=lambda e: [FieldError(field=f"body.{e.field}", message=str(e), limit=None)],
+    ),
+    AclError: ErrorRule(  # an ACL or principal of the wrong shape (document ACLs, rag.acl)
+        422,
+        "invalid_request",
+        fields=lambda e: [FieldError(field=e.field, message=str(e), limit=e.limit)],
     ),
     StepFailed: ErrorRule(
         503,

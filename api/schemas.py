@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from rag.acl import ENTRY_PATTERN, MAX_ACL_ENTRIES
 from rag.cache.keys import normalize_query
 from rag.index.given_vectors import MAX_DIM, NORM_TOLERANCE
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
@@ -240,6 +241,9 @@ Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_DIM)]
 MAX_CHUNK_VECTORS = 10_000  # vectors given for one document (its chunks)
 
 
+AclEntry = Annotated[str, StringConstraints(pattern=ENTRY_PATTERN)]
+
+
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -247,6 +251,11 @@ class DocumentIn(BaseModel):
     title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] = ""
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOC_TEXT_CHARS, pattern=NonBlank)]
     metadata: Metadata = Field(default_factory=dict)
+    acl: Annotated[list[AclEntry], Field(min_length=1, max_length=MAX_ACL_ENTRIES)] | None = Field(
+        None,
+        description="who may see the document: 'user:<name>' / 'group:<name>' entries (a caller sees it when "
+        "one names its user or a group); absent: the tenant's default (RAG_ACL_DEFAULT: public or deny)",
+    )
     embedding: Vector | None = Field(
         None,
         description="the document's vector, computed elsewhere by the collection's embedder (name it in "

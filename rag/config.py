@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.acl import tenant_defaults
 from rag.dense.matryoshka import MATRYOSHKA_DIMS
 from rag.rollout.config import Profile
 
@@ -269,6 +270,16 @@ class Settings(BaseSettings):
     docs_enabled: bool = Field(
         True, description="serve /docs, /redoc and /openapi.json (production: false, they are 404 then)"
     )
+    # document ACLs (rag.acl) ------------------------------------------------------------------------
+    acl_default: Literal["public", "deny"] = Field(
+        "public",
+        description="who sees a document ingested without an ACL: public = every caller of its tenant "
+        "(anonymous ones too), deny = nobody; a document with an ACL is seen only by the callers it names",
+    )
+    acl_default_tenants: str | None = Field(
+        None,
+        description="per-tenant overrides of acl_default: comma-separated tenant=public|deny (acme=deny,…)",
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -316,6 +327,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_url_is_none(cls, value: Any) -> Any:
         return None if value == "" else value  # RAG_REDIS_URL= (empty) means no Redis, as before
+
+    @field_validator("acl_default_tenants")
+    @classmethod
+    def _acl_overrides(cls, value: str | None) -> str | None:
+        tenant_defaults(value)  # raises ValueError naming the entry
+        return value
 
     @field_validator("dense_dims")
     @classmethod

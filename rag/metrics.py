@@ -122,6 +122,11 @@ CACHE_LOOKUPS = Counter(
 CACHE_COALESCED = Counter(
     "rag_cache_coalesced_total", "Queries that waited for an identical query in flight (single-flight)."
 )
+ACL_WITHHELD = Counter(
+    "rag_acl_withheld_total",
+    "Results withheld by the last ACL check of an answer (a caller may not see them): always 0 unless a bug "
+    "let one through the retrievers or the cache.",
+)
 LLM_REQUESTS = Counter("rag_llm_requests_total", "Answer synthesis calls by outcome.", ["status"])
 
 # -- routing, cost, budgets ---------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class Document:
     tenant: str = ""  # "" = the unscoped namespace (see rag.tenancy)
     # vectors computed elsewhere, one per chunk (rag.index.given_vectors); None: the ingest embeds
     vectors: GivenVectors | None = field(default=None, compare=False, repr=False)
+    # who may see it (rag.acl: sorted "user:<name>" / "group:<name>" entries); (): the tenant's default
+    acl: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -55,6 +57,7 @@ class Chunk:
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     tenant: str = ""
+    acl: tuple[str, ...] = ()  # the document's (rag.acl)
 
     @property
     def passage(self) -> str:

@@ -43,6 +43,7 @@ LAYERS: tuple[Layer, ...] = (
             "rag.fusion",
             "rag.io",
             "rag.tenancy",
+            "rag.acl",
             "rag.metrics",
         ),
         "the vocabulary (types, errors, tenancy), metric definitions and pure helpers every layer shares",

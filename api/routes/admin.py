@@ -20,6 +20,7 @@ from api.schemas import (
     PurgeOut,
 )
 from api.security import require_admin
+from rag.acl import check_acl
 from rag.logs import request_id_var
 from rag.resilience.breaker import State
 from rag.service.jobs import Ingestion, Job
@@ -37,6 +38,10 @@ def _given(doc: DocumentIn) -> GivenVectors | None:
     if doc.embeddings is not None:
         return GivenVectors(doc.embeddings, "embeddings")
     return None
+
+
+def _acl(doc: DocumentIn) -> tuple[str, ...]:
+    return check_acl(doc.acl) if doc.acl is not None else ()  # sorted, without duplicates (rag.acl)
 
 
 def job_out(job: Job, ingestion: Ingestion) -> JobOut:
@@ -67,7 +72,8 @@ async def ingest(
     with ``embedding``/``embeddings`` are stored with those vectors and not embedded here; vectors that do
     not fit the collection (model, dimension, norm, one per chunk) are refused with 422 before any job."""
     documents = [
-        Document(d.id, d.text, d.title, dict(d.metadata), tenant, vectors=_given(d)) for d in body.upsert
+        Document(d.id, d.text, d.title, dict(d.metadata), tenant, vectors=_given(d), acl=_acl(d))
+        for d in body.upsert
     ]
     job, done = await ingestion.submit(tenant, documents, body.delete, body.embedding_model)
     status_url = f"/jobs/{job.id}"

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from api.deps import Limits, Queries, query_parts
 from api.errors import declared, stream_error
 from api.schemas import QueryBody, QueryResponse
-from api.security import BEARER_DOC, QueryTenant, Tenant, take_rate_token
+from api.security import QUERY_DOC, QueryAuth, QueryCaller, StreamCaller, take_rate_token
 from rag.logs import request_id_var
 from rag.retrieval.step_runner import StepEvent
 from rag.service.answer import QueryAnswer, QueryRequest
@@ -32,23 +32,32 @@ def to_response(answer: QueryAnswer) -> QueryResponse:
     return QueryResponse.model_validate(answer, from_attributes=True)
 
 
-async def admit(queries: QueryHandler, limits: RateLimits, tenant: str, body: QueryBody) -> QueryRequest:
+async def admit(queries: QueryHandler, limits: RateLimits, auth: QueryAuth, body: QueryBody) -> QueryRequest:
     """Everything that can refuse a query before work starts: readiness, rate limit, filter shape."""
+    tenant = auth.tenant
     request = QueryRequest(
-        tenant, body.query, body.top_k, body.filters, body.profile, body.answer, body.session_id
+        tenant,
+        body.query,
+        body.top_k,
+        body.filters,
+        body.profile,
+        body.answer,
+        body.session_id,
+        caller=auth.caller,  # document ACLs (rag.acl): who the query is for
     )
     queries.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
     await take_rate_token(limits, tenant)
     return request
 
 
-@router.post("/query", response_model=QueryResponse, responses=ERRORS, openapi_extra=BEARER_DOC)
-async def query(tenant: QueryTenant, body: QueryBody, request: Request) -> Response:
-    """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``."""
-    # the hot route: one dependency (the tenant, checked before the body), its parts in one lookup, the
-    # answer encoded once (response_model documents it only)
+@router.post("/query", response_model=QueryResponse, responses=ERRORS, openapi_extra=QUERY_DOC)
+async def query(auth: QueryCaller, body: QueryBody, request: Request) -> Response:
+    """Retrieve the ``top_k`` best passages of the caller's tenant for ``query``: of those the caller
+    (``X-RAG-Principal``, or the key's bound principal) may see."""
+    # the hot route: one dependency (the tenant and caller, checked before the body), its parts in one
+    # lookup, the answer encoded once (response_model documents it only)
     parts = query_parts(request)
-    query_request = await admit(parts.queries, parts.limits, tenant, body)
+    query_request = await admit(parts.queries, parts.limits, auth, body)
     answer = to_response(await parts.queries.query(query_request))  # errors: api.errors.ERROR_TABLE
     return Response(answer.model_dump_json(), media_type="application/json")
 
@@ -87,11 +96,11 @@ STREAM_DOC = {
 
 @router.post("/query/stream", response_class=EventStreamResponse, responses=STREAM_DOC)
 async def query_stream(
-    body: QueryBody, tenant: Tenant, queries: Queries, limits: Limits
+    body: QueryBody, auth: StreamCaller, queries: Queries, limits: Limits
 ) -> EventStreamResponse:
     """Like /query, streamed: each step as it completes, then the result. Closing the connection cancels
     the steps not yet started."""
-    query_request = await admit(queries, limits, tenant, body)
+    query_request = await admit(queries, limits, auth, body)
     request_id = request_id_var.get() or ""
     return EventStreamResponse(
         _events(queries, query_request, request_id), headers={"Cache-Control": "no-cache"}

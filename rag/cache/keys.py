@@ -2,7 +2,13 @@
 the query's parameters form a *namespace*; within it the L1 key adds the normalised query text. A new
 index version is a new namespace, so a stale answer can never be found; another collection, or the same
 collection name in another data dir, is another index, so two deployments sharing one Redis never find
-each other's answers."""
+each other's answers.
+
+Document ACLs (rag.acl): a query answered under an access scope has the scope's digest in its namespace
+(``access``), so an answer is only ever served to callers with exactly the same entries and default —
+the same key, hence the same visible documents (L1, L2 and single-flight all key on the namespace). A
+query without a scope (``access=""``: no ACL'd document of the tenant in this version, unlisted ones
+public) keeps the namespace it had before ACLs."""
 
 from __future__ import annotations
 
@@ -70,14 +76,18 @@ class Namespace:
     index: IndexIdentity
     model: str
     params: str  # canonical JSON of the parameters that change the answer
+    access: str = ""  # the access scope's digest (rag.acl.AccessScope.key); "": no ACL applies
 
     @classmethod
-    def of(cls, tenant: str, index: IndexIdentity, model: str, params: dict[str, Any]) -> Namespace:
-        return cls(tenant, index, model, _canonical(params))
+    def of(
+        cls, tenant: str, index: IndexIdentity, model: str, params: dict[str, Any], *, access: str = ""
+    ) -> Namespace:
+        return cls(tenant, index, model, _canonical(params), access)
 
     @property
     def digest(self) -> str:
-        raw = "\x1f".join((self.tenant, self.index.key, self.model, self.params))
+        parts = (self.tenant, self.index.key, self.model, self.params)
+        raw = "\x1f".join((*parts, "acl", self.access) if self.access else parts)
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
     def exact_key(self, query: str) -> str:

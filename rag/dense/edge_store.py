@@ -1,10 +1,11 @@
 """Vectors in Qdrant's Rust engine, embedded in this process (``qdrant-edge-py``, pinned: it is beta).
 
 One shard per collection, on disk in its own folder: the named vectors ``full`` and ``d64``/``d128``/
-``d256`` (cosine), a keyword payload index on ``tenant`` (``is_tenant``), and HNSW on segments past the
-indexing threshold (built by :meth:`EdgeStore.optimize`, which the ingest calls when it is done writing);
-smaller segments, and every search with ``exact=True``, are scored exhaustively — the same ranking as
-qdrant-client's local mode. Searches run concurrently (the engine is thread-safe); writes are serialised.
+``d256`` (cosine), keyword payload indexes on ``tenant`` (``is_tenant``) and ``acl``, and HNSW on
+segments past the indexing threshold (built by :meth:`EdgeStore.optimize`, which the ingest calls when it
+is done writing); smaller segments, and every search with ``exact=True``, are scored exhaustively — the
+same ranking as qdrant-client's local mode. Searches run concurrently (the engine is thread-safe); writes
+are serialised.
 
 The folder holds a ``layout.json`` naming the engine and the layout version: a folder without it (a
 qdrant-client local-mode folder, say) or with another layout is refused with the command that rebuilds it.
@@ -194,6 +195,9 @@ class EdgeStore:
             shard.update(
                 qe.UpdateOperation.create_field_index("tenant", qe.KeywordIndexParams(is_tenant=True))
             )
+            # document ACLs (rag.acl): an array of keyword entries; a shard created before this index
+            # filters on ``acl`` all the same, scanning the tenant's points
+            shard.update(qe.UpdateOperation.create_field_index("acl", qe.KeywordIndexParams()))
             shard.flush()
             write_layout(self.path, full_dim, self.quantization, lexical=self.lexical)
             self._low_dims = prefix_dims(full_dim)
@@ -419,6 +423,8 @@ def _condition(condition: Any) -> qe.ConditionType:
         nested = edge_filter(condition)
         assert nested is not None
         return nested
+    if isinstance(condition, models.IsEmptyCondition):  # missing, null or [] (a chunk with no ACL)
+        return qe.IsEmptyCondition(condition.is_empty.key)
     if isinstance(condition, models.FieldCondition) and condition.match is not None:
         match = condition.match
         if isinstance(match, models.MatchValue):

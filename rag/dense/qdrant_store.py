@@ -85,6 +85,9 @@ class QdrantStore:
                     "tenant",
                     models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
                 )
+                self.client.create_payload_index(  # document ACLs (rag.acl): keyword entries
+                    self.collection, "acl", models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD)
+                )
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are already stored (lets a resumed or repeated ingest skip embedding)."""

@@ -22,6 +22,7 @@ class ChunkRecord:
     point_id: str
     metadata: dict[str, Any]
     tenant: str = ""
+    acl: tuple[str, ...] = ()  # sorted entries (rag.acl.check_acl); (): no ACL, the tenant's default applies
 
     @property
     def passage(self) -> str:
@@ -38,19 +39,19 @@ class ChunkRecord:
         return scoped_id(self.tenant, self.chunk_id)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "chunk_id": self.chunk_id,
-                "doc_id": self.doc_id,
-                "ordinal": self.ordinal,
-                "title": self.title,
-                "text": self.text,
-                "point_id": self.point_id,
-                "metadata": self.metadata,
-                "tenant": self.tenant,
-            },
-            ensure_ascii=False,
-        )
+        row: dict[str, Any] = {
+            "chunk_id": self.chunk_id,
+            "doc_id": self.doc_id,
+            "ordinal": self.ordinal,
+            "title": self.title,
+            "text": self.text,
+            "point_id": self.point_id,
+            "metadata": self.metadata,
+            "tenant": self.tenant,
+        }
+        if self.acl:  # absent = no ACL: a row without one is byte-identical to one written before ACLs
+            row["acl"] = list(self.acl)
+        return json.dumps(row, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> ChunkRecord:
@@ -64,6 +65,7 @@ class ChunkRecord:
             d["point_id"],
             d["metadata"],
             d.get("tenant", ""),
+            tuple(d.get("acl", ())),
         )
 
 

@@ -469,7 +469,7 @@ class Ingestor:
             self.store.ensure_collection(dim)
             rotation_path = self._space_rotation(space, source, reuse)
             chunks = [
-                replace(c, point_id=point_id(c.chunk_key, c.passage, c.metadata, space=space))
+                replace(c, point_id=point_id(c.chunk_key, c.passage, c.metadata, space=space, acl=c.acl))
                 for c in rows.chunks
             ]
             reuse_view = VersionView.load(reuse) if reuse is not None else None
@@ -549,9 +549,10 @@ class Ingestor:
                 c.ordinal,
                 c.title,
                 c.text,
-                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata, space=space),
+                point_id(scoped_id(c.tenant, c.chunk_id), c.passage, c.metadata, space=space, acl=c.acl),
                 c.metadata,
                 c.tenant,
+                c.acl,
             )
             for c in chunk_document(
                 doc, size=self.params.chunk_words, overlap=self.params.chunk_overlap_words

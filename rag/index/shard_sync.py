@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,6 +200,20 @@ def _retained_points(
     return None if removed is None else np.unique(removed.astype("S36"))
 
 
+def payload(chunk: ChunkRecord) -> dict[str, Any]:
+    """A chunk's point payload: ``tenant`` and ``acl`` are what searches filter on (keyword indexes);
+    ``acl`` only when the chunk has one (the filter reads a missing ``acl`` as "no ACL")."""
+    out: dict[str, Any] = {
+        "chunk_id": chunk.chunk_id,
+        "doc_id": chunk.doc_id,
+        "tenant": chunk.tenant,
+        "metadata": chunk.metadata,
+    }
+    if chunk.acl:
+        out["acl"] = list(chunk.acl)
+    return out
+
+
 def _upsert(store: VectorStore, versions: VersionStore, target: VersionView, points: np.ndarray) -> int:
     """Upsert ``points`` (sorted point ids, all live in ``target``) with their vectors and payloads."""
     if not len(points):
@@ -208,10 +223,7 @@ def _upsert(store: VectorStore, versions: VersionStore, target: VersionView, poi
         store.upsert(
             [c.point_id for c in chunks],
             vectors,
-            [
-                {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "tenant": c.tenant, "metadata": c.metadata}
-                for c in chunks
-            ],
+            [payload(c) for c in chunks],
         )
         done += len(chunks)
     return done

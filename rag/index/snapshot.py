@@ -59,6 +59,9 @@ class IndexSnapshot:
         self.point_rows = {c.point_id: i for i, c in enumerate(chunks)}
         self.chunk_rows = {c.chunk_key: i for i, c in enumerate(chunks)}
         self._tenant_rows: dict[str, np.ndarray] = {}
+        # tenants with a chunk that has an ACL (rag.acl): a query of any other tenant under the `public`
+        # default sees what it saw before ACLs, and costs what it did (rag.retrieval.filters.SearchFilter)
+        self.acl_tenants: frozenset[str] = frozenset(c.tenant for c in chunks if c.acl)
         self._derived: dict[Hashable, Any] = {}
         self._derived_lock = threading.Lock()
 

@@ -56,13 +56,24 @@ _POINT_NAMESPACE = uuid.UUID("6f1c3a52-0d8e-4b8e-9a57-3f0d6a1b2c4d")
 VERSION_PREFIX = "v"
 
 
-def point_id(chunk_key: str, passage: str, metadata: dict[str, Any] | None = None, *, space: str = "") -> str:
+def point_id(
+    chunk_key: str,
+    passage: str,
+    metadata: dict[str, Any] | None = None,
+    *,
+    space: str = "",
+    acl: tuple[str, ...] = (),
+) -> str:
     """Content-addressed Qdrant point id: same (tenant-scoped) chunk id, text and metadata ⇒ same point
     (idempotent upserts; a change ⇒ a new point, so the version still serving keeps its own). ``space``:
     the vector space (the embedder) of a collection re-embedded with another model than it was built with
     (a version's ``point_space``, :mod:`rag.index.reembed`): the same chunk in another space is another
-    point, so two spaces never share an id. The collection's first space is ``""`` (ids unchanged)."""
+    point, so two spaces never share an id. The collection's first space is ``""`` (ids unchanged).
+    ``acl`` (sorted, rag.acl.check_acl) is hashed only when given: a document without one keeps its id, and
+    an ACL change is a change (it publishes, and the new point carries the new ACL in its payload)."""
     content = passage if not metadata else passage + "\x00" + json.dumps(metadata, sort_keys=True)
+    if acl:
+        content += "\x00acl\x00" + "\x1f".join(acl)
     digest = hashlib.sha1(content.encode("utf-8")).hexdigest()
     salt = f"\x00{space}" if space else ""
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{chunk_key}\x00{digest}{salt}"))

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from rag.acl import AclError, check_acl
 from rag.errors import RagError
 from rag.types import Document, GivenVectors
 
@@ -17,9 +18,9 @@ class SourceError(RagError, ValueError):
 
 
 def read_beir_jsonl(path: Path) -> Iterator[Document]:
-    """Documents from a BEIR ``corpus.jsonl`` (``_id``, ``text``, optional ``title`` and ``metadata``, and
-    optional vectors computed elsewhere: ``embedding`` for a one-chunk document or ``embeddings``, one per
-    chunk; see :mod:`rag.index.given_vectors`, which checks them)."""
+    """Documents from a BEIR ``corpus.jsonl`` (``_id``, ``text``, optional ``title``, ``metadata``, ``acl``
+    (who may see it: :mod:`rag.acl`) and vectors computed elsewhere: ``embedding`` for a one-chunk
+    document or ``embeddings``, one per chunk; see :mod:`rag.index.given_vectors`, which checks them)."""
     with path.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -41,7 +42,20 @@ def read_beir_jsonl(path: Path) -> Iterator[Document]:
             metadata = row.get("metadata") or {}
             if not isinstance(title, str) or not isinstance(metadata, dict):
                 raise SourceError(f"{path}:{line_no}: 'title' must be a string and 'metadata' an object")
-            yield Document(str(doc_id), text, title, metadata, vectors=_given(row, f"{path}:{line_no}"))
+            where = f"{path}:{line_no}"
+            yield Document(
+                str(doc_id), text, title, metadata, vectors=_given(row, where), acl=_acl(row, where)
+            )
+
+
+def _acl(row: dict[str, object], where: str) -> tuple[str, ...]:
+    """The document's ``acl`` (rag.acl.check_acl: sorted, bounded); () when the row has none."""
+    if row.get("acl") is None:
+        return ()
+    try:
+        return check_acl(row["acl"])
+    except AclError as exc:
+        raise SourceError(f"{where}: field {exc}") from None
 
 
 def _given(row: dict[str, object], where: str) -> GivenVectors | None:

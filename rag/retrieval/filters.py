@@ -19,6 +19,16 @@ document). No cap on distinct values is needed for that bound, and none is appli
 high-cardinality field (a URL, an id) answers exactly, as a user expects. Only the field names present
 in the version get an index; a field no chunk has matches nothing without one, so names a client makes
 up cost neither a pass nor memory.
+
+Document ACLs (:mod:`rag.acl`) are one more part of the filter, :attr:`SearchFilter.access`, applied the
+same two ways: in the row mask (every retriever's rows, PRF feedback included, and the check of every dense
+and sparse hit) and as a Qdrant payload condition on ``acl``. The ACL index (:class:`AclIndex`, one per
+version: entry -> rows, plus the rows with no ACL) makes a caller's mask the union of its entries' rows;
+it costs 4 bytes per (chunk, ACL entry), at most ``rag.acl.MAX_ACL_ENTRIES`` per chunk, plus one byte
+per chunk for the unlisted rows; a caller's mask is built per query (no per-caller state to bound).
+:meth:`SearchFilter.within` drops the scope where it hides nothing (the tenant has no ACL'd chunk in this
+version and its default is ``public``): such a query runs, and is cached, exactly as before ACLs.
+:func:`visible` is the last check, on every answer served under a scope.
 """
 
 from __future__ import annotations
@@ -32,8 +42,11 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
+from rag.acl import AccessScope, AclDefault
 from rag.errors import RagError
 from rag.index.snapshot import ChunkRecord, IndexSnapshot
+from rag.tenancy import scoped_id
+from rag.types import Result
 
 Scalar = str | int | bool
 MAX_FILTER_FIELDS = 8
@@ -71,9 +84,16 @@ class SearchFilter:
 
     tenant: str | None = None
     fields: tuple[tuple[str, frozenset[tuple[str, Scalar]]], ...] = ()
+    access: AccessScope | None = None  # document ACLs (rag.acl); None: no ACL check (CLI, evaluation)
 
     @classmethod
-    def of(cls, tenant: str | None, filters: Mapping[str, Any] | None = None) -> SearchFilter:
+    def of(
+        cls,
+        tenant: str | None,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        access: AccessScope | None = None,
+    ) -> SearchFilter:
         """Validate a ``{field: value | [values]}`` mapping (raises :class:`FilterError`)."""
         filters = filters or {}
         if not isinstance(filters, Mapping):
@@ -91,14 +111,29 @@ class SearchFilter:
             if len(values) > MAX_FILTER_VALUES:
                 raise FilterError(where, f"at most {MAX_FILTER_VALUES} values, got {len(values)}")
             fields.append((key, frozenset(_typed(v, where) for v in values)))
-        return cls(tenant, tuple(fields))
+        return cls(tenant, tuple(fields), access)
 
     @property
     def is_empty(self) -> bool:
-        return self.tenant is None and not self.fields
+        return self.tenant is None and not self.fields and self.access is None
+
+    def within(self, snapshot: IndexSnapshot) -> SearchFilter:
+        """This filter for ``snapshot``'s version: without its access scope when the scope hides nothing
+        there (no chunk of the tenant has an ACL and unlisted documents are public), so such a query costs
+        and caches as before ACLs. Kept otherwise: under ``deny`` an unlisted document is hidden too."""
+        scope = self.access
+        if scope is None or scope.unlisted is not AclDefault.PUBLIC:
+            return self
+        if self.tenant is None and snapshot.acl_tenants:
+            return self
+        if self.tenant is not None and self.tenant in snapshot.acl_tenants:
+            return self
+        return SearchFilter(self.tenant, self.fields, None)
 
     def matches(self, chunk: ChunkRecord) -> bool:
         if self.tenant is not None and chunk.tenant != self.tenant:
+            return False
+        if self.access is not None and not self.access.allows(chunk.acl):
             return False
         for key, allowed in self.fields:
             if key not in chunk.metadata:
@@ -180,14 +215,70 @@ def indexed_fields(snapshot: IndexSnapshot) -> set[str]:
     return {key[1] for key in snapshot.derived_keys() if isinstance(key, tuple) and key[0] == "metadata"}
 
 
+@dataclass(frozen=True, slots=True)
+class AclIndex:
+    """A version's document ACLs over its rows: entry -> rows (CSR, as :class:`FieldIndex`), and the
+    rows with no ACL."""
+
+    ids: dict[str, int]  # entry -> entry id
+    rows: np.ndarray  # int32, ascending within an entry
+    starts: np.ndarray  # int64, one more than there are entries
+    unlisted: np.ndarray  # bool per row: the chunk has no ACL
+
+    @classmethod
+    def build(cls, chunks: Sequence[ChunkRecord]) -> AclIndex:
+        """One pass over ``chunks``."""
+        ids: dict[str, int] = {}
+        rows: list[int] = []
+        entry_ids: list[int] = []
+        unlisted = np.ones(len(chunks), dtype=bool)
+        for row, chunk in enumerate(chunks):
+            if not chunk.acl:
+                continue
+            unlisted[row] = False
+            for entry in chunk.acl:
+                entry_id = ids.setdefault(entry, len(ids))
+                rows.append(row)
+                entry_ids.append(entry_id)
+        by_entry = np.asarray(entry_ids, dtype=np.int32)
+        order = np.argsort(by_entry, kind="stable")
+        starts = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(by_entry, minlength=len(ids)), out=starts[1:])
+        return cls(ids, np.asarray(rows, dtype=np.int32)[order], starts, unlisted)
+
+    def mask(self, scope: AccessScope) -> np.ndarray:
+        """The rows ``scope`` may see (a new array): :meth:`rag.acl.AccessScope.allows`, row by row."""
+        visible = (
+            self.unlisted.copy() if scope.unlisted is AclDefault.PUBLIC else np.zeros_like(self.unlisted)
+        )
+        for entry in scope.entries:
+            i = self.ids.get(entry)
+            if i is not None:
+                visible[self.rows[self.starts[i] : self.starts[i + 1]]] = True
+        return visible
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rows.nbytes + self.starts.nbytes + self.unlisted.nbytes)
+
+
+def acl_index(snapshot: IndexSnapshot) -> AclIndex:
+    """The ACL index of this version (built on first use, one per version)."""
+    return snapshot.derived(("acl",), lambda: AclIndex.build(snapshot.chunks))
+
+
 def row_mask(snapshot: IndexSnapshot, flt: SearchFilter) -> np.ndarray | None:
     """Boolean mask of the snapshot rows that pass ``flt``; None when the filter lets everything through.
-    Reads the tenant's rows and the field indexes, never the chunks (after each index's first build).
-    The returned array may be shared (the tenant's cached rows): callers must not write to it."""
+    Reads the tenant's rows, the field indexes and the ACL index, never the chunks (after each index's
+    first build). The returned array may be shared (the tenant's cached rows): callers must not write to
+    it."""
     if flt.is_empty:
         return None
     n = len(snapshot.chunks)
     mask = snapshot.tenant_rows(flt.tenant) if flt.tenant is not None else None
+    if flt.access is not None:
+        visible = acl_index(snapshot).mask(flt.access)
+        mask = visible if mask is None else mask & visible
     for key, allowed in flt.fields:
         index = field_index(snapshot, key)
         passing = np.zeros(n, dtype=bool)
@@ -225,6 +316,8 @@ def qdrant_filter(flt: SearchFilter) -> models.Filter | None:
     must: list[models.Condition] = []
     if flt.tenant is not None:
         must.append(models.FieldCondition(key="tenant", match=models.MatchValue(value=flt.tenant)))
+    if flt.access is not None:
+        must.append(acl_condition(flt.access))
     for key, allowed in flt.fields:
         must.append(
             models.Filter(
@@ -235,3 +328,32 @@ def qdrant_filter(flt: SearchFilter) -> models.Filter | None:
             )
         )
     return models.Filter(must=must)
+
+
+# an entry no name makes (names are non-empty): the condition of a scope that names no one
+_NO_ENTRY = "user:"
+
+
+def acl_condition(scope: AccessScope) -> models.Filter:
+    """The payload condition of :meth:`rag.acl.AccessScope.allows`: ``acl`` holds one of the caller's
+    entries, or (unlisted documents public) ``acl`` is empty or missing. Never an empty ``should``: Qdrant
+    reads that as no condition at all, so a scope that names no one matches the impossible entry."""
+    entries = sorted(scope.entries) or [_NO_ENTRY]
+    should: list[models.Condition] = [models.FieldCondition(key="acl", match=models.MatchAny(any=entries))]
+    if scope.unlisted is AclDefault.PUBLIC:
+        should.append(models.IsEmptyCondition(is_empty=models.PayloadField(key="acl")))
+    return models.Filter(should=should)
+
+
+def visible(snapshot: IndexSnapshot, flt: SearchFilter, results: list[Result]) -> list[Result]:
+    """The results ``flt`` lets through, checked chunk by chunk against this version (the last check on
+    an answer served under an access scope, from the cache or computed: O(results)). A result whose chunk
+    this version does not have is withheld (fail closed). Without a scope: ``results`` unchanged."""
+    if flt.access is None:
+        return results
+    out = []
+    for result in results:
+        row = snapshot.chunk_rows.get(scoped_id(flt.tenant or "", result.chunk_id))
+        if row is not None and flt.matches(snapshot.chunks[row]):
+            out.append(result)
+    return out

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from rag.acl import Caller
 from rag.llm import Synthesis
 from rag.retrieval.plan import QueryPlan
 from rag.rollout.config import Profile
@@ -28,6 +29,7 @@ class QueryRequest:
     profile: Profile | None = None
     answer: bool = False  # synthesise an answer through the LLM, when one is configured
     session_id: str | None = None  # the unit of per-session flags (A/B by session)
+    caller: Caller | None = None  # who the query is for (document ACLs, rag.acl); None: anonymous
 
 
 @dataclass(frozen=True, slots=True)

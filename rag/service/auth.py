@@ -14,6 +14,13 @@ Digests (invariants):
   ``rag keys new`` makes (256 random bits: their plain SHA-256 cannot be searched either); a guessable key
   in a ``sha256:`` line is refused until it is re-issued (``rag keys new`` prints an ``hmac-sha256:`` line).
 - No error message ever contains a character of a configured entry (a malformed entry may be a key).
+
+Binding a key to a principal (document ACLs, :mod:`rag.acl`): any of the three forms may end with
+`` principal=user:<name>[;groups=<name>,…]`` (after a space), e.g.
+``acme:hmac-sha256:<hex> principal=user:alice;groups=eng``. Such a key queries as that principal: a query
+without ``X-RAG-Principal`` is that principal's, and a header naming anyone else (another user, or a group
+the binding does not hold) is refused (403). In ``RAG_API_KEYS`` the comma separates entries, so a binding
+with several groups needs the keys file.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from rag.acl import AclError, Caller
 from rag.errors import RagError
 from rag.tenancy import TENANT_PATTERN, check_tenant
 
@@ -40,6 +48,7 @@ MIN_KEY_CHARS = 16
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SHA256 = "sha256:"
 _HMAC = "hmac-sha256:"
+_BINDING = " principal="  # what separates a key (or digest) from the principal it is bound to
 
 
 def digest(key: str) -> str:
@@ -83,6 +92,7 @@ class Scope(StrEnum):
 class Principal:
     scope: Scope
     tenant: str | None = None  # set for tenant keys
+    bound: Caller | None = None  # the one caller a bound tenant key queries as (rag.acl)
 
 
 class KeyRingError(RagError, ValueError):
@@ -99,6 +109,19 @@ class _Entry:
     tenant: str
     digest: str
     kind: DigestKind
+    bound: Caller | None = None
+
+
+def _binding(secret: str, where: str) -> tuple[str, Caller | None]:
+    """The key part of ``secret`` and the caller it is bound to (None: not bound). The error names the
+    entry and what is wrong with the binding, never a character of the key."""
+    key, sep, principal = secret.partition(_BINDING)
+    if not sep:
+        return secret, None
+    try:
+        return key.rstrip(), Caller.parse(principal.strip(), field="principal")
+    except AclError as exc:
+        raise KeyRingError(f"{where}: {exc}") from None
 
 
 def _parse_entry(entry: str, where: str, pepper: SecretStr | None) -> _Entry:
@@ -117,6 +140,7 @@ def _parse_entry(entry: str, where: str, pepper: SecretStr | None) -> _Entry:
             f"{where}: the tenant name (before the first ':', {len(tenant)} characters) must match "
             f"{TENANT_PATTERN}: lowercase letters, digits, '_' and '-', at most 64"
         ) from None
+    secret, bound = _binding(secret, where)
     if not secret:
         raise KeyRingError(f"{where}: {forms}; the key is empty")
     for prefix in (_SHA256, _HMAC):
@@ -129,12 +153,12 @@ def _parse_entry(entry: str, where: str, pepper: SecretStr | None) -> _Entry:
                     raise KeyRingError(
                         f"{where}: an hmac-sha256 line needs RAG_KEY_PEPPER (the pepper it was made with)"
                     )
-                return _Entry(tenant, hexdigest, DigestKind.PEPPERED)
+                return _Entry(tenant, hexdigest, DigestKind.PEPPERED, bound)
             kind = DigestKind.LEGACY_SHA256 if pepper is not None else DigestKind.PEPPERED
-            return _Entry(tenant, hexdigest, kind)
+            return _Entry(tenant, hexdigest, kind, bound)
     if len(secret) < MIN_KEY_CHARS:
         raise KeyRingError(f"{where}: keys must be at least {MIN_KEY_CHARS} characters")
-    return _Entry(tenant, key_digest(secret, pepper), DigestKind.PEPPERED)
+    return _Entry(tenant, key_digest(secret, pepper), DigestKind.PEPPERED, bound)
 
 
 def _reveal(value: SecretStr | str | None) -> str | None:
@@ -151,9 +175,11 @@ class KeyRing:
         *,
         pepper: SecretStr | None = None,
         legacy_digests: dict[str, str] | None = None,
+        bindings: dict[tuple[DigestKind, str], Caller] | None = None,
     ) -> None:
         self._tenants = dict(tenant_digests)  # digest (peppered, or SHA-256 without a pepper) -> tenant
         self._legacy = dict(legacy_digests or {})  # SHA-256 -> tenant, rk_ keys only (with a pepper)
+        self._bound = dict(bindings or {})  # (table, digest) -> the caller a bound key queries as
         self._admin = admin_digest
         self._pepper = pepper
 
@@ -177,13 +203,18 @@ class KeyRing:
                 if line.strip() and not line.lstrip().startswith("#"):
                     entries.append(_parse_entry(line, f"{api_keys_file}:{n}", pepper))
         tables: dict[DigestKind, dict[str, str]] = {kind: {} for kind in DigestKind}
+        bindings: dict[tuple[DigestKind, str], Caller | None] = {}
         for entry in entries:
             table = tables[entry.kind]
             if entry.digest in table and table[entry.digest] != entry.tenant:
                 raise KeyRingError(
                     f"one key is configured for two tenants ({table[entry.digest]!r} and {entry.tenant!r})"
                 )
+            slot = (entry.kind, entry.digest)
+            if slot in bindings and bindings[slot] != entry.bound:
+                raise KeyRingError(f"one key of tenant {entry.tenant!r} is configured with two principals")
             table[entry.digest] = entry.tenant
+            bindings[slot] = entry.bound
         token = _reveal(admin_token)
         if token is not None and len(token) < MIN_KEY_CHARS:
             raise KeyRingError(f"RAG_ADMIN_TOKEN must be at least {MIN_KEY_CHARS} characters")
@@ -200,7 +231,8 @@ class KeyRing:
                 "hmac-sha256 lines",
                 len(legacy),
             )
-        return cls(tables[DigestKind.PEPPERED], admin, pepper=pepper, legacy_digests=legacy)
+        bound = {slot: caller for slot, caller in bindings.items() if caller is not None}
+        return cls(tables[DigestKind.PEPPERED], admin, pepper=pepper, legacy_digests=legacy, bindings=bound)
 
     @property
     def tenants(self) -> set[str]:
@@ -220,6 +252,8 @@ class KeyRing:
         if self._admin is not None and hmac.compare_digest(d, self._admin):
             return Principal(Scope.ADMIN)
         tenant = self._tenants.get(d)  # a lookup by digest: no timing signal about the key itself
+        slot = (DigestKind.PEPPERED, d)
         if tenant is None and self._legacy and GENERATED_KEY.fullmatch(token):
-            tenant = self._legacy.get(digest(token))
-        return Principal(Scope.TENANT, tenant) if tenant is not None else None
+            slot = (DigestKind.LEGACY_SHA256, digest(token))
+            tenant = self._legacy.get(slot[1])
+        return Principal(Scope.TENANT, tenant, self._bound.get(slot)) if tenant is not None else None

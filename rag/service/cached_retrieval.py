@@ -11,10 +11,17 @@ goes on.
 Redis is an optimisation here, never a dependency: :meth:`CachedRetrieval._through_redis` is the one place
 a :class:`RedisUnavailable` becomes a ``cache``/``redis_unavailable`` degradation, and the whole retrieval
 runs in one :func:`one_attempt` scope, so a failing Redis costs the request one timeout, not one per call.
+
+Document ACLs (rag.acl): the namespace holds the request's access scope (when it hides anything), so L1,
+single-flight and L2 only ever share an answer between callers of the same scope; and whatever the source
+(computed, L1, L2, coalesced, cache-only), an answer under a scope is checked result by result against the
+served version before it leaves (:func:`rag.retrieval.filters.visible`): a withheld result is a bug
+upstream, counted in ``rag_acl_withheld_total`` and logged, never served.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +36,7 @@ from rag.cache.singleflight import SingleFlight
 from rag.resilience.deadline import Deadline
 from rag.resilience.redis import RedisUnavailable, one_attempt
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
-from rag.retrieval.filters import SearchFilter
+from rag.retrieval.filters import SearchFilter, visible
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.pipeline_run import PipelineRun
 from rag.retrieval.plan import QueryPlan
@@ -39,6 +46,7 @@ from rag.service.answer import AnswerCost
 from rag.service.lifecycle import Lifecycle
 from rag.types import CacheLevel, Degradation, DegradationCode, Result, Step, StepKey
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 CpuListener = Callable[[str, float, int], None]
 
@@ -126,6 +134,20 @@ def held_degradations(answer: dict[str, Any]) -> list[Degradation]:
     return out
 
 
+def _visible(r: Retrieval, retrieved: Retrieved) -> Retrieved:
+    """``retrieved`` with only the results ``r.flt`` lets through (checked under an access scope; free
+    without one)."""
+    if r.flt.access is None:
+        return retrieved
+    results = visible(r.pipeline.snapshot, r.flt, retrieved.results)
+    withheld = len(retrieved.results) - len(results)
+    if not withheld:
+        return retrieved
+    metrics.ACL_WITHHELD.inc(withheld)
+    log.error("withheld %d result(s) the caller may not see (tenant %s)", withheld, r.tenant)
+    return replace(retrieved, results=results)
+
+
 class CachedRetrieval:
     def __init__(self, lifecycle: Lifecycle, *, cpu: CpuListener) -> None:
         """``lifecycle`` holds the cache (once loaded), the breakers and the step-cost estimates; ``cpu``
@@ -138,7 +160,8 @@ class CachedRetrieval:
         """The passages of ``r``; raises :class:`RetrievalUnavailable` (no retriever and no cached
         answer) and whatever the pipeline raises unguarded."""
         with one_attempt():  # Redis failing once costs this request one timeout, not one per call
-            return await self._l1_or_flight(r)
+            retrieved = await self._l1_or_flight(r)
+        return _visible(r, retrieved)
 
     async def _l1_or_flight(self, r: Retrieval) -> Retrieved:
         cache = self._lifecycle.cache

@@ -7,6 +7,11 @@ in the background). Invariants: the filters are validated and readiness checked 
 index version serves the whole request, even if an ingest lands meanwhile; one deadline covers every
 step; a query is settled (cost, budget, fallback windows, the decision feedback looks up) whether it
 succeeded or failed, but not when the client went away.
+
+Document ACLs (rag.acl): the request's caller and its tenant's default make an access scope, part of the
+search filter from the start (every retriever, the shadow run) and, where it hides anything in the served
+version, of the cache namespace; every answer served under a scope is checked result by result whatever
+its source (:meth:`rag.service.cached_retrieval.CachedRetrieval.retrieve`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from dataclasses import replace
 
 from rag import metrics
+from rag.acl import AccessScope, AclDefault, tenant_defaults
 from rag.cache.keys import IndexIdentity, Namespace
 from rag.candidates import CANDIDATE_FLAG
 from rag.config import Settings
@@ -76,11 +82,18 @@ class QueryHandler:
         self._retrieval = retrieval
         self._synthesis = synthesis
         self._shadows = shadows
+        self._acl_default = AclDefault(settings.acl_default)
+        self._acl_defaults = tenant_defaults(settings.acl_default_tenants)
 
     def check(self, request: QueryRequest) -> None:
         """Raise what :meth:`query` would raise before doing any work (NotReady, FilterError)."""
         SearchFilter.of(request.tenant, request.filters)
         self._lifecycle.serving()
+
+    def access(self, request: QueryRequest) -> AccessScope:
+        """What ``request``'s caller may see: its entries (none: anonymous) under its tenant's default."""
+        default = self._acl_defaults.get(request.tenant, self._acl_default)
+        return AccessScope.of(request.caller, default)
 
     async def query(self, request: QueryRequest, on_step: StepListener | None = None) -> QueryAnswer:
         """Answer one query for its tenant within the deadline. Raises :class:`NotReady`,
@@ -88,19 +101,22 @@ class QueryHandler:
         :class:`RetrievalUnavailable` (no retriever and no cached answer); cancelling the call stops the
         pipeline at its next step."""
         started = time.perf_counter()
-        flt = SearchFilter.of(request.tenant, request.filters)  # validate before any work
+        scope = self.access(request)
+        flt = SearchFilter.of(request.tenant, request.filters, access=scope)  # validate before any work
         pipeline = self._lifecycle.serving().pipeline  # one version for the request, even if one lands
         deadline = Deadline.after_ms(self._settings.deadline_ms)
         timeline, request_id = Timeline(on_step), request_id_var.get() or ""
         decision = await self._decide(request, pipeline, timeline)
         pipeline = self._candidate_or(pipeline, decision)
+        # no scope where it hides nothing in the version that answers: as before ACLs, the same cache keys
+        flt = flt.within(pipeline.snapshot)
         retrieval = self._retrieval_of(request, pipeline, decision.plan, flt, deadline, timeline)
         retrieved = await self._retrieve_and_settle(request, decision, retrieval, request_id, started)
         synthesized = await self._synthesize(request, retrieval, retrieved)
         degraded = retrieved.degraded + synthesized.degraded
         took_ms = (time.perf_counter() - started) * 1000.0
         _observe(decision.plan, degraded, took_ms)
-        self._shadow(request, pipeline, decision, retrieved, request_id, took_ms)
+        self._shadow(request, pipeline, scope, decision, retrieved, request_id, took_ms)
         await self._routing.learner.remembered(request.tenant, request_id)  # feedback may go anywhere now
         return QueryAnswer(
             request_id=request_id,
@@ -173,7 +189,11 @@ class QueryHandler:
         index = IndexIdentity.of_snapshot(self._settings.collection, pipeline.snapshot)
         model = pipeline.embedder.name if pipeline.embedder is not None else "-"
         ns = Namespace.of(
-            request.tenant, index, model, {"plan": plan.as_dict(), "filters": request.filters or {}}
+            request.tenant,
+            index,
+            model,
+            {"plan": plan.as_dict(), "filters": request.filters or {}},
+            access=flt.access.key if flt.access is not None else "",
         )
         return Retrieval(
             request.tenant, request.query, request.top_k, pipeline, plan, flt, ns, deadline, timeline.record
@@ -245,6 +265,7 @@ class QueryHandler:
         self,
         request: QueryRequest,
         pipeline: SearchPipeline,
+        scope: AccessScope,
         decision: RoutingDecision,
         retrieved: Retrieved,
         request_id: str,
@@ -257,6 +278,7 @@ class QueryHandler:
             tenant=request.tenant,
             query=request.query,
             filters=request.filters,
+            access=scope,  # the shadow may run on another index: it narrows the scope to its own
             top_k=request.top_k,
             pipeline=pipeline,
             decision=decision,

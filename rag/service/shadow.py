@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag import metrics
+from rag.acl import AccessScope
 from rag.bandit.reward import feedback_reward
 from rag.candidates import CANDIDATE_FLAG
 from rag.resilience.deadline import Deadline, StepCosts
@@ -72,6 +73,7 @@ class ShadowRunner:
         top_k: int,
         pipeline: SearchPipeline,
         decision: RoutingDecision,
+        access: AccessScope | None = None,  # the request's document-ACL scope: the shadow sees no more
         request_id: str,
         baseline_ids: Sequence[str],
         baseline_ms: float,
@@ -97,7 +99,7 @@ class ShadowRunner:
                 plan,
                 tenant,
                 query,
-                filters,
+                SearchFilter.of(tenant, filters, access=access).within(pipeline.snapshot),
                 top_k,
                 pipeline,
                 request_id,
@@ -116,7 +118,7 @@ class ShadowRunner:
         plan: QueryPlan,
         tenant: str,
         query: str,
-        filters: dict[str, Any] | None,
+        flt: SearchFilter,
         top_k: int,
         pipeline: SearchPipeline,
         request_id: str,
@@ -128,7 +130,7 @@ class ShadowRunner:
             started = time.perf_counter()
             guards = Guards(Deadline.after_ms(self.deadline_ms), {}, self.costs, lane=f"shadow:{tenant}")
             try:
-                outcome = await pipeline.run(query, plan, SearchFilter.of(tenant, filters), None, guards)
+                outcome = await pipeline.run(query, plan, flt, None, guards)
             except Exception as exc:
                 metrics.SHADOW_RUNS.labels(flag, "error").inc()
                 log.info("shadow %s for %s failed: %s", flag, request_id, exc)

@@ -34,7 +34,9 @@ def chunk_document(doc: Document, *, size: int, overlap: int) -> list[Chunk]:
     """Chunks of ``doc``; a document that fits in one window becomes one chunk with its text intact."""
     words = _WS.findall(doc.text)
     if len(words) <= size:
-        return [Chunk(f"{doc.doc_id}#0", doc.doc_id, 0, doc.title, doc.text, doc.metadata, doc.tenant)]
+        return [
+            Chunk(f"{doc.doc_id}#0", doc.doc_id, 0, doc.title, doc.text, doc.metadata, doc.tenant, doc.acl)
+        ]
     return [
         Chunk(
             f"{doc.doc_id}#{i}",
@@ -44,6 +46,7 @@ def chunk_document(doc: Document, *, size: int, overlap: int) -> list[Chunk]:
             " ".join(words[start:end]),
             doc.metadata,
             doc.tenant,
+            doc.acl,
         )
         for i, (start, end) in enumerate(window_bounds(len(words), size, overlap))
     ]

@@ -10,6 +10,7 @@ import pytest
 
 from api.app import create_app
 from api.errors import ERROR_TABLE
+from rag.acl import AclError
 from rag.errors import RagError
 from rag.index.given_vectors import VectorError
 from rag.resilience.redis import RedisUnavailable
@@ -30,6 +31,7 @@ OVER = BudgetState(BudgetLevel.OVER, 1.2, "tenant", 1.2, 1.0, "reject")
 ERRORS: list[tuple[BaseException, int, str, str | None]] = [  # error, status, code, Retry-After
     (NotReady("loading the models and the index"), 503, "not_ready", "5"),
     (FilterError("filters.lang", "expected a string"), 422, "invalid_request", None),
+    (AclError("acl", "at most 64 entries, got 65", 64), 422, "invalid_request", None),
     (StepFailed(StepKey(Step.RERANK), OSError("model file gone")), 503, "step_failed", "1"),
     (RetrievalUnavailable([], retry_after_s=7), 503, "retrieval_unavailable", "7"),  # the pool's drain time
     (RedisUnavailable("redis unavailable: ConnectionError"), 503, "redis_unavailable", "1"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,9 @@ from rag.testing.servers import free_port, wait_for_port
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo"
 KEY = "acme-client-key-0123456789abcdef"
+BETA_KEY = (
+    "beta-client-key-0123456789abcdef"  # a second tenant (no documents): a rate-limit bucket of its own
+)
 ADMIN_TOKEN = "admin-client-token-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -49,7 +53,7 @@ def _env(data_dir: Path, **settings: str) -> dict[str, str]:
         RAG_DATA_DIR=str(data_dir),
         RAG_COLLECTION="clients",
         RAG_EMBEDDER_MODEL="hash:64",
-        RAG_API_KEYS=f"acme:{KEY}",
+        RAG_API_KEYS=f"acme:{KEY},beta:{BETA_KEY}",
         RAG_ADMIN_TOKEN=ADMIN_TOKEN,
         RAG_LOG_LEVEL="WARNING",
         HF_HUB_OFFLINE="1",
@@ -58,10 +62,10 @@ def _env(data_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def ingest_demo(data_dir: Path, **settings: str) -> None:
+def ingest_demo(data_dir: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "rag", "ingest", str(DEMO), "--tenant", "acme", "--quiet"],
-        env=_env(data_dir, **settings),
+        env=_env(data_dir),
         check=True,
         capture_output=True,
         cwd=REPO,
@@ -107,27 +111,36 @@ def start_serve(data_dir: Path, *, wait_ready: bool = True, **settings: str) -> 
         raise
 
 
-@pytest.fixture(scope="module")
-def demo_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the demo corpus published for tenant acme (ingested once; servers get copies:
+    the embedded vector store locks its folder to one process)."""
+    data_dir = tmp_path_factory.mktemp("demo-ingested") / "data"
+    ingest_demo(data_dir)
+    return data_dir
+
+
+def copy_of(data_dir: Path, folder: Path) -> Path:
+    return Path(shutil.copytree(data_dir, folder / "data"))
+
+
+@pytest.fixture(scope="session")
+def demo_service(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """The demo corpus served for tenant acme, with a rate limit no test reaches."""
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
-    settings = {"rate_limit_qps": "1000", "rate_limit_burst": "1000"}
-    ingest_demo(data_dir, **settings)
-    started = start_serve(data_dir, **settings)
+    data_dir = copy_of(demo_data, tmp_path_factory.mktemp("demo"))
+    started = start_serve(data_dir, rate_limit_qps="1000", rate_limit_burst="1000")
     try:
         yield started.service
     finally:
         started.stop()
 
 
-@pytest.fixture
-def limited_service(tmp_path: Path) -> Iterator[LiveService]:
-    """The demo corpus served with a rate limit of 1 query/s, burst 1: a second query at once is a 429
-    with ``Retry-After: 1``."""
-    data_dir = tmp_path / "data"
-    settings = {"rate_limit_qps": "1", "rate_limit_burst": "1"}
-    ingest_demo(data_dir, **settings)
-    started = start_serve(data_dir, **settings)
+@pytest.fixture(scope="module")
+def limited_service(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """The demo corpus served with a rate limit of 1 query/s, burst 1, per tenant: a second query at once
+    is a 429 with ``Retry-After: 1``. Each test takes its own tenant's bucket (acme, beta)."""
+    data_dir = copy_of(demo_data, tmp_path_factory.mktemp("limited"))
+    started = start_serve(data_dir, rate_limit_qps="1", rate_limit_burst="1")
     try:
         yield started.service
     finally:

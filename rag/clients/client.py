@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Self
@@ -103,7 +103,6 @@ class _Attempts:
     on_retry: Callable[[RetryEvent], None] | None
     deadline: float = 0.0
     attempt: int = 0
-    events: list[RetryEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.deadline = self.clock() + self.total_s
@@ -169,7 +168,8 @@ class _Attempts:
             idempotent=self.call.idempotent,
         )
         if decision.wait_s is None:
-            raise RagTransportError(f"{what} ({decision.reason})", attempts=self.attempt) from exc
+            kind = RagTimeout if isinstance(exc, httpx.TimeoutException) else RagTransportError
+            raise kind(f"{what} ({decision.reason})", attempts=self.attempt) from exc
         return self._retrying(None, None, decision.wait_s, decision.reason)
 
     def deadline_passed(self, exc: BaseException) -> RagTimeout:
@@ -180,7 +180,6 @@ class _Attempts:
 
     def _retrying(self, status: int | None, retry_after: float | None, wait: float, reason: str) -> float:
         event = RetryEvent(self.call.method, self.call.path, self.attempt, status, retry_after, wait, reason)
-        self.events.append(event)
         log.info("%s %s: %s", self.call.method, self.call.path, reason)
         if self.on_retry is not None:
             self.on_retry(event)

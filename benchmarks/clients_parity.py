@@ -58,18 +58,24 @@ def env_for(data_dir: Path, collection: str) -> dict[str, str]:
 
 
 def ensure_ingested(data: Path, data_dir: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Ingest unless ``data_dir`` holds a published version; what the ingest took is kept beside it."""
     collection = env["RAG_COLLECTION"]
+    record = data_dir / f"{collection}-ingest.json"
     if (data_dir / "versions" / collection / "CURRENT").exists():
-        return {"ingested": False}
+        earlier = json.loads(record.read_text()) if record.exists() else {}
+        return {**earlier, "ingested": False}
     started, cpu0 = time.perf_counter(), _children_cpu()
+    load = os.getloadavg()[0]
     subprocess.run(
         [sys.executable, "-m", "rag", "ingest", str(data), "--tenant", TENANT, "--quiet"], env=env, check=True
     )
-    return {
-        "ingested": True,
+    took = {
         "ingest_wall_s": round(time.perf_counter() - started, 1),
         "ingest_cpu_s": round(_children_cpu() - cpu0, 1),
+        "ingest_load_average": [round(load, 1), round(os.getloadavg()[0], 1)],
     }
+    record.write_text(json.dumps(took))
+    return {**took, "ingested": True}
 
 
 def _children_cpu() -> float:
@@ -215,7 +221,9 @@ def main() -> None:
         process, url = serve(env)
         try:
             ready = httpx.get(f"{url}/ready").json()
+            load_before = os.getloadavg()[0]
             result = run(url, test_queries(data, args.queries), args.top_k)
+            result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -228,10 +236,12 @@ def main() -> None:
     )
     cpu = "\n".join(f"| {n} | {ms:.2f} |" for n, ms in result["client_cpu_ms_per_call"].items())
     ingest_line = (
-        f"ingested for this run in {ingest['ingest_wall_s']} s wall, {ingest['ingest_cpu_s']} s CPU"
-        if ingest["ingested"]
-        else "index reused from an earlier ingest"
+        f"{'ingested for this run' if ingest['ingested'] else 'index of an earlier ingest'}: "
+        f"{ingest['ingest_wall_s']} s wall, {ingest['ingest_cpu_s']} s CPU"
+        if "ingest_wall_s" in ingest
+        else "index of an earlier ingest"
     )
+    load = ", ".join(f"{x:.1f}" for x in result["load_average"])
     markdown = f"""# Clients: LangChain and LlamaIndex retrievers vs `POST /query` (SciFact)
 
 `python -m benchmarks.clients_parity --data <scifact>`: {result["queries"]} SciFact test queries (the first
@@ -244,7 +254,7 @@ with qrels), top_k {result["top_k"]}, against a live `rag serve` (embedder `{res
 {rows}
 
 Client-side CPU per call (this process only, `time.process_time`; the server runs in its own process on the
-same 2 cores, shared with other work during the run):
+same 2 cores, shared with other work: 1-minute load average {load} at the start and end of the calls):
 
 | caller | CPU ms per call |
 |---|---|

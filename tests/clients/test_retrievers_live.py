@@ -135,8 +135,8 @@ def test_request_fields_reach_the_service_through_a_retriever(demo_service: Live
         lc.RagLangChainRetriever(client=client, top_k=3, profile="latency", principal="user:alice").invoke(
             "x"
         )
-        li.RagLlamaIndexRetriever(client, top_k=2, principal="group:eng").retrieve("y")
-    assert [r.headers["x-rag-principal"] for r in sent] == ["user:alice", "group:eng"]
+        li.RagLlamaIndexRetriever(client, top_k=2, principal="user:bob;groups=eng").retrieve("y")
+    assert [r.headers["x-rag-principal"] for r in sent] == ["user:alice", "user:bob;groups=eng"]
     assert [r.read() for r in sent] == [
         b'{"query":"x","top_k":3,"profile":"latency"}',
         b'{"query":"y","top_k":2}',

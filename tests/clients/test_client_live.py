@@ -245,3 +245,20 @@ def test_the_async_client_keeps_the_deadline_and_answers_like_the_sync_one(
             assert timed_out.value.attempts == 1
 
     asyncio.run(run())
+
+
+def test_the_principal_reaches_the_acl_inside_retrieval(demo_service: LiveService) -> None:
+    """A document only alice may see: the client's principal (client-wide or per call) decides whether a
+    query finds it; a malformed principal is the typed 422 naming the header."""
+    demo_service.ingest(
+        [{"id": "alice-only", "text": "Zebra quantum ledger reconciliation memo.", "acl": ["user:alice"]}]
+    )
+    text = "zebra quantum ledger reconciliation memo"
+    with RagClient(demo_service.url, KEY, principal="user:alice;groups=eng") as alice:
+        assert "alice-only" in alice.query(text).doc_ids
+        assert "alice-only" not in alice.query(text, principal="user:bob;groups=eng").doc_ids
+        with pytest.raises(InvalidRequest) as malformed:
+            alice.query(text, principal="alice")
+        assert malformed.value.field_names == ["header.X-RAG-Principal"]
+    with RagClient(demo_service.url, KEY) as anonymous:
+        assert "alice-only" not in anonymous.query(text).doc_ids

@@ -34,6 +34,12 @@ class Layer:
 # Lowest first. A module may import its own layer and any layer listed before it.
 LAYERS: tuple[Layer, ...] = (
     Layer(
+        "clients",
+        ("rag.clients",),
+        "the service's clients (typed HTTP client, LangChain and LlamaIndex retrievers) talk to it over HTTP "
+        "only: they import nothing of it, and nothing of it imports them",
+    ),
+    Layer(
         "base",
         (
             "rag.types",
@@ -103,6 +109,7 @@ LAYERS: tuple[Layer, ...] = (
 APART: Mapping[str, tuple[str, ...]] = {
     "offline": ("rag.cli",),
     "testing": (),
+    "clients": (),
 }
 
 RANK = {layer.name: rank for rank, layer in enumerate(LAYERS)}

@@ -69,6 +69,22 @@ class QueryBody(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
     ) = Field(None, description="the unit of per-session feature flags (A/B by session); default: the tenant")
 
+    # -- result shaping (rag.retrieval.shaping, rag.index.calibration) --
+    min_score: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="keep only results whose calibrated confidence (estimated P(relevant), in [0, 1]) is at "
+        "least this; none left: results [] and `abstained` says why. Needs a calibrated collection "
+        "(`rag tune`), else 422",
+    )
+    group_by: Literal["doc"] | None = Field(
+        None,
+        description='results are one per document already (its best chunk); "doc" adds each one\'s '
+        "`chunks` (the document's chunk count)",
+    )
+    diversity: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        0.0, description="MMR weight in [0, 1]: 0 = off (the ranking as is); higher trades rank for novelty"
+    )
+
     @field_validator("query")
     @classmethod
     def _normalised_within_limit(cls, query: str) -> str:
@@ -83,6 +99,22 @@ class QueryBody(BaseModel):
         return query
 
 
+class LegEvidenceOut(BaseModel):
+    rank: int = Field(description="1-based place in this retriever's list for the query")
+    score: float = Field(description="BM25 score, or the dense cosine (of the document's best chunk)")
+
+
+class EvidenceOut(BaseModel):
+    bm25: LegEvidenceOut | None = Field(None, description="null: BM25 did not run or did not return it")
+    dense: LegEvidenceOut | None = Field(None, description="null: dense did not run or did not return it")
+    fused: float | None = Field(None, description="the fusion score (null when one list stood alone)")
+    rerank: float | None = Field(None, description="the cross-encoder score, when it was reranked")
+    confidence: float | None = Field(
+        None,
+        description="calibrated estimate of P(relevant) in [0, 1] (null: the collection is uncalibrated)",
+    )
+
+
 class ResultOut(BaseModel):
     doc_id: str
     chunk_id: str
@@ -91,6 +123,16 @@ class ResultOut(BaseModel):
     title: str
     text: str
     metadata: dict[str, Any]
+    evidence: EvidenceOut | None = Field(None, description="per-retriever evidence behind the result")
+    chunks: int | None = Field(
+        None, description='group_by "doc": the document\'s chunks (chunk_id is the best)'
+    )
+
+
+class AbstainedOut(BaseModel):
+    reason: str
+    min_score: float
+    best: float | None = Field(description="the best confidence among the results withheld")
 
 
 WireName = Annotated[str, BeforeValidator(str)]  # a vocabulary value (StepKey, an enum) by its wire name
@@ -208,6 +250,9 @@ class QueryResponse(BaseModel):
     index_version: str
     took_ms: float
     answer: AnswerOut | None = Field(None, description="the synthesised answer, when asked for and available")
+    abstained: AbstainedOut | None = Field(
+        None, description="min_score left no result: why (results is then empty)"
+    )
 
 
 class BreakerOut(BaseModel):

@@ -63,6 +63,8 @@ class CachedResult(BaseModel):
     text: str
     chunk_id: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] | None = None  # rag.types.Evidence in asdict form (absent: cached before it)
+    chunks: int | None = None  # group_by "doc"
 
 
 class CachedAnswer(BaseModel):

@@ -93,6 +93,9 @@ class ScoreCalibration:
     weights: Mapping[str, tuple[float, ...]]
     source: str  # "labelled: …" or "pseudo-queries: …" (as the tuning's)
     samples: Mapping[str, tuple[int, int]]  # leg set -> (pairs, relevant pairs)
+    # the embedder whose cosines it read ("" = any): a version re-embedded with another model carries the
+    # tuning record forward, but not this scale (IndexSnapshot.calibration checks it)
+    embedder: str = ""
 
     def __post_init__(self) -> None:
         for legs, w in self.weights.items():
@@ -111,9 +114,18 @@ class ScoreCalibration:
         z = float(np.dot(features(evidence), w))
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
+    def applies_to(self, embedder: str | None) -> bool:
+        """Whether the scale reads cosines of ``embedder`` (the version's, from its manifest)."""
+        return not self.embedder or self.embedder == embedder
+
     @classmethod
     def fit(
-        cls, rows: Mapping[str, Sequence[tuple[Evidence, bool]]], source: str, *, l2: float = L2_PENALTY
+        cls,
+        rows: Mapping[str, Sequence[tuple[Evidence, bool]]],
+        source: str,
+        *,
+        embedder: str = "",
+        l2: float = L2_PENALTY,
     ) -> ScoreCalibration:
         """Fit one model per leg set from (evidence, relevant) pairs; a leg set with no positive or no
         negative pair gets no model."""
@@ -125,7 +137,7 @@ class ScoreCalibration:
             x = np.stack([features(e) for e, _ in pairs])
             weights[legs] = tuple(round(float(v), 6) for v in fit_logistic(x, y, l2=l2))
             samples[legs] = (len(pairs), int(y.sum()))
-        return cls(weights, source, samples)
+        return cls(weights, source, samples, embedder)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +146,7 @@ class ScoreCalibration:
             "weights": {k: list(v) for k, v in self.weights.items()},
             "samples": {k: list(v) for k, v in self.samples.items()},
             "source": self.source,
+            "embedder": self.embedder,
         }
 
     @classmethod
@@ -144,4 +157,5 @@ class ScoreCalibration:
             {str(k): tuple(float(x) for x in v) for k, v in dict(data["weights"]).items()},
             str(data.get("source", "")),
             {str(k): (int(v[0]), int(v[1])) for k, v in dict(data.get("samples", {})).items()},
+            str(data.get("embedder", "")),
         )

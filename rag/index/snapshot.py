@@ -101,8 +101,12 @@ class IndexSnapshot:
 
     @property
     def calibration(self) -> ScoreCalibration | None:
-        """The confidence scale fitted with ``rag tune`` for this collection (None: uncalibrated)."""
-        return self.tuning.calibration if self.tuning else None
+        """The confidence scale fitted with ``rag tune`` for this collection (None: uncalibrated, or
+        fitted on another embedder's cosines: a re-embedded version carries the tuning, not the scale)."""
+        calibration = self.tuning.calibration if self.tuning else None
+        if calibration is None or not calibration.applies_to(self.manifest.get("embedder")):
+            return None
+        return calibration
 
     @cached_property
     def bm25(self) -> BM25Index:

@@ -48,10 +48,11 @@ def fit_calibration(
     dense: Sequence[Sequence[Hit]],
     fusion: FusionChoice,
     source: str,
+    embedder: str = "",
 ) -> ScoreCalibration:
     """The scale fitted on per-query BM25 and dense lists (same order as ``qrels``)."""
     samples: Samples = {}
     for judged, b, d in zip(qrels, bm25, dense, strict=True):
         relevant = {doc for doc, grade in judged.items() if grade > 0}
         add_samples(samples, outcomes(b, d, fusion), relevant)
-    return ScoreCalibration.fit(samples, source)
+    return ScoreCalibration.fit(samples, source, embedder=embedder)

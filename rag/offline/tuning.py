@@ -461,7 +461,12 @@ def tune(runtime: Runtime, queries: QuerySet, *, seed: int = 13) -> CollectionTu
     }
     # the confidence scale, fitted on the same queries with the settings just chosen (rag.index.calibration)
     calibration = fit_calibration(
-        [queries.qrels[q] for q in queries.qids], lexical, semantic, fusion, queries.source
+        [queries.qrels[q] for q in queries.qids],
+        lexical,
+        semantic,
+        fusion,
+        queries.source,
+        str(runtime.snapshot.manifest.get("embedder", "")),
     )
     evidence["calibration"] = {
         legs: {"pairs": n, "relevant": r} for legs, (n, r) in calibration.samples.items()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rag.bm25.index import BM25Params
 from rag.config import Settings
 from rag.fusion import FusionChoice
-from rag.index.calibration import CALIBRATION_DEPTH
+from rag.index.calibration import CALIBRATION_DEPTH, FEATURES, ScoreCalibration
+from rag.index.tuning import CollectionTuning
 from rag.offline.calibration import outcomes
 from rag.offline.tuning import run_tune
 from rag.retrieval.filters import SearchFilter
@@ -25,7 +27,7 @@ def test_rag_tune_publishes_a_calibration_the_served_results_read(
     result = run_tune(tuned_settings, data=beir, split="test", pseudo=0, seed=1, publish=True, progress=False)
     stored = result["calibration"]
     assert set(stored["weights"]) == {"bm25", "dense", "bm25+dense"}
-    assert stored["source"].startswith("labelled: syn/test")
+    assert stored["source"].startswith("labelled: syn/test") and stored["embedder"]
     assert result["evidence"]["calibration"]["bm25+dense"]["pairs"] == 24 * CALIBRATION_DEPTH
     runtime = Runtime.open(tuned_settings, load_reranker=False)
     try:
@@ -62,3 +64,24 @@ def test_the_fitting_outcomes_are_the_pipelines_lists() -> None:
     assert [h.doc_id for h in runs["bm25"].hits] == ["a", "b"] and runs["bm25"].fused is None
     assert runs["bm25+dense"].hits[0].doc_id == "b"  # in both lists
     assert runs["bm25+dense"].fused == runs["bm25+dense"].hits
+
+
+def test_a_scale_fitted_on_another_embedders_cosines_is_not_read(
+    beir: Path,  # noqa: F811
+    tuned_settings: Settings,  # noqa: F811
+) -> None:
+    """A re-embedded version carries the tuning record forward; its scale read the old model's cosines."""
+    runtime = Runtime.open(tuned_settings, load_reranker=False)
+    embedder = str(runtime.snapshot.manifest["embedder"])
+    runtime.close()
+    for fitted_on, read in ((embedder, True), ("another-model", False), ("", True)):
+        cal = ScoreCalibration({"dense": (0.0,) * len(FEATURES)}, "a test", {}, fitted_on)
+        ingestor, store = make_ingestor(tuned_settings)
+        ingestor.retune(CollectionTuning(BM25Params(), FusionChoice(), "a test", "", {}, cal).to_json())
+        store.close()
+        runtime = Runtime.open(tuned_settings, load_reranker=False)
+        try:
+            assert runtime.snapshot.tuning is not None and runtime.snapshot.tuning.calibration == cal
+            assert (runtime.snapshot.calibration == cal) is read
+        finally:
+            runtime.close()

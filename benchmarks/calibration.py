@@ -141,6 +141,7 @@ def main() -> None:
     )
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--repeats", type=int, default=20, help="passes of the evidence-cost loop")
+    parser.add_argument("--cost-queries", type=int, default=100, help="whole queries timed each way")
     args = parser.parse_args()
     settings = load_settings()
     if settings.collection == "default":
@@ -194,7 +195,9 @@ def main() -> None:
             for t in THRESHOLDS
         }
         queries = read_queries(args.data / "queries.jsonl")
-        cost = evidence_cost(runtime, test_outs, args.repeats, [queries[q] for q in test_qids], plan)
+        cost = evidence_cost(
+            runtime, test_outs, args.repeats, [queries[q] for q in test_qids[: args.cost_queries]], plan
+        )
     finally:
         runtime.close()
     data = {

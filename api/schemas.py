@@ -23,7 +23,7 @@ from rag.index.given_vectors import MAX_DIM, NORM_TOLERANCE
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
 from rag.rollout.config import Profile
 from rag.tenancy import TENANT_PATTERN as TENANT_RE
-from rag.types import DegradationCode
+from rag.types import DegradationCode, Evidence
 
 MAX_QUERY_CHARS = 2048
 MAX_TOP_K = 100
@@ -99,22 +99,6 @@ class QueryBody(BaseModel):
         return query
 
 
-class LegEvidenceOut(BaseModel):
-    rank: int = Field(description="1-based place in this retriever's list for the query")
-    score: float = Field(description="BM25 score, or the dense cosine (of the document's best chunk)")
-
-
-class EvidenceOut(BaseModel):
-    bm25: LegEvidenceOut | None = Field(None, description="null: BM25 did not run or did not return it")
-    dense: LegEvidenceOut | None = Field(None, description="null: dense did not run or did not return it")
-    fused: float | None = Field(None, description="the fusion score (null when one list stood alone)")
-    rerank: float | None = Field(None, description="the cross-encoder score, when it was reranked")
-    confidence: float | None = Field(
-        None,
-        description="calibrated estimate of P(relevant) in [0, 1] (null: the collection is uncalibrated)",
-    )
-
-
 class ResultOut(BaseModel):
     doc_id: str
     chunk_id: str
@@ -123,7 +107,14 @@ class ResultOut(BaseModel):
     title: str
     text: str
     metadata: dict[str, Any]
-    evidence: EvidenceOut | None = Field(None, description="per-retriever evidence behind the result")
+    # the typed value itself (rag.types.Evidence): taken as it is, no second model to validate per result
+    evidence: Evidence | None = Field(
+        None,
+        description="why the result is here: bm25 / dense {rank, score} (its place and score in that "
+        "retriever's list; null: the leg did not run or did not return it), fused (the fusion score; null "
+        "when one list stood alone), rerank (the cross-encoder score when reranked), confidence (calibrated "
+        "estimate of P(relevant) in [0, 1]; null: the collection has no calibration)",
+    )
     chunks: int | None = Field(
         None, description='group_by "doc": the document\'s chunks (chunk_id is the best)'
     )

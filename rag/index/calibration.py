@@ -51,20 +51,24 @@ def legs_of(retrievers: Sequence[str]) -> str:
     return "+".join(r for r in ("bm25", "dense") if r in retrievers)
 
 
-def features(evidence: Evidence) -> np.ndarray:
-    """The evidence as the model's feature row (:data:`FEATURES`); an absent leg is zeros."""
+def feature_row(evidence: Evidence) -> tuple[float, ...]:
+    """The evidence as the model's features (:data:`FEATURES`); an absent leg is zeros. Plain floats: the
+    served path computes one confidence per result, where numpy's per-call overhead would dominate."""
     b, d = evidence.bm25, evidence.dense
-    return np.array(
-        [
-            1.0,
-            1.0 if b is not None else 0.0,
-            math.log1p(max(b.score, 0.0)) if b is not None else 0.0,
-            -math.log(b.rank) if b is not None else 0.0,
-            1.0 if d is not None else 0.0,
-            d.score if d is not None else 0.0,
-            -math.log(d.rank) if d is not None else 0.0,
-        ]
+    return (
+        1.0,
+        1.0 if b is not None else 0.0,
+        math.log1p(max(b.score, 0.0)) if b is not None else 0.0,
+        -math.log(b.rank) if b is not None else 0.0,
+        1.0 if d is not None else 0.0,
+        d.score if d is not None else 0.0,
+        -math.log(d.rank) if d is not None else 0.0,
     )
+
+
+def features(evidence: Evidence) -> np.ndarray:
+    """:func:`feature_row` as an array (for fitting)."""
+    return np.array(feature_row(evidence))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = L2_PENALTY, iterations: int = 50) -> np.ndarray:
@@ -111,7 +115,7 @@ class ScoreCalibration:
         w = self.weights.get(legs)
         if w is None:
             return None
-        z = float(np.dot(features(evidence), w))
+        z = sum(wi * xi for wi, xi in zip(w, feature_row(evidence), strict=True))
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def applies_to(self, embedder: str | None) -> bool:

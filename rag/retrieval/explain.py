@@ -10,6 +10,7 @@ lists (sub-queries, PRF) are fused but not shown: the evidence names the query's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rag.index.calibration import ScoreCalibration
 from rag.retrieval.step_runner import SearchOutcome
@@ -48,6 +49,6 @@ def explain(
     for h in hits:
         e = Evidence(bm25.get(h.doc_id), dense.get(h.doc_id), fused.get(h.doc_id), reranked.get(h.doc_id))
         if calibration is not None:
-            e = Evidence(e.bm25, e.dense, e.fused, e.rerank, calibration.confidence(e, legs))
+            e = replace(e, confidence=calibration.confidence(e, legs))
         out.append(e)
     return out

@@ -18,6 +18,7 @@ from rag.retrieval.shaping import (
     diversify,
     mmr_order,
     pool_size,
+    similarities,
 )
 from rag.runtime import Runtime
 from rag.types import Document, Evidence, Result
@@ -127,3 +128,15 @@ def test_shape_fields_are_checked_and_the_default_adds_nothing_to_the_cache_key(
     with pytest.raises(ShapeError, match="group_by") as err2:
         GroupBy.from_str("chunk")
     assert err2.value.field == "group_by"
+
+
+def test_similarities_are_the_tfidf_cosines_of_a_naive_computation(runtime: Runtime) -> None:
+    snapshot = runtime.snapshot
+    hits = _hits(runtime, "mice barns hunt")
+    tf = snapshot.terms.tf.toarray().astype(float)
+    df = (tf > 0).sum(axis=0)
+    idf = np.log1p((tf.shape[0] - df + 0.5) / (df + 0.5))
+    rows = np.array([snapshot.chunk_rows[h.chunk_id] for h in hits])
+    x = np.where(tf[rows] > 0, 1.0 + np.log(np.maximum(tf[rows], 1.0)), 0.0) * idf
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(similarities(snapshot, hits), x @ x.T, atol=1e-12)

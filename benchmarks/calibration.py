@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,7 @@ def main() -> None:
         "evidence_cost": cost,
         "pipeline_seconds": round(run_s, 1),
     }
+    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # timings are process CPU
     write_results("calibration", data, markdown(data))
 
 
@@ -268,7 +270,8 @@ def markdown(d: dict[str, Any]) -> str:
         f"{c['results_and_json_with_evidence_us']:.1f} µs: "
         f"**+{c['added_us']:.1f} µs per query**. Whole query in process (search + results + JSON, "
         f"interleaved): {c['query_cpu_ms_plain']:.2f} ms plain vs {c['query_cpu_ms_with_evidence']:.2f} ms "
-        "with evidence (both include the search: the µs above isolate what the evidence adds).",
+        "with evidence (both include the search: the µs above isolate what the evidence adds). "
+        f"Machine load average (1/5/15 min) at the end: {d.get('load_average_at_end')}.",
         "",
     ]
     return "\n".join(lines)

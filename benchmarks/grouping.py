@@ -16,6 +16,7 @@ shapes each query's ranking as the service does (:mod:`rag.retrieval.shaping`):
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ def main() -> None:
         "group_by_doc": group,
         "diversity": rows,
     }
+    data["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]  # timings are process CPU
     write_results("grouping", data, markdown(data))
 
 
@@ -146,7 +148,7 @@ def markdown(d: dict[str, Any]) -> str:
             f"{r['mean_pairwise_sim']:.4f} | {r['max_pairwise_sim']:.4f} | {r['changed_docs_vs_0']:.2f} | "
             f"{r['mmr_cpu_us_per_query']:.0f} |"
         )
-    lines.append("")
+    lines += ["", f"Machine load average (1/5/15 min) at the end: {d.get('load_average_at_end')}.", ""]
     return "\n".join(lines)
 
 

@@ -23,13 +23,14 @@ its first-stage one); multi-query lists are not features.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from rag.types import Evidence
+from rag.types import Evidence, LegEvidence
 
 MANIFEST_FIELD = "calibration"  # inside the tuning record
 FEATURES = (
@@ -54,7 +55,11 @@ def legs_of(retrievers: Sequence[str]) -> str:
 def feature_row(evidence: Evidence) -> tuple[float, ...]:
     """The evidence as the model's features (:data:`FEATURES`); an absent leg is zeros. Plain floats: the
     served path computes one confidence per result, where numpy's per-call overhead would dominate."""
-    b, d = evidence.bm25, evidence.dense
+    return legs_row(evidence.bm25, evidence.dense)
+
+
+def legs_row(b: LegEvidence | None, d: LegEvidence | None) -> tuple[float, ...]:
+    """:func:`feature_row` from the two legs' evidence."""
     return (
         1.0,
         1.0 if b is not None else 0.0,
@@ -112,10 +117,14 @@ class ScoreCalibration:
     def confidence(self, evidence: Evidence, legs: str) -> float | None:
         """Estimated P(relevant) of a result with ``evidence`` when ``legs`` ran; None when no model was
         fitted for those legs."""
+        return self.confidence_of(evidence.bm25, evidence.dense, legs)
+
+    def confidence_of(self, bm25: LegEvidence | None, dense: LegEvidence | None, legs: str) -> float | None:
+        """:meth:`confidence` from the two legs' evidence (what the served path has in hand)."""
         w = self.weights.get(legs)
         if w is None:
             return None
-        z = sum(wi * xi for wi, xi in zip(w, feature_row(evidence), strict=True))
+        z = math.fsum(map(operator.mul, w, legs_row(bm25, dense)))
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def applies_to(self, embedder: str | None) -> bool:

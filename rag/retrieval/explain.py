@@ -10,7 +10,6 @@ lists (sub-queries, PRF) are fused but not shown: the evidence names the query's
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from rag.index.calibration import ScoreCalibration
 from rag.retrieval.step_runner import SearchOutcome
@@ -47,8 +46,7 @@ def explain(
     legs = legs_ran(outcome)
     out = []
     for h in hits:
-        e = Evidence(bm25.get(h.doc_id), dense.get(h.doc_id), fused.get(h.doc_id), reranked.get(h.doc_id))
-        if calibration is not None:
-            e = replace(e, confidence=calibration.confidence(e, legs))
-        out.append(e)
+        b, d = bm25.get(h.doc_id), dense.get(h.doc_id)
+        confidence = calibration.confidence_of(b, d, legs) if calibration is not None else None
+        out.append(Evidence(b, d, fused.get(h.doc_id), reranked.get(h.doc_id), confidence))
     return out

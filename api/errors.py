@@ -23,6 +23,7 @@ from rag.logs import request_id_var
 from rag.resilience.redis import RedisUnavailable
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.filters import FilterError
+from rag.retrieval.shaping import ShapeError
 from rag.retrieval.step_runner import StepFailed
 from rag.rollout.config import ConfigError
 from rag.routing.budgets import OverBudgetError
@@ -178,6 +179,11 @@ ERROR_TABLE: dict[type[RagError], ErrorRule] = {
         message=lambda e: f"no retriever could answer: {e}",
         retry_after=lambda e: str(e.retry_after_s),
         warn=True,
+    ),
+    ShapeError: ErrorRule(  # min_score on an uncalibrated collection (ranges are checked by the schema)
+        422,
+        "invalid_request",
+        fields=lambda e: [FieldError(field=f"body.{e.field}", message=str(e), limit=None)],
     ),
     VectorError: ErrorRule(  # given vectors that do not fit the collection (POST .../documents)
         422,

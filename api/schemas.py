@@ -23,7 +23,7 @@ from rag.index.given_vectors import MAX_DIM, NORM_TOLERANCE
 from rag.retrieval.filters import FIELD_PATTERN, MAX_FILTER_FIELDS, MAX_FILTER_STRING, MAX_FILTER_VALUES
 from rag.rollout.config import Profile
 from rag.tenancy import TENANT_PATTERN as TENANT_RE
-from rag.types import DegradationCode
+from rag.types import DegradationCode, Evidence
 
 MAX_QUERY_CHARS = 2048
 MAX_TOP_K = 100
@@ -69,6 +69,22 @@ class QueryBody(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
     ) = Field(None, description="the unit of per-session feature flags (A/B by session); default: the tenant")
 
+    # -- result shaping (rag.retrieval.shaping, rag.index.calibration) --
+    min_score: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="keep only results whose calibrated confidence (estimated P(relevant), in [0, 1]) is at "
+        "least this; none left: results [] and `abstained` says why. Needs a calibrated collection "
+        "(`rag tune`), else 422",
+    )
+    group_by: Literal["doc"] | None = Field(
+        None,
+        description='results are one per document already (its best chunk); "doc" adds each one\'s '
+        "`chunks` (the document's chunk count)",
+    )
+    diversity: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        0.0, description="MMR weight in [0, 1]: 0 = off (the ranking as is); higher trades rank for novelty"
+    )
+
     @field_validator("query")
     @classmethod
     def _normalised_within_limit(cls, query: str) -> str:
@@ -91,6 +107,23 @@ class ResultOut(BaseModel):
     title: str
     text: str
     metadata: dict[str, Any]
+    # the typed value itself (rag.types.Evidence): taken as it is, no second model to validate per result
+    evidence: Evidence | None = Field(
+        None,
+        description="why the result is here: bm25 / dense {rank, score} (its place and score in that "
+        "retriever's list; null: the leg did not run or did not return it), fused (the fusion score; null "
+        "when one list stood alone), rerank (the cross-encoder score when reranked), confidence (calibrated "
+        "estimate of P(relevant) in [0, 1]; null: the collection has no calibration)",
+    )
+    chunks: int | None = Field(
+        None, description='group_by "doc": the document\'s chunks (chunk_id is the best)'
+    )
+
+
+class AbstainedOut(BaseModel):
+    reason: str
+    min_score: float
+    best: float | None = Field(description="the best confidence among the results withheld")
 
 
 WireName = Annotated[str, BeforeValidator(str)]  # a vocabulary value (StepKey, an enum) by its wire name
@@ -208,6 +241,9 @@ class QueryResponse(BaseModel):
     index_version: str
     took_ms: float
     answer: AnswerOut | None = Field(None, description="the synthesised answer, when asked for and available")
+    abstained: AbstainedOut | None = Field(
+        None, description="min_score left no result: why (results is then empty)"
+    )
 
 
 class BreakerOut(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -78,6 +78,37 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class LegEvidence:
+    """Where one first-stage retriever placed a document: its 1-based rank in that retriever's list and
+    its score there (BM25: the BM25 score of the best chunk; dense: the vector store's cosine of the best
+    chunk, at the dimension searched)."""
+
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Why a result is where it is (:mod:`rag.retrieval.explain`). ``bm25`` / ``dense``: the document in
+    the query's own list of that retriever (None: the retriever did not run, or did not return it);
+    ``fused``: its fusion score (None when one list stood alone); ``rerank``: the cross-encoder score when
+    it was reranked; ``confidence``: the calibrated estimate of P(relevant) from the first-stage evidence
+    (:mod:`rag.index.calibration`; None for an uncalibrated collection)."""
+
+    bm25: LegEvidence | None = None
+    dense: LegEvidence | None = None
+    fused: float | None = None
+    rerank: float | None = None
+    confidence: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
+        """From :func:`dataclasses.asdict` form (a cached answer)."""
+        legs = {k: LegEvidence(**data[k]) if data.get(k) else None for k in ("bm25", "dense")}
+        return cls(legs["bm25"], legs["dense"], data.get("fused"), data.get("rerank"), data.get("confidence"))
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     doc_id: str
     score: float
@@ -86,6 +117,14 @@ class Result:
     text: str
     chunk_id: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence | None = None
+    chunks: int | None = None  # group_by "doc": the document's chunks in the served version
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """From :func:`dataclasses.asdict` form (a cached answer; one cached before evidence has none)."""
+        evidence = data.get("evidence")
+        return cls(**{**data, "evidence": Evidence.from_dict(evidence) if evidence else None})
 
 
 # -- the pipeline's vocabulary ------------------------------------------------------------------------

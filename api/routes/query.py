@@ -15,6 +15,7 @@ from api.errors import declared, stream_error
 from api.schemas import QueryBody, QueryResponse
 from api.security import QUERY_DOC, QueryAuth, QueryCaller, StreamCaller, take_rate_token
 from rag.logs import request_id_var
+from rag.retrieval.shaping import GroupBy, ResultShape
 from rag.retrieval.step_runner import StepEvent
 from rag.service.answer import QueryAnswer, QueryRequest
 from rag.service.limits import RateLimits
@@ -44,6 +45,8 @@ async def admit(queries: QueryHandler, limits: RateLimits, auth: QueryAuth, body
         body.answer,
         body.session_id,
         caller=auth.caller,  # document ACLs (rag.acl): who the query is for
+        min_score=body.min_score,
+        shape=ResultShape(GroupBy(body.group_by) if body.group_by else None, body.diversity),
     )
     queries.check(request)  # NotReady → 503, FilterError → 422 (api.errors)
     await take_rate_token(limits, tenant)

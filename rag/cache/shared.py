@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rag.cache.keys import Namespace
+from rag.types import Evidence
 
 SIGNATURE_CHARS = 64  # hex SHA-256
 MIN_SECRET_BYTES = 16
@@ -63,6 +64,8 @@ class CachedResult(BaseModel):
     text: str
     chunk_id: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    evidence: Evidence | None = None  # validated field by field (absent: cached before evidence existed)
+    chunks: int | None = None  # group_by "doc"
 
 
 class CachedAnswer(BaseModel):

@@ -13,6 +13,7 @@ import numpy as np
 from rag.bm25.index import BM25Index, BM25Params, TermMatrix
 from rag.bm25.scoring import idf_lucene
 from rag.fusion import FusionChoice
+from rag.index.calibration import ScoreCalibration
 from rag.index.chunk_table import ChunkRecord, read_chunks, write_chunks
 from rag.index.segments import load_rows
 from rag.index.spaces import rotation_file
@@ -97,6 +98,15 @@ class IndexSnapshot:
     def tuned_fusion(self) -> FusionChoice | None:
         """The fusion ``rag tune`` chose for this collection (None: plans take the configured one)."""
         return self.tuning.fusion if self.tuning else None
+
+    @property
+    def calibration(self) -> ScoreCalibration | None:
+        """The confidence scale fitted with ``rag tune`` for this collection (None: uncalibrated, or
+        fitted on another embedder's cosines: a re-embedded version carries the tuning, not the scale)."""
+        calibration = self.tuning.calibration if self.tuning else None
+        if calibration is None or not calibration.applies_to(self.manifest.get("embedder")):
+            return None
+        return calibration
 
     @cached_property
     def bm25(self) -> BM25Index:

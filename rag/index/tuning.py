@@ -16,6 +16,8 @@ from typing import Any
 
 from rag.bm25.index import BM25Params
 from rag.fusion import FusionChoice
+from rag.index.calibration import MANIFEST_FIELD as CALIBRATION_FIELD
+from rag.index.calibration import ScoreCalibration
 
 MANIFEST_KEY = "tuning"
 
@@ -27,15 +29,20 @@ class CollectionTuning:
     source: str  # what the choice was made on: "labelled: <data> <split> (N queries)" or "pseudo-queries…"
     tuned_on: str  # the index version the queries were run against
     evidence: Mapping[str, Any] = field(default_factory=dict)  # the scores that decided (for people)
+    # the confidence scale fitted on the same queries (rag.index.calibration); None: not fitted
+    calibration: ScoreCalibration | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "bm25": {"k1": self.bm25.k1, "b": self.bm25.b, "idf": self.bm25.idf},
             "fusion": self.fusion.to_json(),
             "source": self.source,
             "tuned_on": self.tuned_on,
             "evidence": dict(self.evidence),
         }
+        if self.calibration is not None:
+            out[CALIBRATION_FIELD] = self.calibration.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CollectionTuning:
@@ -49,6 +56,7 @@ class CollectionTuning:
             str(data.get("source", "")),
             str(data.get("tuned_on", "")),
             dict(data.get("evidence", {})),
+            ScoreCalibration.from_json(data[CALIBRATION_FIELD]) if data.get(CALIBRATION_FIELD) else None,
         )
 
 

@@ -52,6 +52,7 @@ from rag.index.segments import load_vectors
 from rag.index.tuning import CollectionTuning
 from rag.index.versions import VersionStore
 from rag.io.sources import read_qrels, read_queries
+from rag.offline.calibration import fit_calibration
 from rag.offline.compare import bootstrap_ci
 from rag.offline.datasets import dataset_collection, open_dataset
 from rag.offline.pseudo_queries import KINDS, PseudoQuery, SourceDoc, altered, make_pseudo_queries
@@ -430,7 +431,8 @@ def tune(runtime: Runtime, queries: QuerySet, *, seed: int = 13) -> CollectionTu
     log.info("BM25: %s (%s)", bm25, bm25_decision.reason)
 
     grid = fusion_grid(configured_fusion(settings))
-    fusion_scores = run.fusion_scores(grid, run.bm25(bm25), run.dense())
+    lexical, semantic = run.bm25(bm25), run.dense()
+    fusion_scores = run.fusion_scores(grid, lexical, semantic)
     fusion_decision = decide(fusion_scores, 0, queries.kinds, rng)
     chosen = grid[fusion_decision.chosen]
     reason = (
@@ -457,7 +459,19 @@ def tune(runtime: Runtime, queries: QuerySet, *, seed: int = 13) -> CollectionTu
             "top": [{"setting": grid[i].label, "ndcg@10": round(float(means[i]), 4)} for i in top],
         },
     }
-    return CollectionTuning(bm25, fusion, queries.source, runtime.snapshot.version, evidence)
+    # the confidence scale, fitted on the same queries with the settings just chosen (rag.index.calibration)
+    calibration = fit_calibration(
+        [queries.qrels[q] for q in queries.qids],
+        lexical,
+        semantic,
+        fusion,
+        queries.source,
+        str(runtime.snapshot.manifest.get("embedder", "")),
+    )
+    evidence["calibration"] = {
+        legs: {"pairs": n, "relevant": r} for legs, (n, r) in calibration.samples.items()
+    }
+    return CollectionTuning(bm25, fusion, queries.source, runtime.snapshot.version, evidence, calibration)
 
 
 def _step_evidence(scores: np.ndarray, decision: Decision, labels: Sequence[str]) -> dict[str, Any]:

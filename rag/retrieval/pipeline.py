@@ -17,10 +17,12 @@ from rag.dense.embedder import Embedder
 from rag.index.snapshot import IndexSnapshot
 from rag.rerank.cross_encoder import Reranker
 from rag.retrieval.compute import Compute, InlineCompute
+from rag.retrieval.explain import explain
 from rag.retrieval.filters import SearchFilter
 from rag.retrieval.pipeline_run import PipelineRun
 from rag.retrieval.plan import QueryPlan
 from rag.retrieval.retrievers import BM25Retriever, DenseRetriever
+from rag.retrieval.shaping import GroupBy, chunk_counts
 from rag.retrieval.step_runner import Guards, SearchOutcome, StepListener
 from rag.types import Degradation, Hit, Result
 
@@ -89,12 +91,36 @@ class SearchPipeline:
     def passage(self, hit: Hit) -> str:
         return self.snapshot.chunk(hit.chunk_id).passage
 
-    def results(self, hits: list[Hit], top_k: int) -> list[Result]:
-        """The first ``top_k`` hits as results, with the caller's (unscoped) document ids."""
+    def results(
+        self,
+        hits: list[Hit],
+        top_k: int,
+        *,
+        outcome: SearchOutcome | None = None,
+        group_by: GroupBy | None = None,
+    ) -> list[Result]:
+        """The first ``top_k`` hits as results, with the caller's (unscoped) document ids. With the run's
+        ``outcome``, each carries its evidence (:mod:`rag.retrieval.explain`); with ``group_by`` "doc",
+        its document's chunk count (:mod:`rag.retrieval.shaping`)."""
+        head = hits[:top_k]
+        snapshot = self.snapshot
+        evidence = explain(outcome, head, snapshot.calibration) if outcome is not None else None
+        counts = chunk_counts(snapshot) if group_by is GroupBy.DOC else None
         out = []
-        for rank, hit in enumerate(hits[:top_k], start=1):
-            chunk = self.snapshot.chunk(hit.chunk_id)
+        for i, hit in enumerate(head):
+            row = snapshot.chunk_rows[hit.chunk_id]
+            chunk = snapshot.chunks[row]
             out.append(
-                Result(chunk.doc_id, hit.score, rank, chunk.title, chunk.text, chunk.chunk_id, chunk.metadata)
+                Result(
+                    chunk.doc_id,
+                    hit.score,
+                    i + 1,
+                    chunk.title,
+                    chunk.text,
+                    chunk.chunk_id,
+                    chunk.metadata,
+                    evidence[i] if evidence is not None else None,
+                    int(counts[snapshot.chunk_doc[row]]) if counts is not None else None,
+                )
             )
         return out

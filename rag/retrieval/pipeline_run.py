@@ -134,6 +134,7 @@ class PipelineRun:
         # a trip through the CPU pool's queue would cost more than it under load
         fused = self.steps.cpu(Step.FUSE, partial(fuse_lists, lists, plan))
         hits = await self.steps.timed(StepKey(Step.FUSE), _now(fused))
+        outcome.lists, outcome.fused = lists, hits if len(lists) > 1 else None
         depth = self._gated_depth(lists) if hits else 0
         if depth > 0:
             if p.reranker is None:  # none configured, or one refused for this collection (its record)

@@ -21,7 +21,7 @@ from rag.resilience.deadline import Deadline, StepCosts
 from rag.resilience.dependency_call import CallTicket, QueueTimeout, service_s, ticketed
 from rag.retrieval.compute import NO_QUEUE, Compute, QueueEstimate
 from rag.retrieval.degradation_ladder import failure_degradation, not_started, shed
-from rag.types import Degradation, Hit, Step, StepKey
+from rag.types import Degradation, Hit, ListKey, Step, StepKey
 
 T = TypeVar("T")
 
@@ -63,6 +63,10 @@ class SearchOutcome:
     embedded_texts: int = 0
     degraded: list[Degradation] = field(default_factory=list)
     rerank_gate: dict[str, Any] | None = None  # the adaptive-depth decision, when the plan has a gate
+    # what the evidence of each result is read from (rag.retrieval.explain): the lists fused, by name
+    # (references, not copies), and the fusion's ranking (None when one list stood alone)
+    lists: dict[ListKey, list[Hit]] = field(default_factory=dict)
+    fused: list[Hit] | None = None
 
     @property
     def timings_ms(self) -> dict[str, float]:

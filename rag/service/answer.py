@@ -14,6 +14,7 @@ from typing import Any
 from rag.acl import Caller
 from rag.llm import Synthesis
 from rag.retrieval.plan import QueryPlan
+from rag.retrieval.shaping import DEFAULT_SHAPE, Abstention, ResultShape
 from rag.rollout.config import Profile
 from rag.routing.costs import QueryCost
 from rag.service.planning import RoutingDecision
@@ -30,6 +31,9 @@ class QueryRequest:
     answer: bool = False  # synthesise an answer through the LLM, when one is configured
     session_id: str | None = None  # the unit of per-session flags (A/B by session)
     caller: Caller | None = None  # who the query is for (document ACLs, rag.acl); None: anonymous
+    # result shaping (rag.retrieval.shaping): calibrated-confidence floor, grouping, MMR diversity
+    min_score: float | None = None
+    shape: ResultShape = DEFAULT_SHAPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,7 @@ class QueryAnswer:
     index_version: str
     took_ms: float
     answer: SynthesizedAnswer | None = None
+    abstained: Abstention | None = None  # min_score left no result: why
 
     @property
     def route(self) -> str:

@@ -40,6 +40,7 @@ from rag.retrieval.filters import SearchFilter, visible
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.pipeline_run import PipelineRun
 from rag.retrieval.plan import QueryPlan
+from rag.retrieval.shaping import DEFAULT_SHAPE, Abstention, ResultShape, diversify
 from rag.retrieval.step_runner import Guards, StepEvent, StepListener
 from rag.routing.costs import Usage, usage_of
 from rag.service.answer import AnswerCost
@@ -64,6 +65,7 @@ class Retrieval:
     ns: Namespace
     deadline: Deadline
     record: StepListener
+    shape: ResultShape = DEFAULT_SHAPE  # group_by / diversity (rag.retrieval.shaping): in the cache key
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +78,14 @@ class Retrieved:
     cost: AnswerCost
     index_version: str
     usage: Usage | None = None  # the work done (None: answered from the cache)
+    abstained: Abstention | None = None  # the request's min_score left no result (never cached)
 
     @classmethod
     def from_cache(cls, hit: CacheHit, degraded: list[Degradation]) -> Retrieved:
         a = hit.answer
         held = held_degradations(a)
         return cls(
-            results=[Result(**r) for r in a["results"]],
+            results=[Result.from_dict(r) for r in a["results"]],
             degraded=(*held, *degraded),
             cache=hit.level,
             cost=AnswerCost(
@@ -235,8 +238,14 @@ class CachedRetrieval:
     async def _run(self, r: Retrieval, run: PipelineRun, cache: QueryCache | None) -> Retrieved:
         outcome = await run.execute()
         metrics.RERANK_PAIRS.labels(r.tenant).inc(outcome.rerank_pairs)
+        hits, shape = outcome.hits, r.shape
+        if shape.diversity > 0.0:  # MMR: bounded, but a matrix product: in the CPU pool
+            p = r.pipeline
+            hits = await p.compute.run(
+                diversify, p.snapshot, hits, shape.diversity, r.top_k, r.plan.candidates, lane=r.tenant
+            )
         return Retrieved(
-            results=r.pipeline.results(outcome.hits, r.top_k),
+            results=r.pipeline.results(hits, r.top_k, outcome=outcome, group_by=shape.group_by),
             degraded=tuple(outcome.degraded),
             cache=CacheLevel.MISS if cache is not None else CacheLevel.OFF,
             cost=AnswerCost(

@@ -30,6 +30,7 @@ from rag.resilience.deadline import Deadline
 from rag.retrieval.filters import SearchFilter
 from rag.retrieval.pipeline import SearchPipeline
 from rag.retrieval.plan import QueryPlan
+from rag.retrieval.shaping import ShapeError, at_least
 from rag.retrieval.step_runner import StepEvent, StepListener
 from rag.rollout.config import Profile
 from rag.rollout.flags import CONTROL
@@ -88,7 +89,13 @@ class QueryHandler:
     def check(self, request: QueryRequest) -> None:
         """Raise what :meth:`query` would raise before doing any work (NotReady, FilterError)."""
         SearchFilter.of(request.tenant, request.filters)
-        self._lifecycle.serving()
+        serving = self._lifecycle.serving()
+        if request.min_score is not None and serving.pipeline.snapshot.calibration is None:
+            raise ShapeError(
+                "min_score",
+                "this collection has no calibrated confidence scale: `rag tune` fits one (leave min_score "
+                "out until then)",
+            )
 
     def access(self, request: QueryRequest) -> AccessScope:
         """What ``request``'s caller may see: its entries (none: anonymous) under its tenant's default."""
@@ -129,6 +136,7 @@ class QueryHandler:
             index_version=retrieved.index_version,
             took_ms=round(took_ms, 3),
             answer=synthesized.answer,
+            abstained=retrieved.abstained,
         )
 
     # -- decide ----------------------------------------------------------------------------------------
@@ -192,11 +200,20 @@ class QueryHandler:
             request.tenant,
             index,
             model,
-            {"plan": plan.as_dict(), "filters": request.filters or {}},
+            {"plan": plan.as_dict(), "filters": request.filters or {}, **request.shape.key_params()},
             access=flt.access.key if flt.access is not None else "",
         )
         return Retrieval(
-            request.tenant, request.query, request.top_k, pipeline, plan, flt, ns, deadline, timeline.record
+            request.tenant,
+            request.query,
+            request.top_k,
+            pipeline,
+            plan,
+            flt,
+            ns,
+            deadline,
+            timeline.record,
+            request.shape,
         )
 
     async def _retrieve_and_settle(
@@ -213,6 +230,9 @@ class QueryHandler:
         status, retrieved = "error", None
         try:
             retrieved = await self._retrieval.retrieve(retrieval)
+            if request.min_score is not None:  # after the cache: cached answers are floored alike
+                kept, abstained = at_least(retrieved.results, request.min_score)
+                retrieved = replace(retrieved, results=kept, abstained=abstained)
             status = "degraded" if retrieved.degraded else "ok"
         except asyncio.CancelledError:
             status = "cancelled"  # the client went away

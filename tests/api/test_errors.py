@@ -16,6 +16,7 @@ from rag.index.given_vectors import VectorError
 from rag.resilience.redis import RedisUnavailable
 from rag.retrieval.degradation_ladder import RetrievalUnavailable
 from rag.retrieval.filters import FilterError
+from rag.retrieval.shaping import ShapeError
 from rag.retrieval.step_runner import StepFailed
 from rag.rollout.config import ConfigError
 from rag.routing.budgets import BudgetLevel, BudgetState, OverBudgetError
@@ -41,6 +42,12 @@ ERRORS: list[tuple[BaseException, int, str, str | None]] = [  # error, status, c
         VectorError("upsert.0.embedding: 32 dimensions", field="upsert.0.embedding", limit=64),
         422,
         "invalid_vectors",
+        None,
+    ),
+    (
+        ShapeError("min_score", "this collection has no calibrated confidence scale"),
+        422,
+        "invalid_request",
         None,
     ),
 ]

@@ -24,7 +24,9 @@ async def test_query_returns_results_and_everything_about_how_they_were_made(
     assert [r["rank"] for r in body["results"]] == [1, 2]
     assert {r["doc_id"] for r in body["results"]} <= {"cat", "owl", "bee"}
     first = body["results"][0]
-    assert set(first) == {"doc_id", "chunk_id", "rank", "score", "title", "text", "metadata"}
+    plain = {"doc_id", "chunk_id", "rank", "score", "title", "text", "metadata"}
+    assert set(first) == plain | {"evidence", "chunks"}
+    assert first["chunks"] is None and body["abstained"] is None  # group_by / min_score not asked for
     assert body["route"] == "hybrid"  # no reranker configured
     assert body["plan"]["retrievers"] == ["bm25", "dense"] and body["plan"]["profile"] == "balanced"
     steps = list(body["timings_ms"])  # in the order the steps completed

@@ -67,7 +67,7 @@ async def _service(folder: str, *, cache: bool) -> RetrievalService:
 
 
 async def _ingest(service: RetrievalService, tenant: str, docs: list[Document]) -> None:
-    _, done = service.ingestion.submit(tenant, docs, [])
+    _, done = await service.ingestion.submit(tenant, docs, [])
     await asyncio.wrap_future(done)
 
 

@@ -56,7 +56,7 @@ def settings_for(data_dir: Path, rollout: Path) -> Settings:
 async def ensure_ingested(service: RetrievalService, corpus: Path) -> dict[str, Any]:
     docs = [replace(d, tenant=TENANT) for d in read_beir_jsonl(corpus)]
     started = time.perf_counter()
-    _, future = service.ingestion.submit(TENANT, docs, [])
+    _, future = await service.ingestion.submit(TENANT, docs, [])
     job = await asyncio.wrap_future(future)
     if job.error:
         raise RuntimeError(f"ingest failed: {job.error}")
